@@ -1,0 +1,50 @@
+"""Sparse attention methods, registered by the name the config uses."""
+
+from __future__ import annotations
+
+from .base import PHASES, AttentionMethod, AttentionResult, analysis_phase, causal_pairs, dense_attention
+
+METHODS: dict[str, type[AttentionMethod]] = {}
+
+
+def register(cls: type[AttentionMethod]) -> type[AttentionMethod]:
+    """Class decorator: make a method selectable by its ``name``."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+register(AttentionMethod)
+
+
+def _load_builtin_methods() -> None:
+    # Imported for their @register side effect; a missing module is a bug, not a choice.
+    import importlib
+
+    for module in ("block_sparse", "vertical_slash", "flexprefill", "snapkv", "ada_snapkv", "quest"):
+        try:
+            importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{module}":
+                raise
+
+
+def get_method(name: str, compression_ratio: float = 1.0, **params) -> AttentionMethod:
+    """Build a method by registry name; an unknown name lists the known ones."""
+    _load_builtin_methods()
+    if name not in METHODS:
+        known = ", ".join(sorted(METHODS))
+        raise KeyError(f"Unknown attention method '{name}'; choose one of: {known}.")
+    return METHODS[name](compression_ratio=compression_ratio, **params)
+
+
+__all__ = [
+    "METHODS",
+    "PHASES",
+    "AttentionMethod",
+    "AttentionResult",
+    "analysis_phase",
+    "causal_pairs",
+    "dense_attention",
+    "get_method",
+    "register",
+]

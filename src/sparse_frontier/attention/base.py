@@ -1,0 +1,131 @@
+"""The contract every attention method keeps.
+
+A method is a dataclass of hyper-parameters plus pure functions on the tensors
+of ONE sequence (engines loop over requests, never batch inside a method):
+
+    q: [Hq, T, D]   queries of this step (T = prompt length in prefill, 1 in decode)
+    k: [Hkv, S, D]  every key the step can see (S >= T); query i sits at key position S - T + i
+    v: [Hkv, S, D]
+
+Hq is a multiple of Hkv (GQA): query head h reads key/value head h // (Hq // Hkv).
+Attention is causal and scaled by 1/sqrt(D). No method reads a config or a file.
+
+Every call returns an ``AttentionResult`` that says how many query-key pairs it
+really computed, so the pipeline records achieved, not intended, compression.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+#: The phases a method can act in. ``kv-compression`` methods evict after prefill
+#: and so sparsify decoding; the analysis groups them with ``decode``.
+PHASES = ("dense", "prefill", "decode", "kv-compression")
+
+
+def analysis_phase(phase: str) -> str:
+    """The phase a method's results are compared in (paper Section 4: prefill vs decode)."""
+    return {"kv-compression": "decode"}.get(phase, phase)
+
+
+@dataclass
+class AttentionResult:
+    """What one attention call produced.
+
+    out:      [Hq, T, D] attention output, in q's dtype.
+    computed: query-key pairs actually computed, summed over query heads.
+    total:    query-key pairs dense causal attention would compute, summed over query heads.
+    keep:     eviction methods only: [Hkv, S] bool, the cached tokens decoding may still read.
+    """
+
+    out: torch.Tensor
+    computed: float
+    total: float
+    keep: torch.Tensor | None = None
+
+    @property
+    def density(self) -> float:
+        return self.computed / self.total if self.total else 1.0
+
+
+def causal_pairs(n_queries: int, n_keys: int) -> int:
+    """Query-key pairs under a causal mask when the queries are the last ``n_queries`` of ``n_keys``."""
+    offset = n_keys - n_queries
+    return n_queries * offset + n_queries * (n_queries + 1) // 2
+
+
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Exact causal GQA attention, the definition every method is measured against.
+
+    key_mask: optional [Hkv, S] bool; False hides a key from every query of that head.
+    Computed in float32 and cast back, so float tolerances compare methods, not rounding.
+    """
+    hq, t, d = q.shape
+    hkv, s, _ = k.shape
+    group = hq // hkv
+    kf = k.float().repeat_interleave(group, dim=0)
+    vf = v.float().repeat_interleave(group, dim=0)
+    scores = torch.einsum("htd,hsd->hts", q.float(), kf) / math.sqrt(d)
+    rows = torch.arange(t, device=q.device)[:, None] + (s - t)
+    cols = torch.arange(s, device=q.device)[None, :]
+    mask = (cols <= rows)[None]
+    if key_mask is not None:
+        mask = mask & key_mask.repeat_interleave(group, dim=0)[:, None, :]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return torch.einsum("hts,hsd->htd", probs, vf).to(q.dtype)
+
+
+@dataclass
+class AttentionMethod:
+    """Base class: dense behaviour everywhere; subclasses override their phase.
+
+    compression_ratio: the target, 1 = dense. Each method maps it to its own budget
+    parameter from the actual sequence length at call time (``budget_for``), so a
+    single configured ratio holds at every length.
+    """
+
+    name: ClassVar[str] = "dense"
+    phase: ClassVar[str] = "dense"
+    compression_ratio: float = 1.0
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.compression_ratio <= 100.0:
+            raise ValueError(
+                f"{self.name}: compression_ratio must be between 1 and 100, got {self.compression_ratio}."
+            )
+
+    @property
+    def is_dense(self) -> bool:
+        return self.compression_ratio == 1.0
+
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> AttentionResult:
+        """Attention over the whole prompt (T == S). Eviction methods also fill ``keep``."""
+        t, s = q.shape[1], k.shape[1]
+        pairs = causal_pairs(t, s) * q.shape[0]
+        return AttentionResult(dense_attention(q, k, v), pairs, pairs)
+
+    def decode(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+    ) -> AttentionResult:
+        """One new query (T == 1) against the cache; ``key_mask`` hides evicted or padded slots."""
+        s = k.shape[1] if key_mask is None else None
+        out = dense_attention(q, k, v, key_mask)
+        hq, group = q.shape[0], q.shape[0] // k.shape[0]
+        visible = (
+            s * hq
+            if s is not None
+            else float(key_mask.sum().item()) * group
+        )
+        return AttentionResult(out, visible, visible)
