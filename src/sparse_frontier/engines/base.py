@@ -1,0 +1,41 @@
+"""The contract every inference engine keeps.
+
+An engine loads one model once and then serves many cells: each ``generate`` call
+takes a batch of tokenized prompts and the attention method to use for that batch
+(greedy decoding), and reports, per prompt, what was generated and the density the
+method really computed. Both engines (``hf`` and ``vllm``) call the same method objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..attention import AttentionMethod
+
+
+@dataclass
+class Generation:
+    """One prompt's result.
+
+    density: achieved density in the method's phase: computed query-key pairs over the
+             causal total for prefill/decode methods, kept over total cached tokens for
+             kv-compression methods, 1.0 for dense.
+    """
+
+    output_ids: list[int]
+    text: str
+    density: float
+    n_prompt_tokens: int
+    prefill_ms: float
+    decode_ms: float
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(
+        self, prompts: list[list[int]], method: AttentionMethod, max_new_tokens: int
+    ) -> list[Generation]:
+        """Greedy generation for every prompt with ``method``; results in prompt order."""
+        ...
