@@ -72,9 +72,16 @@ def build_tiny_model(
     num_key_value_heads: int = 2,
     intermediate_size: int = 128,
     max_position_embeddings: int = 32768,
+    initializer_range: float = 0.3,
     seed: int = 0,
 ) -> Path:
-    """Write a random-weight Qwen2 model and its tokenizer to ``out_dir`` (atomically)."""
+    """Write a random-weight Qwen2 model and its tokenizer to ``out_dir`` (atomically).
+
+    ``initializer_range`` is far above a trained model's 0.02 on purpose: with small
+    weights the residual stream ignores attention and greedy output is one repeated
+    token, which would make every method look exact; at 0.3 the output depends on
+    what attention reads, so tests comparing methods can fail.
+    """
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -89,6 +96,7 @@ def build_tiny_model(
         num_key_value_heads=num_key_value_heads,
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
+        initializer_range=initializer_range,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,

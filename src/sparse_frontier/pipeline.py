@@ -1,0 +1,145 @@
+"""The pipeline's steps as library functions; workflow/scripts only call these.
+
+data -> predictions -> scores -> one long score table. Every table carries the keys
+of its cell: model, method, phase, compression_ratio, task, length, sample_id, seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .attention import AttentionMethod, analysis_phase, get_method
+from .engines import Engine
+from .tasks import get_task
+
+log = logging.getLogger(__name__)
+
+CELL_KEYS = ["model", "method", "phase", "compression_ratio", "task", "length", "sample_id", "seed"]
+
+
+def build_task_data(task_name: str, tokenizer, length: int, n: int, seed: int, **task_params) -> pd.DataFrame:
+    """``n`` samples of one task at one target length, measured in ``tokenizer``'s tokens."""
+    task = get_task(task_name, **task_params)
+    samples = task.generate(tokenizer, length, n, seed)
+    df = pd.DataFrame(
+        {
+            "task": task_name,
+            "length": length,
+            "sample_id": [s.sample_id for s in samples],
+            "seed": seed,
+            "prompt": [s.prompt for s in samples],
+            "gold": [list(s.gold) for s in samples],
+            "n_tokens": [s.n_tokens for s in samples],
+        }
+    )
+    bad = df[(df.n_tokens > length) | (df.n_tokens < 0.95 * length)]
+    if len(bad):
+        raise ValueError(
+            f"Task {task_name}: {len(bad)} samples fall outside 95-100% of {length} tokens "
+            f"(e.g. {int(bad.n_tokens.iloc[0])}); the task's length fitting is broken."
+        )
+    return df
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One method at one compression ratio (dense is the method 'dense' at ratio 1)."""
+
+    method: str
+    compression_ratio: float
+    params: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def build(self, task: str) -> AttentionMethod:
+        params = dict(self.params.get("default", {}))
+        params.update(self.params.get("by_task", {}).get(task, {}))
+        return get_method(self.method, self.compression_ratio, **params)
+
+
+def cells_from_config(methods: dict) -> list[Cell]:
+    """Dense once, then every configured method at every configured ratio other than 1.
+
+    A ratio of 1 is dense by definition (and tested to be), so it is not run twice.
+    """
+    cells = [Cell("dense", 1.0)]
+    for name, spec in methods.items():
+        params = {"default": spec.get("params", {}), "by_task": spec.get("params_by_task", {})}
+        cells += [Cell(name, float(cr), params) for cr in spec["compression_ratios"] if float(cr) != 1.0]
+    return cells
+
+
+def run_inference(
+    engine: Engine,
+    data: pd.DataFrame,
+    cells: list[Cell],
+    *,
+    model: str,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """Every cell over every sample of ``data`` (all tasks of one length); one row per sample per cell."""
+    tokenizer = engine.tokenizer
+    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in data.prompt]
+    rows = []
+    total = len(cells) * len(data)
+    with tqdm(total=total, desc=f"{model} inference", unit="prompt") as bar:
+        for cell in cells:
+            for task, group in data.groupby("task", sort=True):
+                method = cell.build(task)
+                max_new_tokens = get_task(task).max_new_tokens
+                positions = list(group.index)
+                for start in range(0, len(positions), batch_size):
+                    batch = positions[start : start + batch_size]
+                    results = engine.generate([prompts[i] for i in batch], method, max_new_tokens)
+                    for i, gen in zip(batch, results, strict=True):
+                        sample = data.loc[i]
+                        rows.append(
+                            {
+                                "model": model,
+                                "method": cell.method,
+                                "phase": analysis_phase(method.phase),
+                                "compression_ratio": cell.compression_ratio,
+                                "task": task,
+                                "length": int(sample.length),
+                                "sample_id": int(sample.sample_id),
+                                "seed": int(sample.seed),
+                                "output": gen.text,
+                                "gold": list(sample.gold),
+                                "density": gen.density,
+                                "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),
+                                "n_prompt_tokens": gen.n_prompt_tokens,
+                                "n_output_tokens": len(gen.output_ids),
+                                "prefill_ms": gen.prefill_ms,
+                                "decode_ms": gen.decode_ms,
+                                "engine": engine.name,
+                            }
+                        )
+                    bar.update(len(batch))
+            log.info("cell %s x%.2f done", cell.method, cell.compression_ratio)
+    return pd.DataFrame(rows)
+
+
+def score_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Add each row's task score (answer extraction included) and the task's category."""
+    scored = predictions.copy()
+    scores, categories = [], []
+    for task_name, output, gold in zip(scored.task, scored.output, scored.gold, strict=True):
+        task = get_task(task_name)
+        scores.append(float(task.score(output, tuple(gold))))
+        categories.append(task.category)
+    scored["score"] = scores
+    scored["task_category"] = categories
+    return scored
+
+
+def collect_scores(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The one long score table: every cell's rows, keys first, sorted for stable diffs."""
+    df = pd.concat(tables, ignore_index=True)
+    duplicated = df.duplicated(CELL_KEYS)
+    if duplicated.any():
+        first = df[duplicated].iloc[0]
+        raise ValueError(f"Duplicate score rows for cell {dict(first[CELL_KEYS])}; two inputs overlap.")
+    columns = CELL_KEYS + [c for c in df.columns if c not in CELL_KEYS]
+    return df[columns].sort_values(CELL_KEYS, ignore_index=True)

@@ -1,0 +1,81 @@
+# Config access, target lists and wildcard constraints; the rules hold no logic.
+
+import os
+from pathlib import Path
+
+# Scripts import the library from this checkout, so a conda env needs only its dependencies.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH", "")] if p
+)
+
+MODELS = list(config["models"])
+LENGTHS = [int(length) for length in config["lengths"]]
+TASKS = list(config["tasks"])
+TOKENIZERS = sorted({m["tokenizer"] for m in config["models"].values()})
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    tokenizer="|".join(TOKENIZERS),
+    task="|".join(TASKS),
+    length=r"\d+",
+
+
+def model_spec(name):
+    return config["models"][name]
+
+
+def built_models():
+    return [name for name, spec in config["models"].items() if "build" in spec]
+
+
+def model_path(name):
+    return model_spec(name)["path"]
+
+
+def model_build_input(name):
+    """The model folder as an input when a rule builds it; nothing for hub models."""
+    return [model_path(name)] if "build" in model_spec(name) else []
+
+
+def tokenizer_model(tokenizer):
+    """The first model of a tokenizer family: its tokenizer measures that family's data."""
+    return next(name for name, spec in config["models"].items() if spec["tokenizer"] == tokenizer)
+
+
+def task_data_tokenizer_input(wildcards):
+    return model_build_input(tokenizer_model(wildcards.tokenizer))
+
+
+def inference_data(wildcards):
+    tokenizer = model_spec(wildcards.model)["tokenizer"]
+    return expand(
+        "results/data/{tokenizer}/{task}/{length}.parquet",
+        tokenizer=tokenizer,
+        task=TASKS,
+        length=wildcards.length,
+    )
+
+
+def inference_model_input(wildcards):
+    return model_build_input(wildcards.model)
+
+
+def model_build_params(wildcards):
+    return model_spec(wildcards.model)["build"]
+
+
+def model_path_param(wildcards):
+    return model_path(wildcards.model)
+
+
+def tokenizer_path_param(wildcards):
+    return model_path(tokenizer_model(wildcards.tokenizer))
+
+
+def score_tables():
+    return expand("results/scores/{model}/{length}.parquet", model=MODELS, length=LENGTHS)
+
+
+def model_configs():
+    return expand("results/model_configs/{model}.json", model=MODELS)

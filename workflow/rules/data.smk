@@ -1,0 +1,21 @@
+# Task data: lengths are measured in each tokenizer family's own tokens.
+
+
+rule task_data:
+    input:
+        task_data_tokenizer_input,
+    output:
+        "results/data/{tokenizer}/{task}/{length}.parquet",
+    params:
+        tokenizer=tokenizer_path_param,
+        samples=config["samples"],
+        seed=config["seed"],
+    log:
+        "results/logs/task_data/{tokenizer}/{task}/{length}.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/task_data.py"

@@ -1,0 +1,27 @@
+# Inference: one job per (model, length) loads the model once and runs every cell it owns
+# (dense + methods x compression ratios x tasks).
+
+
+rule inference:
+    input:
+        data=inference_data,
+        model=inference_model_input,
+    output:
+        "results/predictions/{model}/{length}.parquet",
+    params:
+        path=model_path_param,
+        engine=config["engine"],
+        methods=config["methods"],
+        settings=config["inference"],
+    log:
+        "results/logs/inference/{model}/{length}.log",
+    benchmark:
+        "results/benchmarks/inference/{model}/{length}.tsv"
+    conda:
+        "../../envs/inference.yaml"
+    resources:
+        gpu=0,
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../scripts/inference.py"

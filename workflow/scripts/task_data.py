@@ -1,0 +1,12 @@
+"""Generate one task's samples at one length, measured in the tokenizer family's tokens."""
+
+from sparse_frontier.io import log_to_file, write_parquet
+from sparse_frontier.models import load_tokenizer
+from sparse_frontier.pipeline import build_task_data
+
+sm = snakemake  # noqa: F821 (snakemake is injected)
+log_to_file(sm.log[0])
+tokenizer = load_tokenizer(sm.params.tokenizer)
+data = build_task_data(sm.wildcards.task, tokenizer, int(sm.wildcards.length), sm.params.samples, sm.params.seed)
+data["tokenizer"] = sm.wildcards.tokenizer
+write_parquet(data, sm.output[0])
