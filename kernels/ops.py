@@ -1,0 +1,86 @@
+"""Public sparse-attention ops: Triton on CUDA tensors, the PyTorch reference elsewhere.
+
+All ops take ONE sequence (no batch dimension), GQA layout, queries being the last T of S
+positions, scale 1/sqrt(D), softmax in float32, output in q's dtype, any length:
+
+    q: [Hq, T, D]    k, v: [Hkv, S, D]    query head h reads kv head h // (Hq // Hkv)
+
+Each op says which query-key pairs are computed; the matching ``*_pairs`` helpers in the
+family's reference module count them exactly, for achieved-compression bookkeeping.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .block_sparse.reference import block_sparse_attention_reference
+from .common.checks import check_index, check_mask, check_qkv
+from .quest.reference import quest_decode_attention_reference
+from .vertical_slash.reference import vertical_slash_attention_reference
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def block_sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor, block_size: int = 16
+) -> torch.Tensor:
+    """Block-sparse causal attention (paper A.1.1).
+
+    block_mask: [Hq, ceil(T/block_size), ceil(S/block_size)] bool; query block i (rows of q) sees
+    key block j when set, with the causal mask applied inside every kept block.
+    Returns [Hq, T, D] in q's dtype; a query that sees no key gets zeros.
+    """
+    op = "block_sparse_attention"
+    check_qkv(op, q, k, v)
+    hq, t, _ = q.shape
+    s = k.shape[1]
+    check_mask(op, "block_mask", block_mask, (hq, _cdiv(t, block_size), _cdiv(s, block_size)), q.device)
+    if q.is_cuda:
+        from .block_sparse.triton_block_sparse import block_sparse_attention_triton
+
+        return block_sparse_attention_triton(q, k, v, block_mask, block_size)
+    return block_sparse_attention_reference(q, k, v, block_mask, block_size)
+
+
+def vertical_slash_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vertical_idx: torch.Tensor, slash_idx: torch.Tensor
+) -> torch.Tensor:
+    """Vertical-slash causal attention (paper A.1.2, MInference pattern).
+
+    vertical_idx: [Hq, NV] int64 key positions; slash_idx: [Hq, NS] int64 diagonal offsets >= 0
+    (query at position p sees key p - o). Negative entries are padding; duplicates and pairs
+    covered by both a vertical and a slash count once. Returns [Hq, T, D] in q's dtype.
+    """
+    op = "vertical_slash_attention"
+    check_qkv(op, q, k, v)
+    hq, s = q.shape[0], k.shape[1]
+    check_index(op, "vertical_idx", vertical_idx, hq, s, q.device)
+    check_index(op, "slash_idx", slash_idx, hq, s, q.device)
+    if q.is_cuda:
+        from .vertical_slash.triton_vertical_slash import vertical_slash_attention_triton
+
+        return vertical_slash_attention_triton(q, k, v, vertical_idx, slash_idx)
+    return vertical_slash_attention_reference(q, k, v, vertical_idx, slash_idx)
+
+
+def quest_decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_mask: torch.Tensor, page_size: int = 16
+) -> torch.Tensor:
+    """Quest page-sparse decode attention (paper A.1.6).
+
+    q: [Hq, 1, D]; page_mask: [Hq, ceil(S/page_size)] bool, the pages each query head reads.
+    Returns [Hq, 1, D] in q's dtype; a head with no page gets zeros.
+    """
+    op = "quest_decode_attention"
+    check_qkv(op, q, k, v)
+    if q.shape[1] != 1:
+        raise ValueError(f"{op}: decode takes one query per head (q [Hq, 1, D]), got T={q.shape[1]}.")
+    hq, s = q.shape[0], k.shape[1]
+    check_mask(op, "page_mask", page_mask, (hq, _cdiv(s, page_size)), q.device)
+    if q.is_cuda:
+        from .quest.triton_quest import quest_decode_attention_triton
+
+        return quest_decode_attention_triton(q, k, v, page_mask, page_size)
+    return quest_decode_attention_reference(q, k, v, page_mask, page_size)
