@@ -1,25 +1,42 @@
-"""Long-context tasks, registered by the name the config uses."""
+"""Long-context tasks, registered by the name the config uses.
+
+``get_task(name)`` imports every task module first, so all nine tasks are registered
+whichever one is asked for.
+"""
 
 from __future__ import annotations
 
-from .base import Sample, Task
+import importlib
+
+from .base import FittedTask, Instance, Sample, Task
 
 TASKS: dict[str, type[Task]] = {}
+
+# One module per task family; importing a module registers its tasks.
+_TASK_MODULES = ("ruler_niah",)
 
 
 def register(cls: type[Task]) -> type[Task]:
     """Class decorator: make a task selectable by its ``name``."""
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        raise ValueError(f"Two task classes are registered as '{cls.name}'; task names must be unique.")
     TASKS[cls.name] = cls
     return cls
 
 
+def load_all() -> dict[str, type[Task]]:
+    """Import every task module (registering its tasks) and return the registry."""
+    for module in _TASK_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+    return TASKS
+
+
 def get_task(name: str, **params) -> Task:
     """Build a task by registry name; an unknown name lists the known ones."""
-    from . import ruler_niah  # noqa: F401  (registers on import)
-
+    load_all()
     if name not in TASKS:
         raise KeyError(f"Unknown task '{name}'; choose one of: {', '.join(sorted(TASKS))}.")
     return TASKS[name](**params)
 
 
-__all__ = ["TASKS", "Sample", "Task", "get_task", "register"]
+__all__ = ["TASKS", "FittedTask", "Instance", "Sample", "Task", "get_task", "load_all", "register"]

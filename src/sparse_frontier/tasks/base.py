@@ -7,7 +7,9 @@ model's raw output against the gold answers stored with each sample.
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -43,3 +45,56 @@ class Task(ABC):
     @abstractmethod
     def score(self, output: str, gold: tuple[str, ...]) -> float:
         """Score in [0, 1] of the model's raw output (answer extraction included)."""
+
+
+def sample_rng(task: str, seed: int, length: int, sample_id: int) -> random.Random:
+    """The random source of one sample: a function of (task, seed, length, sample_id) only.
+
+    Python's ``random.Random`` seeded with a string hashes it with SHA-512, so the stream is the
+    same on every run and platform, and different sample ids (or lengths) get unrelated streams.
+    """
+    return random.Random(f"{task}|seed={seed}|length={length}|sample={sample_id}")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One sample before length fitting.
+
+    render:    number of filler units -> task text in the shared prompt format (no chat
+               template); deterministic, and longer for more units
+    gold:      the gold answers stored with the sample
+    max_units: the most filler units the instance can supply (None: unbounded)
+    meta:      flat, Parquet-friendly facts about the sample (str, int, float, lists of str)
+    """
+
+    render: Callable[[int], str]
+    gold: tuple[str, ...]
+    max_units: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+class FittedTask(Task):
+    """A task whose length is set by a count of filler units; fitting is shared.
+
+    Subclasses implement :meth:`make_instance` (and :meth:`score`); :meth:`generate` draws each
+    sample from its own random stream and fits it with one :class:`LengthFitter` per call, so
+    the tokens-per-unit rate learnt on the first sample speeds up the rest.
+    """
+
+    @abstractmethod
+    def make_instance(self, rng: random.Random, length: int) -> Instance:
+        """Draw one sample's content from ``rng`` for a target of ``length`` tokens."""
+
+    def generate(self, tokenizer, length: int, n: int, seed: int) -> list[Sample]:
+        from .length import LengthFitter
+
+        if n < 0:
+            raise ValueError(f"The number of samples must be >= 0, got {n}.")
+        fitter = LengthFitter(tokenizer, length)
+        samples = []
+        for sample_id in range(n):
+            instance = self.make_instance(sample_rng(self.name, seed, length, sample_id), length)
+            fitted = fitter.fit(instance.render, instance.max_units)
+            meta = {**instance.meta, "n_units": fitted.n_units, "fit_calls": fitted.n_calls}
+            samples.append(Sample(sample_id, fitted.prompt, instance.gold, fitted.n_tokens, meta))
+        return samples

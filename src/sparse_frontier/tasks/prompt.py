@@ -1,0 +1,102 @@
+"""The structured prompt shared by every task, and the chat-template step.
+
+The paper (Section 3.3) adopts the structured format of Karpinska et al. (2024): the model is
+told what the task is, given the question, the context, the question again, and asked to reason
+step by step before a final answer line. Its Appendix E (the literal text) did not survive
+extraction, so the wording below is ours; what it keeps from the paper is the structure:
+
+    instructions -> question -> <context> ... </context> -> question again
+    -> "reason step by step, then end with a final line `Answer: ...`"
+
+Stating the question before and after the context is why the paper's query lengths (its
+Table 5) are a few hundred tokens: a model reading left to right knows what to look for,
+and the repeat sits next to where generation starts.
+
+Every task builds its text with :func:`build_prompt`, so the format is the same for all nine,
+and :func:`to_model_input` applies the tokenizer's chat template (if it has one) so that the
+stored prompt is exactly what the engine feeds the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+ANSWER_MARKER = "Answer:"
+
+_TEMPLATE = """{instructions}
+
+I will state the question before the context and again after it.
+
+Question: {question}
+
+<context>
+{context}
+</context>
+
+Question: {question}
+
+First reason step by step about the context: say where you found the relevant information and \
+how it leads to the answer. Then end your response with one final line in exactly this format:
+{marker} {answer_format}
+
+Rules for the final line:
+{rules}"""
+
+
+def build_prompt(
+    instructions: str,
+    context: str,
+    question: str,
+    answer_format: str,
+    rules: Sequence[str] = (),
+) -> str:
+    """The task text in the shared structured format (no chat template applied).
+
+    instructions:  what the task is, one short paragraph
+    context:       the long part (documents, key-value pairs, a story, ...)
+    question:      what to answer; stated before and after the context
+    answer_format: what follows ``Answer:`` on the final line, e.g. ``<value 1>, <value 2>``
+    rules:         extra one-line rules for the answer line, rendered as a bullet list
+    """
+    bullet_rules = [
+        f"- {rule}"
+        for rule in (
+            *rules,
+            f"The line starting with '{ANSWER_MARKER}' must be the last line of your response.",
+        )
+    ]
+    return _TEMPLATE.format(
+        instructions=instructions.strip(),
+        question=question.strip(),
+        context=context,
+        marker=ANSWER_MARKER,
+        answer_format=answer_format.strip(),
+        rules="\n".join(bullet_rules),
+    )
+
+
+def has_chat_template(tokenizer) -> bool:
+    """Whether the tokenizer carries a chat template (instruction-tuned models do)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def to_model_input(tokenizer, text: str) -> str:
+    """The exact string the engine tokenizes: ``text`` as one user turn, chat template applied.
+
+    With a chat template the result ends with the assistant's generation prompt
+    (``add_generation_prompt=True``); without one (the tiny test tokenizer, base models) the
+    text is returned unchanged.
+    """
+    if not has_chat_template(tokenizer):
+        return text
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    if not isinstance(rendered, str):  # some versions return a list for batch inputs
+        raise TypeError(f"apply_chat_template returned {type(rendered).__name__}, expected str.")
+    return rendered
+
+
+def count_tokens(tokenizer, prompt: str) -> int:
+    """Tokens of ``prompt`` exactly as the engine counts them (no special tokens added)."""
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
