@@ -17,15 +17,11 @@ register(AttentionMethod)
 
 
 def _load_builtin_methods() -> None:
-    # Imported for their @register side effect; a missing module is a bug, not a choice.
+    # Imported for their @register side effect (lazily: the modules import this package).
     import importlib
 
     for module in ("block_sparse", "vertical_slash", "flexprefill", "snapkv", "ada_snapkv", "quest"):
-        try:
-            importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{module}":
-                raise
+        importlib.import_module(f"{__name__}.{module}")
 
 
 def get_method(name: str, compression_ratio: float = 1.0, **params) -> AttentionMethod:

@@ -40,12 +40,14 @@ class AttentionResult:
     computed: query-key pairs actually computed, summed over query heads.
     total:    query-key pairs dense causal attention would compute, summed over query heads.
     keep:     eviction methods only: [Hkv, S] bool, the cached tokens decoding may still read.
+    info:     the budget the method chose for this call (e.g. ``{"top_k": 12.4}``), for logs and docs.
     """
 
     out: torch.Tensor
     computed: float
     total: float
     keep: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
 
     @property
     def density(self) -> float:

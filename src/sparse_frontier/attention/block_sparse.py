@@ -1,0 +1,170 @@
+"""Block-Sparse prefill (MInference's pattern; paper Table 1 and Appendix A.1.1).
+
+The attention matrix is cut into ``block_size`` x ``block_size`` tiles (16 x 16, the paper's
+choice). Every query block keeps the first key block (attention sinks) and the key blocks its
+causal boundary crosses (the diagonal), and adds its top-k remaining key blocks ranked by the
+dot product of mean-pooled queries and keys. The budget is uniform: every head and every query
+block gets the same k (to within one block, see ``blocks_per_query_block``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..kernels.ops import block_sparse_attention
+from . import register
+from .base import AttentionMethod, AttentionResult, causal_pairs, dense_attention
+from .common import MAX_CHUNK_ELEMENTS, check_positive_int, check_shapes, search_float
+
+#: Fractional part of the golden ratio: spreads the rounding of a fractional k evenly over
+#: query blocks (a low-discrepancy sequence), so calibration is finer than one block per row.
+_GOLDEN = 0.6180339887498949
+
+
+@dataclass
+class BlockGeometry:
+    """Where the causal boundary cuts the block grid of one (T, S) shape.
+
+    rows:       [nqb] queries in each query block (the last one may be short).
+    n_full:     [nqb] key blocks 0..n_full-1 are visible to every query of the block.
+    last_block: [nqb] the last key block any query of the block can see.
+    Selectable blocks are 1..n_full-1: full 16 x rows tiles, so their pair count is exact.
+    """
+
+    rows: torch.Tensor
+    n_full: torch.Tensor
+    last_block: torch.Tensor
+    n_key_blocks: int
+
+    @classmethod
+    def of(cls, t: int, s: int, block: int, device: torch.device | str = "cpu") -> BlockGeometry:
+        b = torch.arange(math.ceil(t / block), device=device)
+        first_pos = (s - t) + b * block
+        rows = torch.clamp(t - b * block, max=block)
+        last_pos = first_pos + rows - 1
+        return cls(rows, (first_pos + 1) // block, last_pos // block, math.ceil(s / block))
+
+    @property
+    def selectable(self) -> torch.Tensor:
+        """[nqb] key blocks a query block can pick beyond the forced first and boundary blocks."""
+        return torch.clamp(self.n_full - 1, min=0)
+
+
+def blocks_per_query_block(top_k: float, geometry: BlockGeometry) -> torch.Tensor:
+    """[nqb] selected key blocks per query block for a fractional ``top_k``.
+
+    Block b gets floor(top_k + phase_b) with phase_b evenly spread in [0, 1), capped at what it
+    can select; each entry is non-decreasing in top_k, so the total is too (bisection works).
+    """
+    nqb = geometry.rows.shape[0]
+    b = torch.arange(1, nqb + 1, device=geometry.rows.device, dtype=torch.float64)
+    phase = torch.frac(b * _GOLDEN)
+    k_b = torch.floor(top_k + phase).long()
+    return torch.minimum(k_b, geometry.selectable)
+
+
+def _pool(x: torch.Tensor, block: int) -> torch.Tensor:
+    """[H, L, D] -> [H, ceil(L/block), D] block means (the last block averages only its real rows)."""
+    h, n, d = x.shape
+    nb = math.ceil(n / block)
+    padded = torch.zeros(h, nb * block, d, dtype=torch.float32, device=x.device)
+    padded[:, :n] = x.float()
+    sizes = torch.clamp(n - torch.arange(nb, device=x.device) * block, max=block).float()
+    return padded.view(h, nb, block, d).sum(2) / sizes[None, :, None]
+
+
+def select_blocks(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    top_k: float,
+    block: int = 16,
+    max_elements: int = MAX_CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """The block mask of Block-Sparse attention.
+
+    q [Hq, T, D], k [Hkv, S, D] -> block_mask [Hq, ceil(T/block), ceil(S/block)] bool: the first
+    key block, the key blocks on the causal boundary, and the ``top_k`` (fractional, see
+    ``blocks_per_query_block``) best remaining visible key blocks by pooled q.k score.
+    """
+    hq, t, d = q.shape
+    hkv, s, _ = k.shape
+    group = hq // hkv
+    geo = BlockGeometry.of(t, s, block, q.device)
+    nqb, nkb = geo.rows.shape[0], geo.n_key_blocks
+    kb = torch.arange(nkb, device=q.device)[None, :]
+    forced = (kb == 0) | ((kb >= geo.n_full[:, None]) & (kb <= geo.last_block[:, None]))  # [nqb, nkb]
+    mask = forced[None].expand(hq, nqb, nkb).clone()
+    n_sel = blocks_per_query_block(top_k, geo)
+    k_max = int(n_sel.max()) if nqb else 0
+    if k_max == 0:
+        return mask
+    selectable = (kb >= 1) & (kb < geo.n_full[:, None])  # [nqb, nkb]
+    keep_rank = torch.arange(k_max, device=q.device)[None, :] < n_sel[:, None]  # [nqb, k_max]
+    q_pool, k_pool = _pool(q, block), _pool(k, block)  # [Hq, nqb, D], [Hkv, nkb, D]
+    kv_per_chunk = max(1, max_elements // max(1, group * nqb * nkb))
+    for k0 in range(0, hkv, kv_per_chunk):
+        k1 = min(hkv, k0 + kv_per_chunk)
+        qg = q_pool[k0 * group : k1 * group].reshape(k1 - k0, group * nqb, d)
+        scores = torch.bmm(qg, k_pool[k0:k1].transpose(1, 2)).view(-1, nqb, nkb)
+        scores.masked_fill_(~selectable, float("-inf"))
+        top = scores.topk(k_max, dim=-1).indices  # [h, nqb, k_max]
+        chosen = torch.zeros_like(mask[k0 * group : k1 * group])
+        chosen.scatter_(2, top, keep_rank.expand_as(top))
+        mask[k0 * group : k1 * group] |= chosen
+    return mask
+
+
+@register
+@dataclass
+class BlockSparse(AttentionMethod):
+    """Block-Sparse prefill attention (Jiang et al., 2024; paper A.1.1).
+
+    block_size: tile side in tokens (paper: 16).
+    Budget parameter: ``top_k`` key blocks per query block beyond the forced ones, found by
+    bisection at call time so that computed causal pairs / all causal pairs = 1 / compression_ratio.
+    Shapes: prefill(q [Hq,T,D], k [Hkv,S,D], v [Hkv,S,D]) -> out [Hq,T,D].
+    """
+
+    name: ClassVar[str] = "block_sparse"
+    phase: ClassVar[str] = "prefill"
+    block_size: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int(self.name, "block_size", self.block_size)
+
+    def top_k_for(self, t: int, s: int) -> float:
+        """The fractional top-k whose pair count is closest to the target density at this length."""
+        geo = BlockGeometry.of(t, s, self.block_size)
+        target = causal_pairs(t, s) / self.compression_ratio
+        hi = float(geo.selectable.max()) + 1.0 if t else 0.0
+        return search_float(lambda x: block_pairs(x, geo, self.block_size, s), 0.0, hi, target)
+
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> AttentionResult:
+        check_shapes(q, k, v)
+        hq, t, _ = q.shape
+        s = k.shape[1]
+        total = causal_pairs(t, s) * hq
+        if self.is_dense:
+            return AttentionResult(dense_attention(q, k, v), total, total)
+        top_k = self.top_k_for(t, s)
+        mask = select_blocks(q, k, top_k, self.block_size)
+        out = block_sparse_attention(q, k, v, mask, block_size=self.block_size)
+        geo = BlockGeometry.of(t, s, self.block_size)
+        computed = block_pairs(top_k, geo, self.block_size, s) * hq
+        return AttentionResult(out, computed, total, info={"top_k": top_k})
+
+
+def block_pairs(top_k: float, geometry: BlockGeometry, block: int, s: int) -> int:
+    """Causal query-key pairs ONE head computes with ``top_k``: all causal pairs minus skipped tiles.
+
+    Skipped tiles are selectable ones, i.e. fully visible 16-key blocks, so each skips
+    rows x block pairs exactly; nothing is counted twice.
+    """
+    t = int(geometry.rows.sum())
+    skipped = (geometry.selectable - blocks_per_query_block(top_k, geometry)) * geometry.rows * block
+    return causal_pairs(t, s) - int(skipped.sum())

@@ -1,0 +1,119 @@
+"""Pieces the methods share: window attention estimates, pooling, budget search.
+
+Everything here is a pure function on tensors of one sequence, with the shapes of
+``base.py`` (q [Hq, T, D], k [Hkv, S, D], query i at key position S - T + i).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+#: Upper bound on the float32 elements of one window-probability chunk (512 MiB),
+#: so 128K-token contexts with 28 heads are scored head group by head group.
+MAX_CHUNK_ELEMENTS = 1 << 27
+
+
+def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """One clear sentence for the shape mistakes an engine can make."""
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
+        raise ValueError(
+            f"Attention expects q [Hq,T,D], k [Hkv,S,D], v [Hkv,S,D]; got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)} (one sequence at a time, no batch dimension)."
+        )
+    hq, t, d = q.shape
+    hkv, s, dk = k.shape
+    if v.shape[:2] != k.shape[:2] or dk != d:
+        raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must share heads and length, and q's D.")
+    if hq % hkv:
+        raise ValueError(f"Query heads ({hq}) must be a multiple of key/value heads ({hkv}) for GQA.")
+    if t > s:
+        raise ValueError(f"There are more queries ({t}) than keys ({s}); queries sit at the end of the keys.")
+
+
+def window_probs(
+    q: torch.Tensor, k: torch.Tensor, window: int, max_elements: int = MAX_CHUNK_ELEMENTS
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Causal attention probabilities of the last ``window`` queries, one head group at a time.
+
+    The approximation window of Vertical-Slash, FlexPrefill and SnapKV (paper A.1.2, A.1.4):
+    recent queries predict which keys matter to everyone.
+
+    Yields (first_query_head, probs) with probs [h, W, S] float32, W = min(window, T); row w is
+    the query at key position S - W + w. Chunks cover whole GQA groups so k is never repeated.
+    """
+    hq, t, d = q.shape
+    hkv, s, _ = k.shape
+    group = hq // hkv
+    w = min(window, t)
+    qw = q[:, t - w :].float()
+    rows = torch.arange(s - w, s, device=q.device)[:, None]
+    future = torch.arange(s, device=q.device)[None, :] > rows  # [W, S]
+    kv_per_chunk = max(1, max_elements // max(1, group * w * s))
+    scale = 1.0 / math.sqrt(d)
+    for k0 in range(0, hkv, kv_per_chunk):
+        k1 = min(hkv, k0 + kv_per_chunk)
+        qg = qw[k0 * group : k1 * group].reshape(k1 - k0, group * w, d)
+        scores = torch.bmm(qg, k[k0:k1].float().transpose(1, 2)) * scale  # [hk, g*W, S]
+        scores = scores.view((k1 - k0) * group, w, s).masked_fill_(future, float("-inf"))
+        yield k0 * group, torch.softmax(scores, dim=-1)
+
+
+def smooth(scores: torch.Tensor, kernel: int) -> torch.Tensor:
+    """1D average pooling along the last axis with 'same' output length (SnapKV, paper A.1.4).
+
+    scores [..., S] -> [..., S]. Windows are clipped at the ends (no zero padding counted), so the
+    first and last tokens are not penalised for sitting next to the border.
+    """
+    if kernel <= 1:
+        return scores
+    flat = scores.reshape(-1, 1, scores.shape[-1])
+    pad = kernel // 2
+    summed = F.avg_pool1d(flat, kernel, stride=1, padding=pad, count_include_pad=True) * kernel
+    ones = torch.ones_like(flat[:1])
+    counts = F.avg_pool1d(ones, kernel, stride=1, padding=pad, count_include_pad=True) * kernel
+    return (summed / counts)[..., : scores.shape[-1]].reshape(scores.shape)
+
+
+def search_int(count: Callable[[int], float], lo: int, hi: int, target: float) -> int:
+    """The n in [lo, hi] whose ``count(n)`` is closest to ``target``; count must not decrease with n."""
+    if count(lo) >= target:
+        return lo
+    if count(hi) <= target:
+        return hi
+    a, b = lo, hi  # invariant: count(a) < target <= count(b)
+    while b - a > 1:
+        mid = (a + b) // 2
+        if count(mid) < target:
+            a = mid
+        else:
+            b = mid
+    return a if target - count(a) <= count(b) - target else b
+
+
+def search_float(
+    count: Callable[[float], float], lo: float, hi: float, target: float, iterations: int = 40
+) -> float:
+    """The x in [lo, hi] whose ``count(x)`` is closest to ``target`` for a non-decreasing step function."""
+    c_lo, c_hi = count(lo), count(hi)
+    if c_lo >= target:
+        return lo
+    if c_hi <= target:
+        return hi
+    a, b = lo, hi
+    for _ in range(iterations):
+        mid = 0.5 * (a + b)
+        c_mid = count(mid)
+        if c_mid < target:
+            a, c_lo = mid, c_mid
+        else:
+            b, c_hi = mid, c_mid
+    return a if target - c_lo <= c_hi - target else b
+
+
+def check_positive_int(name: str, field_name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: {field_name} must be an integer >= {minimum}, got {value!r}.")

@@ -1,0 +1,148 @@
+"""Quest (Tang et al., 2024): query-aware page selection during decoding, full cache retained.
+
+Paper Appendix A.1.6: the cache is cut into pages of ``page_size`` (16) tokens, each summarised
+by the per-channel minimum and maximum of its keys. For a query q the page's score is an upper
+bound on any q.k inside it, sum_d max(q_d * min_d, q_d * max_d). Each query head reads its
+top-scoring pages, always including the page that holds the current token; nothing is evicted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..kernels.ops import quest_decode_attention
+from . import register
+from .base import AttentionMethod, AttentionResult
+from .common import check_positive_int, check_shapes
+
+
+def page_bounds(
+    k: torch.Tensor, page_size: int, key_mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k [Hkv, S, D] -> (min, max) [Hkv, P, D] float32 per page, P = ceil(S / page_size).
+
+    Hidden keys (key_mask False) and the padding of a short last page are left out; a page with
+    no visible key gets min = +inf and max = -inf, which ``page_scores`` turns into -inf.
+    """
+    hkv, s, d = k.shape
+    n_pages = math.ceil(s / page_size)
+    pad = n_pages * page_size - s
+    visible = torch.ones(hkv, s, dtype=torch.bool, device=k.device) if key_mask is None else key_mask
+    visible = torch.nn.functional.pad(visible, (0, pad), value=False)[..., None]
+    kf = torch.nn.functional.pad(k.float(), (0, 0, 0, pad))
+    low = kf.masked_fill(~visible, float("inf")).view(hkv, n_pages, page_size, d).amin(2)
+    high = kf.masked_fill(~visible, float("-inf")).view(hkv, n_pages, page_size, d).amax(2)
+    return low, high
+
+
+def page_scores(q: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """q [Hq, 1, D], bounds [Hkv, P, D] -> [Hq, P] upper bound of q.k over each page (-inf if empty)."""
+    hq, _, d = q.shape
+    hkv, p, _ = low.shape
+    qg = q.float().view(hkv, hq // hkv, 1, d)
+    empty = torch.isinf(low).all(-1)  # [Hkv, P]
+    low, high = low.masked_fill(empty[..., None], 0.0), high.masked_fill(empty[..., None], 0.0)
+    bound = torch.maximum(qg * low[:, None], qg * high[:, None]).sum(-1)  # [Hkv, g, P]
+    bound = bound.masked_fill(empty[:, None], float("-inf"))
+    return bound.view(hq, p)
+
+
+def select_pages(scores: torch.Tensor, n_pages: int, current_page: int) -> torch.Tensor:
+    """[Hq, P] scores -> page_mask [Hq, P] bool: the current page plus the n_pages - 1 best others."""
+    hq, p = scores.shape
+    mask = torch.zeros(hq, p, dtype=torch.bool, device=scores.device)
+    mask[:, current_page] = True
+    others = min(max(n_pages - 1, 0), p - 1)
+    if others:
+        ranked = scores.masked_fill(mask, float("-inf")).topk(others, dim=1).indices
+        mask.scatter_(1, ranked, True)
+    return mask
+
+
+def quest_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_mask: torch.Tensor, page_size: int,
+    key_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Decode attention over the selected pages AND the visible keys (for calls with a key_mask).
+
+    q [Hq, 1, D], k/v [Hkv, S, D], page_mask [Hq, P], key_mask [Hkv, S] -> [Hq, 1, D].
+    """
+    hq, _, d = q.shape
+    hkv, s, _ = k.shape
+    group = hq // hkv
+    allowed = page_mask.repeat_interleave(page_size, dim=1)[:, :s]
+    if key_mask is not None:
+        allowed = allowed & key_mask.repeat_interleave(group, dim=0)
+    kf = k.float().repeat_interleave(group, dim=0)
+    scores = torch.einsum("hd,hsd->hs", q[:, 0].float(), kf) / math.sqrt(d)
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+    out = torch.einsum("hs,hsd->hd", probs, v.float().repeat_interleave(group, dim=0))
+    return out[:, None].to(q.dtype)
+
+
+@register
+@dataclass
+class Quest(AttentionMethod):
+    """Quest decode attention (Tang et al., 2024; paper A.1.6).
+
+    page_size: tokens per page (16).
+    Budget parameter: ``token_budget`` = visible tokens / compression_ratio per decode step, read
+    as whole pages: the current page plus round((budget - current page's tokens) / page_size)
+    others (closed form, paper Table 6). Density = attended tokens / visible tokens of the step.
+    Shapes: decode(q [Hq,1,D], k [Hkv,S,D], v [Hkv,S,D], key_mask [Hkv,S] | None) -> out [Hq,1,D];
+    the query sits at position S - 1, so the current page is (S - 1) // page_size.
+    """
+
+    name: ClassVar[str] = "quest"
+    phase: ClassVar[str] = "decode"
+    page_size: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int(self.name, "page_size", self.page_size)
+
+    def pages_for(self, context: int, current_tokens: int, n_pages: int) -> int:
+        """Pages (current included) whose tokens come closest to context / compression_ratio."""
+        budget = context / self.compression_ratio
+        return min(max(1 + round((budget - current_tokens) / self.page_size), 1), n_pages)
+
+    def plan(self, q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Index building: page_mask [Hq, P] bool for this decode step."""
+        hkv, s, _ = k.shape
+        low, high = page_bounds(k, self.page_size, key_mask)
+        current = (s - 1) // self.page_size
+        visible = torch.ones(hkv, s, dtype=torch.bool, device=k.device) if key_mask is None else key_mask
+        # Budgets follow the step's own context, averaged over KV heads when eviction made them differ.
+        context = float(visible.sum()) / hkv
+        current_tokens = float(visible[:, current * self.page_size :].sum()) / hkv
+        n = self.pages_for(context, current_tokens, low.shape[1])
+        return select_pages(page_scores(q, low, high), n, current)
+
+    def decode(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+    ) -> AttentionResult:
+        check_shapes(q, k, v)
+        if q.shape[1] != 1:
+            raise ValueError(f"quest: decode takes one query per head (q [Hq,1,D]), got T={q.shape[1]}.")
+        if self.is_dense:
+            return super().decode(q, k, v, key_mask)
+        hq = q.shape[0]
+        hkv, s, _ = k.shape
+        group = hq // hkv
+        page_mask = self.plan(q, k, key_mask)
+        visible = torch.ones(hkv, s, dtype=torch.bool, device=k.device) if key_mask is None else key_mask
+        read = page_mask.repeat_interleave(self.page_size, dim=1)[:, :s] & visible.repeat_interleave(group, 0)
+        if key_mask is None:
+            out = quest_decode_attention(q, k, v, page_mask, page_size=self.page_size)
+        else:
+            out = quest_reference(q, k, v, page_mask, self.page_size, key_mask)
+        total = float(visible.sum()) * group
+        return AttentionResult(out, float(read.sum()), total, info={"pages": int(page_mask[0].sum())})
