@@ -6,7 +6,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default study, unless --configfile names another (which then replaces it, not merges:
+# a paper-grid run must not inherit the tiny model).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, schema="config/schema.yaml")

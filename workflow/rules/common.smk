@@ -4,8 +4,13 @@ import os
 from pathlib import Path
 
 # Scripts import the library from this checkout, so a conda env needs only its dependencies.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH", "")] if p
+# (Set, not required: a user need not define PYTHONPATH, so this is no `envvars:` case.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p
+        for p in [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH", "")]
+        if p
+    )
 )
 
 MODELS = list(config["models"])
@@ -40,7 +45,11 @@ def model_build_input(name):
 
 def tokenizer_model(tokenizer):
     """The first model of a tokenizer family: its tokenizer measures that family's data."""
-    return next(name for name, spec in config["models"].items() if spec["tokenizer"] == tokenizer)
+    return next(
+        name
+        for name, spec in config["models"].items()
+        if spec["tokenizer"] == tokenizer
+    )
 
 
 def task_data_tokenizer_input(wildcards):
@@ -74,7 +83,9 @@ def tokenizer_path_param(wildcards):
 
 
 def score_tables():
-    return expand("results/scores/{model}/{length}.parquet", model=MODELS, length=LENGTHS)
+    return expand(
+        "results/scores/{model}/{length}.parquet", model=MODELS, length=LENGTHS
+    )
 
 
 def model_configs():

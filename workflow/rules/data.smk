@@ -6,10 +6,6 @@ rule task_data:
         task_data_tokenizer_input,
     output:
         "results/data/{tokenizer}/{task}/{length}.parquet",
-    params:
-        tokenizer=tokenizer_path_param,
-        samples=config["samples"],
-        seed=config["seed"],
     log:
         "results/logs/task_data/{tokenizer}/{task}/{length}.log",
     conda:
@@ -17,5 +13,9 @@ rule task_data:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        tokenizer=tokenizer_path_param,
+        samples=config["samples"],
+        seed=config["seed"],
     script:
         "../scripts/task_data.py"

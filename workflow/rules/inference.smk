@@ -8,11 +8,6 @@ rule inference:
         model=inference_model_input,
     output:
         "results/predictions/{model}/{length}.parquet",
-    params:
-        path=model_path_param,
-        engine=config["engine"],
-        methods=config["methods"],
-        settings=config["inference"],
     log:
         "results/logs/inference/{model}/{length}.log",
     benchmark:
@@ -23,5 +18,10 @@ rule inference:
         gpu=0,
         mem_mb=8000,
         runtime=60,
+    params:
+        path=model_path_param,
+        engine=config["engine"],
+        methods=config["methods"],
+        settings=config["inference"],
     script:
         "../scripts/inference.py"

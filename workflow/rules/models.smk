@@ -4,8 +4,6 @@
 rule build_tiny_model:
     output:
         directory("results/models/{model}"),
-    params:
-        build=model_build_params,
     log:
         "results/logs/build_tiny_model/{model}.log",
     conda:
@@ -13,6 +11,8 @@ rule build_tiny_model:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        build=model_build_params,
     script:
         "../scripts/build_tiny_model.py"
 
@@ -22,8 +22,6 @@ rule model_config:
         inference_model_input,
     output:
         "results/model_configs/{model}.json",
-    params:
-        path=model_path_param,
     log:
         "results/logs/model_config/{model}.log",
     conda:
@@ -31,5 +29,7 @@ rule model_config:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        path=model_path_param,
     script:
         "../scripts/model_config.py"

@@ -1,0 +1,62 @@
+"""The config schema: the shipped configs validate, mistakes stop the run with the key named."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = str(ROOT / "config/schema.yaml")
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_validate(name):
+    if not (ROOT / "config" / name).exists():
+        pytest.skip(f"config/{name} not written yet")
+    config = load(name)
+    validate(config, SCHEMA)
+    assert config["analysis"]["alpha"] == 0.05  # defaults are filled in
+
+
+@pytest.mark.parametrize(
+    ("mutate", "named"),
+    [
+        (lambda c: c.update(lenghts=[1024]), "lenghts"),
+        (lambda c: c["models"]["tiny-qwen2"].update(paramz_b=1), "paramz_b"),
+        (lambda c: c.update(tasks=["ruler_nia"]), "ruler_nia"),
+        (lambda c: c["methods"].update(block_sparse={"compression_ratios": [0.5]}), "0.5"),
+        (lambda c: c["methods"].update(quest_v2={"compression_ratios": [2]}), "quest_v2"),
+        (lambda c: c.update(engine="tgi"), "tgi"),
+        (lambda c: c["inference"].update(batch_size=0), "batch_size"),
+    ],
+)
+def test_schema_rejects_and_names_the_mistake(mutate, named):
+    config = copy.deepcopy(load("config.yaml"))
+    mutate(config)
+    with pytest.raises(Exception) as err:
+        validate(config, SCHEMA)
+    assert named in str(err.value)
+
+
+def test_bad_key_stops_snakemake_before_any_job(tmp_path):
+    config = load("config.yaml")
+    config["sampels"] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode != 0
+    assert "sampels" in run.stdout + run.stderr
+    assert "Job stats" not in run.stdout

@@ -1,0 +1,129 @@
+"""The reference engine: exact dense, determinism, and eviction that really shrinks the cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+
+from sparse_frontier.attention import METHODS, AttentionMethod, AttentionResult, get_method
+from sparse_frontier.attention.base import causal_pairs, dense_attention
+from sparse_frontier.engines import load_engine
+from sparse_frontier.engines.hf import HfEngine
+
+get_method("dense")  # loads every built-in method into the registry before parametrizing
+BUILTIN_METHODS = sorted(name for name in METHODS if not name.startswith("_"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir) -> HfEngine:
+    return load_engine("hf", str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def prompts(engine) -> list[list[int]]:
+    texts = [
+        "The special magic number for key abc-def-ghi is 4812. " * 40,
+        "Grass is green, the sky is blue, and here we go again. " * 70,
+    ]
+    return [engine.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+
+
+def test_dense_matches_transformers_greedy(engine, tiny_model_dir, prompts):
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="eager")
+    for prompt in prompts:
+        expected = reference.generate(
+            torch.tensor([prompt]), max_new_tokens=12, do_sample=False, min_new_tokens=12
+        )[0, len(prompt) :].tolist()
+        got = engine.generate([prompt], get_method("dense"), 12)[0]
+        assert got.output_ids == expected
+        assert got.density == 1.0 and got.n_prompt_tokens == len(prompt)
+    # The tiny model's output must depend on its context, or every comparison here is vacuous.
+    first = [engine.generate([p], get_method("dense"), 6)[0].output_ids for p in prompts]
+    assert first[0] != first[1]
+
+
+def test_generation_is_deterministic(engine, prompts):
+    runs = [engine.generate(prompts, get_method("dense"), 10) for _ in range(2)]
+    assert [g.output_ids for g in runs[0]] == [g.output_ids for g in runs[1]]
+
+
+@pytest.mark.parametrize("name", BUILTIN_METHODS)
+def test_compression_one_reproduces_dense(engine, prompts, name):
+    dense = engine.generate(prompts, get_method("dense"), 10)
+    same = engine.generate(prompts, get_method(name, 1.0), 10)
+    assert [g.output_ids for g in same] == [g.output_ids for g in dense]
+    assert all(g.density == pytest.approx(1.0) for g in same)
+
+
+@dataclass
+class _EvictOddHeads(AttentionMethod):
+    """Test method: evicts a fixed, head-dependent token set after prefill (unequal budgets)."""
+
+    name: ClassVar[str] = "_evict_test"
+    phase: ClassVar[str] = "kv-compression"
+
+    def evicted(self, n_kv_heads: int, length: int) -> torch.Tensor:
+        keep = torch.ones(n_kv_heads, length, dtype=torch.bool)
+        for head in range(n_kv_heads):
+            keep[head, 5 : length - 20 : 2 + head] = False  # head 0 drops more than head 1
+        return keep
+
+    def prefill(self, q, k, v) -> AttentionResult:
+        pairs = causal_pairs(q.shape[1], k.shape[1]) * q.shape[0]
+        return AttentionResult(dense_attention(q, k, v), pairs, pairs, keep=self.evicted(k.shape[0], k.shape[1]))
+
+
+@dataclass
+class _MaskOddHeads(_EvictOddHeads):
+    """The same eviction done by masking the full cache: what compaction must reproduce."""
+
+    name: ClassVar[str] = "_mask_test"
+    phase: ClassVar[str] = "decode"
+    prompt_length: int = 0
+
+    def prefill(self, q, k, v) -> AttentionResult:
+        return AttentionMethod.prefill(self, q, k, v)
+
+    def decode(self, q, k, v, key_mask=None) -> AttentionResult:
+        mask = torch.ones(k.shape[0], k.shape[1], dtype=torch.bool)
+        mask[:, : self.prompt_length] = self.evicted(k.shape[0], self.prompt_length)
+        return AttentionResult(dense_attention(q, k, v, mask), 1, 1)
+
+
+def test_eviction_compacts_the_cache_exactly(engine, prompts):
+    prompt = prompts[1]
+    evicting = engine.generate([prompt], _EvictOddHeads(), 12)[0]
+    masked = engine.generate([prompt], _MaskOddHeads(prompt_length=len(prompt)), 12)[0]
+    dense = engine.generate([prompt], get_method("dense"), 12)[0]
+    assert evicting.output_ids == masked.output_ids
+    assert evicting.output_ids != dense.output_ids  # the eviction really changed what was read
+    keep = _EvictOddHeads().evicted(2, len(prompt))
+    assert evicting.density == pytest.approx(keep.float().mean().item())
+
+
+def test_eviction_really_shrinks_the_cache(engine, prompts):
+    from transformers import DynamicCache
+
+    from sparse_frontier.engines.hf import _compact_cache, _SequenceState
+
+    prompt = prompts[0]
+    state = _SequenceState(_EvictOddHeads())
+    cache = DynamicCache(config=engine.model.config)
+    engine._forward(prompt, 0, cache, state)
+    _compact_cache(cache, state)
+    keep = _EvictOddHeads().evicted(2, len(prompt))
+    widest = int(keep.sum(dim=1).max())
+    for layer in cache.layers:
+        assert layer.keys.shape[2] == widest < len(prompt)
+
+
+def test_missing_model_path_is_one_clear_sentence(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_engine("hf", str(tmp_path / "no-such-model"))
+    with pytest.raises(ValueError, match="Unknown engine 'tgi'"):
+        load_engine("tgi", str(tmp_path))
