@@ -1,0 +1,143 @@
+"""Vertical-Slash and FlexPrefill: scoring, forced sinks/local, selection, calibrated density."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from attention_inputs import gqa_permutation, planted_qkv, query_perm, random_qkv
+
+from sparse_frontier.attention import causal_pairs, dense_attention, get_method
+from sparse_frontier.attention.flexprefill import coverage_count
+from sparse_frontier.attention.vertical_slash import VerticalSlashIndex, vertical_slash_scores
+from sparse_frontier.kernels.vertical_slash.reference import vertical_slash_pairs
+
+METHODS = ["vertical_slash", "flexprefill"]
+
+
+def test_scores_match_brute_force():
+    q, k, _ = random_qkv(4, 2, 50, d=8, seed=1)
+    vertical, slash = vertical_slash_scores(q, k, window=20)
+    for h in range(4):
+        for w in range(20):
+            pos = 30 + w
+            logits = q[h, pos] @ k[h // 2, : pos + 1].T / math.sqrt(8)
+            probs = torch.softmax(logits, 0)
+            for o in range(pos + 1):
+                slash[h, o] -= probs[pos - o] / 20
+            vertical[h, : pos + 1] -= probs / 20
+    assert vertical.abs().max() < 1e-6 and slash.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("ratio", [2, 5, 10, 20])
+def test_density_matches_target(name, ratio):
+    s = 4096
+    q, k, _ = random_qkv(2, 1, s, d=8, seed=ratio)
+    v_idx, s_idx, computed, _ = get_method(name, ratio).plan(q, k)
+    # Independent count of the union the kernel will compute.
+    assert computed == vertical_slash_pairs(v_idx, s_idx, s, s)
+    assert computed / (2 * causal_pairs(s, s)) == pytest.approx(1 / ratio, rel=0.05)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_sinks_and_local_window_always_kept(name):
+    q, k, _ = random_qkv(4, 2, 1200, d=8)
+    v_idx, s_idx, _, _ = get_method(name, 20).plan(q, k)
+    for h in range(4):
+        assert set(range(4)) <= set(v_idx[h].tolist())
+        assert set(range(64)) <= set(s_idx[h].tolist())
+
+
+def test_planted_vertical_and_slash_are_selected():
+    s, offset, column = 1500, 300, 777
+    q, k, _ = random_qkv(2, 2, s, d=16, seed=5)
+    # Slash: key p - offset copies the direction of query p, so that diagonal lights up.
+    k[:, : s - offset] = 1.5 * q[:, offset:]
+    # Vertical: one key that every query likes.
+    q[..., 0] = 2.0
+    k[:, column] = 0.0
+    k[:, column, 0] = 12.0
+    v_idx, s_idx, _, info = get_method("vertical_slash", 5).plan(q, k)
+    assert 1 <= info["n"] < 100  # a few picks out of 1500: they must be the planted ones
+    for h in range(2):
+        assert column in v_idx[h].tolist()
+        assert offset in s_idx[h].tolist()
+
+
+def test_index_pair_count_is_exact_for_ragged_budgets():
+    s, t = 700, 650  # queries need not start at 0
+    q, k, _ = random_qkv(3, 3, s, d=8, seed=2, t=t)
+    vertical, slash = vertical_slash_scores(q, k, 64)
+    index = VerticalSlashIndex.build(vertical, slash, t, sinks=4, local=64)
+    n_v = torch.tensor([4, 123, 700])
+    n_s = torch.tensor([700, 64, 301])
+    v_idx, s_idx = index.indices(n_v, n_s)
+    assert index.pairs(n_v, n_s).sum() == vertical_slash_pairs(v_idx, s_idx, t, s)
+    assert ((v_idx >= 0).sum(1) == n_v).all() and ((s_idx >= 0).sum(1) == n_s).all()
+
+
+def test_flexprefill_gives_diffuse_heads_more_budget():
+    s = 1024
+    q, k, _ = planted_qkv(2, 2, s, strong=[200, 600, 900], d=16, strength=6.0)
+    q[1] = 0.0  # head 1 attends uniformly: no few verticals cover 90% of its mass
+    method = get_method("flexprefill", 4)
+    index = method.index(q, k)
+    n_v, n_s = method.counts(index, gamma=0.9, min_budget=0)
+    assert n_v[0] < 20 < 500 < n_v[1]
+    # min_budget is a floor on top of the forced items, whatever the coverage says.
+    n_v, n_s = method.counts(index, gamma=0.9, min_budget=600)
+    assert (n_v >= 604).all() and (n_s >= 664).all()
+
+
+def test_coverage_count_is_the_fewest_items_reaching_gamma():
+    mass = torch.tensor([[0.5, 0.8, 0.9, 1.0], [0.1, 0.2, 0.3, 0.999999]])
+    assert coverage_count(mass, 0.8).tolist() == [2, 4]
+    assert coverage_count(mass, 0.0).tolist() == [0, 0]
+    assert coverage_count(mass, 1.0).tolist() == [4, 4]
+
+
+def test_flexprefill_budget_regimes_follow_the_paper():
+    q, k, _ = random_qkv(2, 1, 4096, d=8)
+    low = get_method("flexprefill", 2).plan(q, k)[3]
+    high = get_method("flexprefill", 20).plan(q, k)[3]
+    # Low compression: coverage does the work on top of min_budget 512 (paper Table 6);
+    # high compression: gamma = 0 and a smaller uniform budget.
+    assert low["gamma"] > 0 and low["min_budget"] == 512
+    assert high["gamma"] == 0 and high["min_budget"] < 512
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_compression_one_is_dense(name):
+    q, k, v = random_qkv(4, 2, 300)
+    result = get_method(name, 1).prefill(q, k, v)
+    assert torch.equal(result.out, dense_attention(q, k, v))
+    assert result.density == 1.0
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_gqa_heads_follow_their_kv_head(name):
+    q, k, v = random_qkv(6, 3, 400, seed=4)
+    method = get_method(name, 3)
+    base = method.prefill(q, k, v)
+    perm = [1, 2, 0]
+    moved = method.prefill(*gqa_permutation(q, k, v, perm))
+    torch.testing.assert_close(moved.out, base.out[query_perm(6, 3, perm)])
+    assert moved.computed == base.computed
+
+
+def test_sparse_output_tracks_dense_when_attention_is_structured():
+    q, k, v = planted_qkv(2, 1, 900, strong=[150, 420, 421], d=16, strength=6.0)
+    result = get_method("vertical_slash", 5).prefill(q, k, v)
+    dense = dense_attention(q, k, v)[:, 430:]
+    assert (result.out[:, 430:] - dense).abs().mean() < 0.01 * dense.abs().mean()
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="tau"):
+        get_method("flexprefill", 2, tau=0.1)
+    with pytest.raises(ValueError, match="approx_window"):
+        get_method("vertical_slash", 2, approx_window=0)
+    with pytest.raises(ValueError, match="min_budget"):
+        get_method("flexprefill", 2, min_budget=-1)
