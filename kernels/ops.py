@@ -66,12 +66,18 @@ def vertical_slash_attention(
 
 
 def quest_decode_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_mask: torch.Tensor, page_size: int = 16
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    page_mask: torch.Tensor,
+    page_size: int = 16,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Quest page-sparse decode attention (paper A.1.6).
 
-    q: [Hq, 1, D]; page_mask: [Hq, ceil(S/page_size)] bool, the pages each query head reads.
-    Returns [Hq, 1, D] in q's dtype; a head with no page gets zeros.
+    q: [Hq, 1, D]; page_mask: [Hq, ceil(S/page_size)] bool, the pages each query head reads;
+    key_mask: optional [Hkv, S] bool, False hides a cache slot (evicted or padding) everywhere.
+    Returns [Hq, 1, D] in q's dtype; a head with no visible key gets zeros.
     """
     op = "quest_decode_attention"
     check_qkv(op, q, k, v)
@@ -79,8 +85,10 @@ def quest_decode_attention(
         raise ValueError(f"{op}: decode takes one query per head (q [Hq, 1, D]), got T={q.shape[1]}.")
     hq, s = q.shape[0], k.shape[1]
     check_mask(op, "page_mask", page_mask, (hq, _cdiv(s, page_size)), q.device)
+    if key_mask is not None:
+        check_mask(op, "key_mask", key_mask, (k.shape[0], s), q.device)
     if q.is_cuda:
         from .quest.triton_quest import quest_decode_attention_triton
 
-        return quest_decode_attention_triton(q, k, v, page_mask, page_size)
-    return quest_decode_attention_reference(q, k, v, page_mask, page_size)
+        return quest_decode_attention_triton(q, k, v, page_mask, page_size, key_mask)
+    return quest_decode_attention_reference(q, k, v, page_mask, page_size, key_mask)

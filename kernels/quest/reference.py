@@ -13,12 +13,25 @@ from ..common.reference import masked_attention
 
 
 def quest_decode_attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_mask: torch.Tensor, page_size: int = 16
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    page_mask: torch.Tensor,
+    page_size: int = 16,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q [Hq, 1, D]; k, v [Hkv, S, D]; page_mask [Hq, ceil(S/page_size)] bool -> out [Hq, 1, D]."""
+    """q [Hq, 1, D]; k, v [Hkv, S, D]; page_mask [Hq, ceil(S/page_size)] bool -> out [Hq, 1, D].
+
+    key_mask: optional [Hkv, S] bool; False hides a cache slot (evicted or padding) from every
+    query head of that kv head, even inside a selected page.
+    """
     s = k.shape[1]
+    group = q.shape[0] // k.shape[0]
 
     def row_mask(h: int, rows: torch.Tensor) -> torch.Tensor:
-        return page_mask[h].repeat_interleave(page_size)[:s][None, :].expand(len(rows), s)
+        keep = page_mask[h].repeat_interleave(page_size)[:s]
+        if key_mask is not None:
+            keep = keep & key_mask[h // group]
+        return keep[None, :].expand(len(rows), s)
 
     return masked_attention(q, k, v, row_mask)

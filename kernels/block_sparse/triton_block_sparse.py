@@ -1,0 +1,228 @@
+"""Triton block-sparse prefill attention (paper A.1.1) and its GPU index building.
+
+Layout. A program owns one query head and one query tile of BLOCK_M rows, i.e. BLOCK_M // 16
+query blocks of the mask. Index building (``build_block_sparse_index``) compacts, per head and
+query tile, the key blocks that any of the tile's query blocks keeps into an ascending list with a
+bit per query block; the attention kernel gathers BLOCK_N // 16 listed key blocks per step, so a
+step is one dense [BLOCK_M, BLOCK_N] tile of tensor-core work, masked by the bits and causality.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from ..common.triton_helpers import LOG2E, mask_rows_to_union_list_kernel, online_softmax_step
+
+
+@dataclass
+class BlockSparseIndex:
+    """Per head and query tile, the key blocks to visit.
+
+    list_start: [n_tiles] int64, offset of each tile's entries within a head's row of ``blocks``.
+    blocks:     [Hq, total] int32, key-block ids, ascending within a tile.
+    bits:       [Hq, total] int32, bit r set when query block r of the tile keeps that key block.
+    count:      [Hq, n_tiles] int32, entries per tile.
+    """
+
+    block_m: int
+    list_start: torch.Tensor
+    blocks: torch.Tensor
+    bits: torch.Tensor
+    count: torch.Tensor
+
+
+def _tile_list_starts(t: int, s: int, block_m: int, block_size: int) -> tuple[np.ndarray, int]:
+    """Offsets of each query tile's list: a tile can keep at most the key blocks not wholly in
+    its future, so lists are packed by that causal width (half of the square at T == S)."""
+    n_tiles = math.ceil(t / block_m)
+    last_row = np.minimum((np.arange(n_tiles) + 1) * block_m, t) - 1
+    widths = np.minimum(math.ceil(s / block_size), (s - t + last_row) // block_size + 1)
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    return starts, int(widths.sum())
+
+
+def build_block_sparse_index(
+    block_mask: torch.Tensor, t: int, s: int, block_m: int = 64, block_size: int = 16
+) -> BlockSparseIndex:
+    """block_mask [Hq, ceil(T/16), ceil(S/16)] bool -> BlockSparseIndex for query tiles of block_m rows."""
+    hq, n_qb, n_kb = block_mask.shape
+    rows_per_tile = block_m // block_size
+    n_tiles = math.ceil(t / block_m)
+    starts_np, total = _tile_list_starts(t, s, block_m, block_size)
+    device = block_mask.device
+    list_start = torch.from_numpy(starts_np).to(device)
+    blocks = torch.empty(hq, max(total, 1), dtype=torch.int32, device=device)
+    bits = torch.empty_like(blocks)
+    count = torch.empty(hq, n_tiles, dtype=torch.int32, device=device)
+    mask_u8 = block_mask.contiguous().view(torch.uint8)
+    mask_rows_to_union_list_kernel[(n_tiles, hq)](
+        mask_u8,
+        list_start,
+        blocks,
+        bits,
+        count,
+        mask_u8.stride(0),
+        mask_u8.stride(1),
+        blocks.stride(0),
+        n_qb,
+        n_kb,
+        n_tiles,
+        t,
+        s,
+        ROWS_PER_GROUP=rows_per_tile,
+        SCAN=1024,
+        CAUSAL_BLOCKS=True,
+        BLOCK=block_size,
+    )
+    return BlockSparseIndex(block_m, list_start, blocks, bits, count)
+
+
+@triton.jit
+def block_sparse_attention_fwd_kernel(
+    Q,
+    K,
+    V,
+    Out,  # q/o [Hq, T, D], k/v [Hkv, S, D]; last dim contiguous
+    LIST_START,
+    BLOCKS,
+    BITS,
+    COUNT,  # see BlockSparseIndex
+    stride_qh,
+    stride_qt,
+    stride_kh,
+    stride_ks,
+    stride_vh,
+    stride_vs,
+    stride_oh,
+    stride_ot,
+    stride_list_h,
+    n_tiles,
+    T,
+    S,
+    qk_scale,
+    GROUP: tl.constexpr,  # query heads per kv head
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    KEY_BLOCK: tl.constexpr,
+):
+    # Heads vary fastest so the query heads of one tile (same kv head) run side by side and share
+    # key blocks through L2; the longest (last) query tiles are scheduled first.
+    h = tl.program_id(0)
+    tile = n_tiles - 1 - tl.program_id(1)
+    kv_h = h // GROUP
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] query index within T
+    qpos = rows + (S - T)  # [BLOCK_M] absolute query position
+    dims = tl.arange(0, HEAD_DIM)
+    q = tl.load(
+        Q + h * stride_qh + rows[:, None] * stride_qt + dims[None, :], mask=rows[:, None] < T, other=0.0
+    )
+    row_block = tl.arange(0, BLOCK_M) // KEY_BLOCK  # [BLOCK_M] query block of each row inside the tile
+
+    start = tl.load(LIST_START + tile)
+    n_entries = tl.load(COUNT + h * n_tiles + tile)
+    list_base = h * stride_list_h + start
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    for c0 in range(0, n_entries * KEY_BLOCK, BLOCK_N):
+        cols = c0 + tl.arange(0, BLOCK_N)  # [BLOCK_N] slot in the gathered key list
+        entry = cols // KEY_BLOCK
+        valid = entry < n_entries
+        kb = tl.load(BLOCKS + list_base + entry, mask=valid, other=0)
+        bits = tl.load(BITS + list_base + entry, mask=valid, other=0)
+        keys = kb * KEY_BLOCK + cols % KEY_BLOCK  # [BLOCK_N] key positions
+        key_ok = valid & (keys < S)
+        k = tl.load(
+            K + kv_h * stride_kh + keys[:, None] * stride_ks + dims[None, :], mask=key_ok[:, None], other=0.0
+        )
+        v = tl.load(
+            V + kv_h * stride_vh + keys[:, None] * stride_vs + dims[None, :], mask=key_ok[:, None], other=0.0
+        )
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N] in log2 units
+        kept = ((bits[None, :] >> row_block[:, None]) & 1) != 0
+        allowed = kept & key_ok[None, :] & (keys[None, :] <= qpos[:, None])
+        s = tl.where(allowed, s, float("-inf"))
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    tl.store(
+        Out + h * stride_oh + rows[:, None] * stride_ot + dims[None, :],
+        out.to(Out.dtype.element_ty),
+        mask=rows[:, None] < T,
+    )
+
+
+def block_sparse_attention_from_index(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    index: BlockSparseIndex,
+    block_size: int = 16,
+    block_n: int = 64,
+    num_warps: int | None = None,
+    num_stages: int = 3,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention over a prebuilt index (so benchmarks can time index building apart); ``out`` an optional
+    [Hq, T, D] buffer to fill."""
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    hq, t, d = q.shape
+    hkv, s, _ = k.shape
+    out = torch.empty_like(q) if out is None else out
+    n_tiles = index.count.shape[1]
+    if num_warps is None:
+        num_warps = 8 if index.block_m >= 128 else 4
+    block_sparse_attention_fwd_kernel[(hq, n_tiles)](
+        q,
+        k,
+        v,
+        out,
+        index.list_start,
+        index.blocks,
+        index.bits,
+        index.count,
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        v.stride(0),
+        v.stride(1),
+        out.stride(0),
+        out.stride(1),
+        index.blocks.stride(0),
+        n_tiles,
+        t,
+        s,
+        LOG2E / math.sqrt(d),
+        GROUP=hq // hkv,
+        BLOCK_M=index.block_m,
+        BLOCK_N=block_n,
+        HEAD_DIM=d,
+        KEY_BLOCK=block_size,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
+    return out
+
+
+def block_sparse_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_mask: torch.Tensor,
+    block_size: int = 16,
+    block_m: int = 64,
+) -> torch.Tensor:
+    """q [Hq, T, D], k/v [Hkv, S, D], block_mask [Hq, ceil(T/16), ceil(S/16)] bool -> [Hq, T, D]."""
+    if block_size != 16:
+        raise ValueError(
+            f"block_sparse_attention: the Triton kernel supports block_size 16, got {block_size}."
+        )
+    index = build_block_sparse_index(block_mask, q.shape[1], k.shape[1], block_m, block_size)
+    return block_sparse_attention_from_index(q, k, v, index, block_size)

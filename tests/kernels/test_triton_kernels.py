@@ -1,0 +1,161 @@
+"""Triton kernels against their PyTorch references on fresh random inputs.
+
+On a CUDA GPU: bf16, long and ragged lengths, GQA ratios. Without one, the same tests run on
+small float16 cases when TRITON_INTERPRET=1 is set (test_interpreter.py does that in a
+subprocess), and are skipped otherwise. Every output buffer is pre-filled with NaN, so an
+element the kernel forgets to write fails the test.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from sparse_frontier.kernels.block_sparse.reference import block_sparse_attention_reference
+from sparse_frontier.kernels.block_sparse.triton_block_sparse import (
+    block_sparse_attention_from_index,
+    build_block_sparse_index,
+)
+from sparse_frontier.kernels.quest.reference import quest_decode_attention_reference
+from sparse_frontier.kernels.quest.triton_quest import build_quest_index, quest_decode_attention_from_index
+from sparse_frontier.kernels.vertical_slash.reference import vertical_slash_attention_reference
+from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
+    build_vertical_slash_index,
+    vertical_slash_attention_from_index,
+)
+
+ON_GPU = torch.cuda.is_available()
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+pytestmark = pytest.mark.skipif(
+    not (ON_GPU or INTERPRET), reason="needs a CUDA GPU (or TRITON_INTERPRET=1 for the small CPU cases)"
+)
+DEVICE = "cuda" if ON_GPU else "cpu"
+# bf16 on the GPU; the CPU interpreter mishandles bf16, so it checks the same code in float16.
+DTYPE = torch.bfloat16 if ON_GPU else torch.float16
+# ||out - ref|| / ||ref|| with the reference in float32 on the same (rounded) inputs.
+REL_TOL = 1e-2 if ON_GPU else 2e-3
+
+# (Hq, Hkv, T, S, D): GQA 7:1 (Qwen2.5-7B), 4:1, 1:1; lengths that are not multiples of 16; T < S.
+GPU_PREFILL = [
+    (28, 4, 1000, 1000, 128),
+    (8, 2, 2048, 2048, 128),
+    (4, 4, 513, 777, 64),
+    (6, 1, 300, 4100, 128),
+]
+CPU_PREFILL = [(4, 2, 37, 53, 32), (2, 1, 100, 100, 16)]
+GPU_DECODE = [(28, 4, 1, 131_077, 128), (8, 2, 1, 5000, 128), (4, 4, 1, 333, 64)]
+CPU_DECODE = [(4, 2, 1, 53, 32), (7, 1, 1, 300, 16)]
+PREFILL = GPU_PREFILL if ON_GPU else CPU_PREFILL
+DECODE = GPU_DECODE if ON_GPU else CPU_DECODE
+
+
+def _inputs(hq, hkv, t, s, d, seed):
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, device=DEVICE).to(DTYPE)
+
+    return rand(hq, t, d), rand(hkv, s, d), rand(hkv, s, d), g
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert not torch.isnan(out).any(), "the kernel left NaN (unwritten or poisoned) elements"
+    return float((out.float() - ref.float()).norm() / ref.float().norm().clamp(min=1e-12))
+
+
+def _upcast(*xs):
+    return [x.float() for x in xs]
+
+
+@pytest.mark.parametrize("block_m", [64, 128])
+@pytest.mark.parametrize("hq,hkv,t,s,d", PREFILL)
+def test_block_sparse_matches_reference(hq, hkv, t, s, d, block_m):
+    q, k, v, g = _inputs(hq, hkv, t, s, d, seed=t + s + block_m)
+    nqb, nkb = math.ceil(t / 16), math.ceil(s / 16)
+    density = torch.rand(hq, 1, 1, generator=g, device=DEVICE) * 0.5  # each head its own density
+    block_mask = torch.rand(hq, nqb, nkb, generator=g, device=DEVICE) < density
+    block_mask[0] = False  # a head that sees nothing must give zeros
+    block_mask[1, :, 0] = True
+    index = build_block_sparse_index(block_mask, t, s, block_m)
+    out = torch.full_like(q, float("nan"))
+    block_sparse_attention_from_index(q, k, v, index, out=out)
+    ref = block_sparse_attention_reference(*_upcast(q, k, v), block_mask)
+    assert _rel_err(out, ref) < REL_TOL
+    assert torch.all(out[0] == 0)
+    # The index lists exactly the causally visible kept blocks of each tile.
+    rows_per_tile = block_m // 16
+    counts = index.count.cpu()
+    for h in (1, hq - 1):
+        for tile in (0, counts.shape[1] - 1):
+            rows = block_mask[h, tile * rows_per_tile : (tile + 1) * rows_per_tile].cpu()
+            first = tile * rows_per_tile
+            last_pos = [(s - t) + min((first + r) * 16 + 15, t - 1) for r in range(rows.shape[0])]
+            visible = torch.stack(
+                [rows[r] & (torch.arange(nkb) * 16 <= last_pos[r]) for r in range(rows.shape[0])]
+            )
+            kept = visible.any(0).nonzero().flatten()
+            n = int(counts[h, tile])
+            start = int(index.list_start[tile])
+            assert torch.equal(index.blocks[h, start : start + n].cpu().long(), kept)
+
+
+@pytest.mark.parametrize("hq,hkv,t,s,d", PREFILL)
+@pytest.mark.parametrize("pattern", ["scattered", "clustered"])
+def test_vertical_slash_matches_reference(hq, hkv, t, s, d, pattern):
+    q, k, v, g = _inputs(hq, hkv, t, s, d, seed=t * 3 + s)
+    nv, ns = max(4, s // 20), max(4, s // 25)
+    vertical = torch.randint(-5, s, (hq, nv), generator=g, device=DEVICE)
+    if pattern == "scattered":
+        slash = torch.randint(-5, s, (hq, ns), generator=g, device=DEVICE)
+    else:  # runs of neighbouring offsets near the diagonal, as real heads have, plus duplicates
+        base = torch.randint(0, max(1, s // 4), (hq, 1), generator=g, device=DEVICE)
+        slash = base + torch.arange(ns, device=DEVICE)[None, :] % (ns // 2 + 1)
+        slash = torch.clamp(slash, max=s - 1)
+    vertical[:, :3] = slash[:, :3].clamp(min=0)  # keys reached both ways count once
+    slash[0, 0] = 0
+    index = build_vertical_slash_index(vertical, slash, t, s)
+    out = torch.full_like(q, float("nan"))
+    vertical_slash_attention_from_index(q, k, v, index, out=out)
+    ref = vertical_slash_attention_reference(*_upcast(q, k, v), vertical, slash)
+    assert _rel_err(out, ref) < REL_TOL
+
+
+@pytest.mark.parametrize("hq,hkv,t,s,d", DECODE)
+@pytest.mark.parametrize("with_key_mask", [False, True])
+def test_quest_decode_matches_reference(hq, hkv, t, s, d, with_key_mask):
+    q, k, v, g = _inputs(hq, hkv, 1, s, d, seed=s + with_key_mask)
+    n_pages = math.ceil(s / 16)
+    page_mask = torch.rand(hq, n_pages, generator=g, device=DEVICE) < 0.1
+    page_mask[:, -1] = True  # Quest always keeps the current page
+    page_mask[hq - 1] = False  # ... except here: a head that reads nothing gives zeros
+    key_mask = (torch.rand(hkv, s, generator=g, device=DEVICE) < 0.9) if with_key_mask else None
+    index = build_quest_index(page_mask, hkv)
+    out = torch.full_like(q, float("nan"))
+    quest_decode_attention_from_index(q, k, v, index, key_mask=key_mask, out=out)
+    ref = quest_decode_attention_reference(*_upcast(q, k, v), page_mask, key_mask=key_mask)
+    assert _rel_err(out, ref) < REL_TOL
+    assert torch.all(out[hq - 1] == 0)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="dispatch to Triton happens for CUDA tensors only")
+def test_public_ops_dispatch_to_triton_on_cuda():
+    from sparse_frontier.kernels.ops import (
+        block_sparse_attention,
+        quest_decode_attention,
+        vertical_slash_attention,
+    )
+
+    q, k, v, g = _inputs(7, 1, 200, 260, 128, seed=11)
+    block_mask = torch.rand(7, 13, 17, generator=g, device=DEVICE) < 0.3
+    ref = block_sparse_attention_reference(*_upcast(q, k, v), block_mask)
+    assert _rel_err(block_sparse_attention(q, k, v, block_mask), ref) < REL_TOL
+    vertical = torch.randint(0, 260, (7, 9), generator=g, device=DEVICE)
+    slash = torch.randint(0, 260, (7, 9), generator=g, device=DEVICE)
+    ref = vertical_slash_attention_reference(*_upcast(q, k, v), vertical, slash)
+    assert _rel_err(vertical_slash_attention(q, k, v, vertical, slash), ref) < REL_TOL
+    pages = torch.rand(7, 17, generator=g, device=DEVICE) < 0.3
+    ref = quest_decode_attention_reference(*_upcast(q[:, -1:], k, v), pages)
+    assert _rel_err(quest_decode_attention(q[:, -1:], k, v, pages), ref) < REL_TOL
