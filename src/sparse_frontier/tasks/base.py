@@ -62,15 +62,23 @@ class Instance:
 
     render:    number of filler units -> task text in the shared prompt format (no chat
                template); deterministic, and longer for more units
-    gold:      the gold answers stored with the sample
+    gold:      the gold answers stored with the sample, or a function of the unit count when
+               they depend on it (e.g. the chapters a story question names)
     max_units: the most filler units the instance can supply (None: unbounded)
-    meta:      flat, Parquet-friendly facts about the sample (str, int, float, lists of str)
+    meta:      flat, Parquet-friendly facts about the sample (str, int, float, lists of str),
+               or a function of the unit count returning them
     """
 
     render: Callable[[int], str]
-    gold: tuple[str, ...]
+    gold: tuple[str, ...] | Callable[[int], tuple[str, ...]]
     max_units: int | None = None
-    meta: dict = field(default_factory=dict)
+    meta: dict | Callable[[int], dict] = field(default_factory=dict)
+
+    def resolve(self, n_units: int) -> tuple[tuple[str, ...], dict]:
+        """The gold answers and meta of the prompt rendered with ``n_units`` filler units."""
+        gold = self.gold(n_units) if callable(self.gold) else self.gold
+        meta = self.meta(n_units) if callable(self.meta) else self.meta
+        return tuple(gold), dict(meta)
 
 
 class FittedTask(Task):
@@ -95,6 +103,7 @@ class FittedTask(Task):
         for sample_id in range(n):
             instance = self.make_instance(sample_rng(self.name, seed, length, sample_id), length)
             fitted = fitter.fit(instance.render, instance.max_units)
-            meta = {**instance.meta, "n_units": fitted.n_units, "fit_calls": fitted.n_calls}
-            samples.append(Sample(sample_id, fitted.prompt, instance.gold, fitted.n_tokens, meta))
+            gold, meta = instance.resolve(fitted.n_units)
+            meta.update(n_units=fitted.n_units, fit_calls=fitted.n_calls)
+            samples.append(Sample(sample_id, fitted.prompt, gold, fitted.n_tokens, meta))
         return samples

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .prompt import count_tokens, to_model_input
+from .prompt import TokenCounter, to_model_input
 
 LOW_FRACTION = 0.95
 _AIM_FRACTION = 0.977  # aim just under the middle of the window: both sides have slack
@@ -53,6 +53,7 @@ class LengthFitter:
         if length < 1:
             raise ValueError(f"Target length must be a positive number of tokens, got {length}.")
         self.tokenizer = tokenizer
+        self.count = TokenCounter(tokenizer)
         self.length = length
         self.low = math.ceil(low_fraction * length)
         self.aim = _AIM_FRACTION * length
@@ -60,7 +61,7 @@ class LengthFitter:
 
     def _measure(self, render: Callable[[int], str], n_units: int) -> tuple[str, int]:
         prompt = to_model_input(self.tokenizer, render(n_units))
-        return prompt, count_tokens(self.tokenizer, prompt)
+        return prompt, self.count(prompt)
 
     def fit(self, render: Callable[[int], str], max_units: int | None = None) -> FittedPrompt:
         """The prompt ``render(n)`` for some ``n`` in [0, max_units] inside the window.

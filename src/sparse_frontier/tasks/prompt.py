@@ -100,3 +100,28 @@ def to_model_input(tokenizer, text: str) -> str:
 def count_tokens(tokenizer, prompt: str) -> int:
     """Tokens of ``prompt`` exactly as the engine counts them (no special tokens added)."""
     return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+class TokenCounter:
+    """Counts tokens like :func:`count_tokens`, faster when it safely can.
+
+    A fast tokenizer's Rust backend returns an ``Encoding`` whose length needs no Python list
+    of ids; at 128K tokens that list alone costs ~0.2 s. The first prompt is counted both ways
+    and the fast path is used only if they agree, so the count stays the engine's count.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._checked = self._backend is None
+
+    def __call__(self, prompt: str) -> int:
+        if not self._checked:
+            self._checked = True
+            exact = count_tokens(self.tokenizer, prompt)
+            if len(self._backend.encode(prompt, add_special_tokens=False)) != exact:
+                self._backend = None
+            return exact
+        if self._backend is None:
+            return count_tokens(self.tokenizer, prompt)
+        return len(self._backend.encode(prompt, add_special_tokens=False))

@@ -1,0 +1,209 @@
+"""The three Story tasks over one procedurally generated narrative per sample.
+
+Paper, Appendix A.2.3 (narratives in :mod:`.narrative`; the length fitter's unit is a chapter):
+
+- **Retrieval**: "Answer 16 factoid questions (e.g., location visited, item acquired) about
+  specific chapters, with chapter IDs provided in the questions. Exact Match." Low scope, low
+  dispersion. Each of 16 distinct chapters gets one question (place, person met, or item
+  bought); a sample's score is the fraction of the 16 answered correctly, matched by position.
+- **Multi-hop**: "an item is acquired in every chapter; [name] the item acquired immediately
+  before [a target item]. Exact Match." High dispersion, low scope. Acquisitions are purchases,
+  gifts or finds; items are unique in the story, so the answer is unique.
+- **Filtering**: "Identify the three specific chapters where no item purchases occurred ...
+  exactly three chapters meet this condition. IoU." High scope, low dispersion. Every other
+  chapter has a purchase; the three have a gift, a find or a declined offer instead, so
+  spotting an item is not enough: the model must tell buying from not buying.
+
+Which chapters the questions name is drawn as fractions of the story once per sample, so the
+chapters move proportionally as the length fitter grows the story; gold answers are read
+from the chapters the final prompt contains.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from . import register
+from .answers import extract_answer, split_items
+from .base import FittedTask, Instance
+from .metrics import exact_match, iou, item_matches
+from .narrative import ChapterFacts, Story, pick_chapters
+from .prompt import build_prompt
+
+
+@dataclass(frozen=True)
+class _Posed:
+    """A story's question(s) and answers for one chapter count."""
+
+    question: str
+    answer_format: str
+    rules: tuple[str, ...]
+    gold: tuple[str, ...]
+    overrides: dict[int, str]  # chapter index -> transaction kind replacing the drawn one
+    meta: dict
+
+
+class _StoryTask(FittedTask):
+    """Shared frame: a story of ``min_chapters + n_units`` chapters and a question about it."""
+
+    min_chapters: ClassVar[int]
+    kinds: ClassVar[tuple[str, ...]] = ("purchase",)
+
+    @abstractmethod
+    def draw(self, rng: random.Random) -> dict:
+        """Per-sample choices made once (fractions, question types), independent of length."""
+
+    @abstractmethod
+    def pose(self, story: Story, chapters: list[ChapterFacts], choices: dict) -> _Posed:
+        """The question and gold answers for this set of chapters."""
+
+    def make_instance(self, rng: random.Random, length: int) -> Instance:
+        story = Story(rng, self.kinds)
+        choices = self.draw(rng)
+        instructions = (
+            f"Below is a story about the travels of {story.name}, told in numbered chapters. In each "
+            f"chapter {story.name} travels to a place, meets someone, and may buy or otherwise come by "
+            "an item. Read the story carefully and answer the question about it."
+        )
+
+        def posed(n_units: int) -> tuple[list[ChapterFacts], _Posed]:
+            chapters = story.take(self.min_chapters + n_units)
+            return chapters, self.pose(story, chapters, choices)
+
+        def render(n_units: int) -> str:
+            chapters, p = posed(n_units)
+            context = story.render(chapters, p.overrides)
+            return build_prompt(instructions, context, p.question, p.answer_format, p.rules)
+
+        def meta(n_units: int) -> dict:
+            _, p = posed(n_units)
+            return {"traveller": story.name, "n_chapters": self.min_chapters + n_units, **p.meta}
+
+        return Instance(
+            render=render,
+            gold=lambda n_units: posed(n_units)[1].gold,
+            max_units=story.max_chapters - self.min_chapters,
+            meta=meta,
+        )
+
+
+_RETRIEVAL_KINDS = ("place", "person", "item")
+
+
+@register
+class StoryRetrieval(_StoryTask):
+    """16 factoid questions, each about a named chapter; exact match per question."""
+
+    name = "story_retrieval"
+    metric = "exact_match"
+    category = "retrieval"
+    max_new_tokens = 512
+    min_chapters = 16
+    n_questions = 16
+
+    def draw(self, rng: random.Random) -> dict:
+        return {
+            "fractions": [rng.random() for _ in range(self.n_questions)],
+            "kinds": [rng.choice(_RETRIEVAL_KINDS) for _ in range(self.n_questions)],
+        }
+
+    def pose(self, story: Story, chapters: list[ChapterFacts], choices: dict) -> _Posed:
+        picked = pick_chapters(choices["fractions"], len(chapters))
+        lines, gold = [], []
+        for number, (index, kind) in enumerate(zip(picked, choices["kinds"], strict=True), start=1):
+            chapter = chapters[index - 1]
+            if kind == "place":
+                lines.append(f"{number}. In Chapter {index}, to which place did {story.name} travel?")
+                gold.append(chapter.place)
+            elif kind == "person":
+                lines.append(f"{number}. In Chapter {index}, whom did {story.name} meet?")
+                gold.append(chapter.person)
+            else:
+                lines.append(f"{number}. In Chapter {index}, which item did {story.name} buy?")
+                gold.append(chapter.item)
+        return _Posed(
+            question="Answer the following questions.\n" + "\n".join(lines),
+            answer_format="; ".join(f"<answer {i}>" for i in range(1, self.n_questions + 1)),
+            rules=(
+                f"Give the {self.n_questions} answers in the order of the questions, "
+                "separated by semicolons.",
+                "Answer with the name only: the place's name (without 'the town of'), the person's name, "
+                "or the item's name (such as 'copper lantern').",
+            ),
+            gold=tuple(gold),
+            overrides={},
+            meta={"chapters": picked, "question_kinds": list(choices["kinds"])},
+        )
+
+    def score(self, output: str, gold: tuple[str, ...]) -> float:
+        items = split_items(extract_answer(output))
+        correct = sum(item_matches(item, g) for item, g in zip(items, gold, strict=False))
+        return correct / len(gold)
+
+
+@register
+class StoryMultiHop(_StoryTask):
+    """Name the item acquired in the chapter before the one where a target item was acquired."""
+
+    name = "story_multihop"
+    metric = "exact_match"
+    category = "high_dispersion"
+    max_new_tokens = 256
+    min_chapters = 2
+    kinds = ("purchase", "gift", "found")
+
+    def draw(self, rng: random.Random) -> dict:
+        return {"fraction": rng.random()}
+
+    def pose(self, story: Story, chapters: list[ChapterFacts], choices: dict) -> _Posed:
+        (target,) = pick_chapters([choices["fraction"]], len(chapters), lowest=2)
+        target_item = chapters[target - 1].item
+        return _Posed(
+            question=(
+                f"{story.name} came by one item in every chapter. Which item did {story.name} acquire "
+                f"immediately before acquiring the {target_item}?"
+            ),
+            answer_format="<item>",
+            rules=("Answer with the item's name only, such as 'copper lantern'.",),
+            gold=(chapters[target - 2].item,),
+            overrides={},
+            meta={"target_chapter": target, "target_item": target_item},
+        )
+
+    def score(self, output: str, gold: tuple[str, ...]) -> float:
+        return exact_match(extract_answer(output), gold)
+
+
+@register
+class StoryFiltering(_StoryTask):
+    """The three chapters with no purchase, among chapters that all have one; IoU."""
+
+    name = "story_filtering"
+    metric = "iou"
+    category = "high_scope"
+    max_new_tokens = 256
+    min_chapters = 4
+    n_target = 3
+
+    def draw(self, rng: random.Random) -> dict:
+        return {
+            "fractions": [rng.random() for _ in range(self.n_target)],
+            "kinds": [rng.choice(("gift", "found", "declined")) for _ in range(self.n_target)],
+        }
+
+    def pose(self, story: Story, chapters: list[ChapterFacts], choices: dict) -> _Posed:
+        picked = sorted(pick_chapters(choices["fractions"], len(chapters)))
+        return _Posed(
+            question=f"In which three chapters did {story.name} not buy anything?",
+            answer_format="<chapter number>, <chapter number>, <chapter number>",
+            rules=("Give the three chapter numbers separated by commas, in any order.",),
+            gold=tuple(str(i) for i in picked),
+            overrides=dict(zip(picked, choices["kinds"], strict=True)),
+            meta={"no_purchase_chapters": picked},
+        )
+
+    def score(self, output: str, gold: tuple[str, ...]) -> float:
+        return iou(split_items(extract_answer(output)), gold)
