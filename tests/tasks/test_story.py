@@ -69,8 +69,8 @@ def test_retrieval_questions_name_chapters_holding_the_answers(tiny_tokenizer):
         assert len(picked) == len(set(picked)) == len(sample.gold) == 16
         for index, kind, answer in zip(picked, sample.meta["question_kinds"], sample.gold, strict=True):
             text = chapters[index]
-            expected = {"place": f"of {answer}.", "person": f"{answer}, a", "item": answer}[kind]
-            assert expected in text
+            expected = {"place": f"of {answer} ", "person": f"{answer}, a", "item": answer}[kind]
+            assert expected in text.replace(".", " ")
             if kind == "item":
                 assert BUYING.search(text)
             assert f"In Chapter {index}," in sample.prompt
