@@ -1,0 +1,19 @@
+"""The vLLM engine: the sparse methods inside vLLM V1 through a plugin (vLLM 0.32 pinned).
+
+Modules: ``plugin`` (the ``vllm.general_plugins`` entry point), ``backend`` (the routing
+wrapper around a platform backend; ``backend_cpu`` / ``backend_flash`` instantiate it),
+``cache_io`` (reading keys and values back from the paged cache), ``runtime`` (per-worker
+state), ``worker`` (the RPCs that switch methods), ``spec`` (methods as plain data) and
+``engine`` (``VllmEngine``). See docs/vllm.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+if importlib.util.find_spec("vllm") is None:  # fail at import, so load_engine can say what to install
+    raise ImportError("No module named 'vllm'", name="vllm")
+
+from .engine import VllmEngine  # noqa: E402
+
+__all__ = ["VllmEngine"]

@@ -1,0 +1,355 @@
+"""A wrapper around a vLLM attention backend that routes rows to the sparse methods.
+
+``make_sparse_backend(Base)`` subclasses a platform backend (CPU_ATTN, FLASH_ATTN), its
+metadata builder and its implementation, and changes three things:
+
+* ``Builder.build`` attaches a ``BatchPlan`` to the metadata, once per step: which rows
+  belong to which request (by vLLM request id), which requests are prefilling, and which
+  of them the configured method handles.
+* ``Impl.forward`` sends every request the method does not touch to the wrapped kernel
+  (one call per contiguous run of such requests, with metadata rebuilt for that run by
+  the wrapped builder), and the others to the method:
+
+  - prefill rows, for prefill methods (Vertical-Slash, FlexPrefill, Block-Sparse) and
+    eviction methods (SnapKV, Ada-SnapKV): ``method.prefill`` on the prompt's own q/k/v,
+    never a dense pass first. For eviction, the ``keep`` mask it returns compacts this
+    layer's cache: kept tokens are written, in order, to the request's first slots.
+  - decode rows, for decode methods (Quest) and compacted requests: keys and values are
+    read back from the paged cache (``cache_io``) and ``method.decode`` runs on them;
+    a compacted request reads only ``kept + generated`` slots.
+* ``Impl.do_kv_cache_update`` redirects a compacted request's new token to the slot after
+  its compacted tokens, so the cache stays dense from slot 0.
+
+This is logical compression: the scheduler still holds the request's blocks for its full
+length; freeing them would need a custom scheduler. No vLLM source is patched: the plugin
+only registers these subclasses through vLLM's backend registry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...attention import AttentionMethod
+from .cache_io import BlockLayout, probe_block_layout, read_kv, slots_for
+from .runtime import LayerCompaction, RequestState, SparseRuntime, get_runtime
+
+
+@dataclass
+class BatchPlan:
+    """One step's routing, shared by every layer of a KV-cache group.
+
+    Request i owns query rows ``qsl[i]:qsl[i + 1]``; ``seq_lens[i]`` is its context length
+    including this step's tokens. ``ours[i]`` says whether the method handles request i.
+    """
+
+    method: AttentionMethod
+    req_ids: list[str]
+    qsl: list[int]
+    seq_lens: list[int]
+    prefill: list[bool]
+    ours: list[bool]
+    common: Any  # vllm CommonAttentionMetadata of the whole batch
+    builder: Any  # the wrapped metadata builder (for per-run metadata)
+    full: Any = None  # the metadata of the whole batch
+    _runs: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+    @property
+    def any_ours(self) -> bool:
+        return any(self.ours)
+
+    def wrapped_runs(self) -> list[tuple[int, int]]:
+        """Maximal runs [a, b) of consecutive requests that the wrapped kernel handles."""
+        runs, start = [], None
+        for i, ours in enumerate([*self.ours, True]):
+            if not ours and start is None:
+                start = i
+            elif ours and start is not None:
+                runs.append((start, i))
+                start = None
+        return runs
+
+    def run_metadata(self, a: int, b: int) -> Any:
+        """The wrapped backend's metadata for requests [a, b), built once per step."""
+        if (a, b) == (0, len(self.req_ids)):
+            return self.full
+        if (a, b) not in self._runs:
+            self._runs[(a, b)] = self.builder.build_wrapped(_slice_common(self.common, a, b, self.qsl))
+        return self._runs[(a, b)]
+
+
+def _slice_common(cm: Any, a: int, b: int, qsl: list[int]) -> Any:
+    """CommonAttentionMetadata restricted to requests [a, b) (rows qsl[a]:qsl[b])."""
+    t0, t1 = qsl[a], qsl[b]
+
+    def rows(x: Any, lo: int, hi: int) -> Any:
+        return None if x is None else x[lo:hi]
+
+    return cm.replace(
+        query_start_loc=cm.query_start_loc[a : b + 1] - cm.query_start_loc[a],
+        query_start_loc_cpu=cm.query_start_loc_cpu[a : b + 1] - cm.query_start_loc_cpu[a],
+        seq_lens=cm.seq_lens[a:b],
+        num_reqs=b - a,
+        num_actual_tokens=t1 - t0,
+        max_query_len=max(qsl[i + 1] - qsl[i] for i in range(a, b)),
+        max_seq_len=int(cm.seq_lens[a:b].max()),
+        block_table_tensor=cm.block_table_tensor[a:b],
+        slot_mapping=cm.slot_mapping[t0:t1],
+        positions=rows(cm.positions, t0, t1),
+        is_prefilling=rows(cm.is_prefilling, a, b),
+        seq_lens_cpu_upper_bound=rows(cm.seq_lens_cpu_upper_bound, a, b),
+        req_idx=rows(cm.req_idx, a, b),
+        logits_indices_padded=None,
+        num_logits_indices=None,
+        max_logits_per_req=None,
+        _num_computed_tokens_cache=None,
+        _token_to_req_indices_cache=None,
+    )
+
+
+def plan_batch(runtime: SparseRuntime, cm: Any, builder: Any) -> BatchPlan | None:
+    """Route one step's requests; None when no method is active or the batch is not real."""
+    runtime.load_from_vllm_config()
+    if not runtime.active:
+        return None
+    method = runtime.method
+    req_ids = runtime.batch_request_ids(cm.num_reqs)
+    if req_ids is None:
+        return None
+    qsl = [int(x) for x in cm.query_start_loc_cpu[: cm.num_reqs + 1].tolist()]
+    seq_lens = [int(x) for x in cm.seq_lens[: cm.num_reqs].cpu().tolist()]
+    prefill, ours = [], []
+    for i, req_id in enumerate(req_ids):
+        q_len, s = qsl[i + 1] - qsl[i], seq_lens[i]
+        is_prefill = q_len == s
+        if q_len > 1 and not is_prefill:
+            raise RuntimeError(
+                f"Request {req_id} computes {q_len} of {s} tokens in one step: sparse methods need the whole "
+                "prompt in one step; run with enable_chunked_prefill=False and enable_prefix_caching=False."
+            )
+        if is_prefill:
+            runtime.start_request(req_id, s)
+            ours.append(method.phase in ("prefill", "kv-compression"))
+        else:
+            state = runtime.requests.get(req_id)
+            compacted = state is not None and bool(state.compactions)
+            ours.append(method.phase == "decode" or compacted)
+            if ours[-1] and state is None:  # prefilled before this method was configured
+                runtime.start_request(req_id, s - 1)
+        prefill.append(is_prefill)
+    return BatchPlan(method, req_ids, qsl, seq_lens, prefill, ours, cm, builder)
+
+
+def _layer_plan(layer_name: str) -> BatchPlan | None:
+    """The plan attached to this layer's metadata in the running forward pass."""
+    from vllm.forward_context import get_forward_context
+
+    metadata = get_forward_context().attn_metadata
+    if isinstance(metadata, list):
+        metadata = metadata[0]
+    if isinstance(metadata, dict):
+        metadata = metadata.get(layer_name)
+    return getattr(metadata, "sparse_plan", None)
+
+
+class SparseImplMixin:
+    """Routing on top of a backend implementation (placed first in the MRO)."""
+
+    _sparse_base: type  # the wrapped implementation class
+    _sparse_layout: BlockLayout | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _write_cache(self, layer: Any, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+                     slots: torch.Tensor) -> None:
+        """Store key/value [n, Hkv, D] at ``slots`` with the wrapped backend's own writer."""
+        self._sparse_base.do_kv_cache_update(self, layer, key, value, kv_cache, slots)
+
+    def _layout(self, layer: Any, kv_cache: torch.Tensor) -> BlockLayout:
+        if self._sparse_layout is None or self._sparse_layout.block_size != kv_cache.shape[2]:
+            self._sparse_layout = probe_block_layout(
+                lambda k, v, c, s: self._write_cache(layer, k, v, c, s),
+                tuple(kv_cache.shape), kv_cache.dtype, kv_cache.device, self.head_size,
+            )
+        return self._sparse_layout
+
+    def _check_supported(self) -> None:
+        from vllm.v1.attention.backend import AttentionType
+
+        window = self.sliding_window
+        no_window = window in (None, -1, (-1, -1))
+        problems = [
+            (not no_window, "sliding-window attention"),
+            (getattr(self, "alibi_slopes", None) is not None, "ALiBi"),
+            (bool(getattr(self, "logits_soft_cap", None)), "logit soft-capping"),
+            (getattr(self, "sinks", None) is not None, "attention sinks"),
+            (str(self.kv_cache_dtype) != "auto", f"kv_cache_dtype={self.kv_cache_dtype}"),
+            (self.attn_type != AttentionType.DECODER, "non-decoder attention"),
+        ]
+        for bad, what in problems:
+            if bad:
+                raise NotImplementedError(
+                    f"Sparse attention methods do not support {what}; run this model with the dense method."
+                )
+
+    def _q_scale(self) -> float:
+        """Methods scale by 1/sqrt(D); a model's own scale is folded into q (as HfEngine does)."""
+        factor = self.scale * math.sqrt(self.head_size)
+        return 1.0 if math.isclose(factor, 1.0, rel_tol=1e-6) else factor
+
+    # -- vLLM entry points -------------------------------------------------------------------
+
+    def do_kv_cache_update(self, layer: Any, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+                           slot_mapping: torch.Tensor) -> None:
+        plan = _layer_plan(layer.layer_name)
+        if plan is not None and plan.any_ours:
+            runtime = get_runtime()
+            block = kv_cache.shape[2]
+            redirected = None
+            for i, req_id in enumerate(plan.req_ids):
+                state = runtime.requests.get(req_id)
+                comp = state.compactions.get(layer.layer_name) if state and not plan.prefill[i] else None
+                if comp is None:
+                    continue
+                if redirected is None:
+                    redirected = slot_mapping.clone()
+                # The new token's compacted position: after the kept tokens and the earlier outputs.
+                position = comp.width + plan.seq_lens[i] - 1 - state.prompt_len
+                redirected[plan.qsl[i]] = slots_for(
+                    plan.common.block_table_tensor[i], torch.tensor([position]), block
+                )[0]
+            if redirected is not None:
+                slot_mapping = redirected
+        self._sparse_base.do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping)
+
+    def forward(self, layer: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                kv_cache: torch.Tensor, attn_metadata: Any, output: torch.Tensor,
+                output_scale: torch.Tensor | None = None,
+                output_block_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """query [T, Hq, D], key/value [T, Hkv, D], output [T, Hq, D]; rows grouped by request."""
+        plan = getattr(attn_metadata, "sparse_plan", None) if attn_metadata is not None else None
+        if plan is None or not plan.any_ours:
+            return self._sparse_base.forward(self, layer, query, key, value, kv_cache, attn_metadata, output,
+                                             output_scale, output_block_scale)
+        self._check_supported()
+        for a, b in plan.wrapped_runs():
+            r0, r1 = plan.qsl[a], plan.qsl[b]
+            self._sparse_base.forward(self, layer, query[r0:r1], key[r0:r1], value[r0:r1], kv_cache,
+                                      plan.run_metadata(a, b), output[r0:r1])
+        runtime = get_runtime()
+        for i, req_id in enumerate(plan.req_ids):
+            if not plan.ours[i]:
+                continue
+            state = runtime.requests[req_id]
+            rows = slice(plan.qsl[i], plan.qsl[i + 1])
+            if plan.prefill[i]:
+                self._prefill(layer, plan, i, state, query[rows], key[rows], value[rows], kv_cache, output[rows])
+            else:
+                self._decode(layer, plan, i, state, query[rows], kv_cache, output[rows])
+        return output
+
+    # -- the two sparse paths ----------------------------------------------------------------
+
+    def _prefill(self, layer: Any, plan: BatchPlan, i: int, state: RequestState, query: torch.Tensor,
+                 key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, output: torch.Tensor) -> None:
+        """One request's whole prompt: query [T, Hq, D], key/value [T, Hkv, D] -> output [T, Hq, D]."""
+        method = plan.method
+        q = query.transpose(0, 1)
+        if (factor := self._q_scale()) != 1.0:
+            q = q * factor
+        k, v = key.transpose(0, 1), value.transpose(0, 1)
+        result = method.prefill(q, k, v)
+        output.copy_(result.out.transpose(0, 1))
+        if method.phase == "prefill":
+            state.computed += result.computed
+            state.total += result.total
+        elif method.phase == "kv-compression" and result.keep is not None:
+            self._compact(layer, plan, i, state, result.keep, key, value, kv_cache)
+
+    def _compact(self, layer: Any, plan: BatchPlan, i: int, state: RequestState, keep: torch.Tensor,
+                 key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor) -> None:
+        """Write the kept tokens (keep [Hkv, T] bool) of every head to the request's first slots.
+
+        Heads may keep different numbers of tokens (Ada-SnapKV): the compacted width is the
+        largest head's count and a per-head mask hides the padding, as in HfEngine.
+        """
+        counts = keep.sum(dim=1)  # [Hkv]
+        width = int(counts.max())
+        state.kept += float(counts.sum())
+        state.cached += float(keep.numel())
+        # Stable sort: kept positions first, in prompt order.
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]  # [Hkv, W]
+        index = order.T[:, :, None].expand(-1, -1, key.shape[-1])  # [W, Hkv, D]
+        slots = slots_for(plan.common.block_table_tensor[i], torch.arange(width), kv_cache.shape[2])
+        self._write_cache(layer, key.gather(0, index).contiguous(), value.gather(0, index).contiguous(),
+                          kv_cache, slots)
+        uniform = bool((counts == width).all())
+        state.compactions[layer.layer_name] = LayerCompaction(width, None if uniform else counts)
+
+    def _decode(self, layer: Any, plan: BatchPlan, i: int, state: RequestState, query: torch.Tensor,
+                kv_cache: torch.Tensor, output: torch.Tensor) -> None:
+        """One decode row: query [1, Hq, D] against the request's cache -> output [1, Hq, D]."""
+        method = plan.method
+        comp = state.compactions.get(layer.layer_name)
+        key_mask = None
+        if comp is None:
+            length = plan.seq_lens[i]
+        else:
+            length = comp.width + plan.seq_lens[i] - state.prompt_len
+            if comp.counts is not None:
+                slot = torch.arange(length, device=comp.counts.device)
+                key_mask = (slot[None, :] < comp.counts[:, None]) | (slot[None, :] >= comp.width)
+        k, v = read_kv(kv_cache, self._layout(layer, kv_cache), plan.common.block_table_tensor[i], length)
+        q = query.transpose(0, 1)
+        if (factor := self._q_scale()) != 1.0:
+            q = q * factor
+        result = method.decode(q, k, v, None if key_mask is None else key_mask.to(k.device))
+        output.copy_(result.out.transpose(0, 1))
+        if method.phase == "decode":
+            state.computed += result.computed
+            state.total += result.total
+        state.decode_kv_len[layer.layer_name] = length
+        state.decode_calls += 1
+
+
+def make_sparse_backend(base: type, name: str | None = None) -> type:
+    """Subclass backend ``base`` (and its builder and impl) with the sparse routing.
+
+    name: what ``get_name()`` returns, a member of ``AttentionBackendEnum`` (default: base's).
+    """
+    base_impl = base.get_impl_cls()
+    base_builder = base.get_builder_cls()
+
+    class Builder(base_builder):  # type: ignore[misc, valid-type]
+        def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
+            metadata = super().build(common_prefix_len, common_attn_metadata, fast_build)
+            plan = plan_batch(get_runtime(), common_attn_metadata, self)
+            if plan is not None:
+                plan.full = metadata
+            metadata.sparse_plan = plan
+            return metadata
+
+        def build_wrapped(self, common_attn_metadata: Any) -> Any:
+            """The wrapped builder's metadata for a sub-batch (no plan: the kernel reads it)."""
+            return base_builder.build(self, 0, common_attn_metadata)
+
+    class Impl(SparseImplMixin, base_impl):  # type: ignore[misc, valid-type]
+        _sparse_base = base_impl
+
+    class Backend(base):  # type: ignore[misc, valid-type]
+        @staticmethod
+        def get_impl_cls() -> type:
+            return Impl
+
+        @staticmethod
+        def get_builder_cls() -> type:
+            return Builder
+
+    if name is not None:
+        Backend.get_name = staticmethod(lambda: name)  # type: ignore[method-assign]
+    for cls, suffix in ((Builder, "MetadataBuilder"), (Impl, "Impl"), (Backend, "Backend")):
+        cls.__name__ = cls.__qualname__ = f"Sparse{base.__name__.removesuffix('Backend')}{suffix}"
+    return Backend

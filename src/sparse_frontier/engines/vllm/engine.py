@@ -1,0 +1,171 @@
+"""``VllmEngine``: the production engine, the same contract as ``HfEngine``, batched.
+
+One ``LLM`` per engine (per inference job). Each ``generate`` call serves one batch with
+one method: if the method differs from the last batch's, a ``collective_rpc`` switches it
+in every worker (no reload). Requests are tagged through ``SamplingParams.extra_args`` so
+the workers' per-request counters come back to the right prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from ...attention import AttentionMethod
+from ..base import Generation
+from .runtime import REQUEST_TAG
+from .spec import CONFIG_KEY, method_to_spec
+
+log = logging.getLogger(__name__)
+
+WORKER_EXTENSION = "sparse_frontier.engines.vllm.worker.SparseWorkerExtension"
+
+#: Settings exactness needs: a prompt's attention must see the whole prompt in one step
+#: (no chunking, no cached prefix), and the Python routing must run (no CUDA graphs).
+FORCED = {"enforce_eager": True, "enable_prefix_caching": False, "enable_chunked_prefill": False}
+
+
+def density_of(phase: str, stats: dict[str, float]) -> float:
+    """Achieved density in the method's phase (engines/base.py), from summed worker counters."""
+    if phase in ("prefill", "decode"):
+        return stats["computed"] / stats["total"] if stats["total"] else 1.0
+    if phase == "kv-compression":
+        return stats["kept"] / stats["cached"] if stats["cached"] else 1.0
+    return 1.0
+
+
+def merge_rank_stats(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
+    """Sum the counters of each request over tensor-parallel ranks (each saw its own heads)."""
+    merged: dict[str, dict] = {}
+    for rank_stats in per_rank:
+        for tag, stats in rank_stats.items():
+            into = merged.setdefault(tag, {"computed": 0.0, "total": 0.0, "kept": 0.0, "cached": 0.0,
+                                           "decode_kv_len": {}, "prompt_len": stats["prompt_len"]})
+            for key in ("computed", "total", "kept", "cached"):
+                into[key] += stats[key]
+            into["decode_kv_len"].update(stats["decode_kv_len"])
+    return merged
+
+
+class VllmEngine:
+    """Greedy batched generation in vLLM V1 with the sparse methods plugged in.
+
+    model_dir: a Hugging Face model folder.   tensor_parallel_size: GPUs (or CPU ranks).
+    dtype: vLLM's dtype ("auto", "float32", "bfloat16", ...).   max_model_len: longest prompt +
+    output (default: the model's).   settings: any other ``vllm.LLM`` argument; the ones in
+    ``FORCED`` are overridden with a warning, since exact sparse attention needs them.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str, tensor_parallel_size: int = 1, dtype: str = "auto",
+                 max_model_len: int | None = None, seed: int = 0, **settings: Any) -> None:
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        from ...models import _check_source, load_tokenizer
+
+        _check_source(str(model_dir))
+        for key, value in FORCED.items():
+            if key in settings and settings[key] != value:
+                log.warning("vllm engine: %s=%r ignored; sparse attention needs %s=%r.",
+                            key, settings[key], key, value)
+            settings[key] = value
+        if max_model_len is not None:
+            batched = settings.get("max_num_batched_tokens")
+            if batched is not None and batched < max_model_len:
+                log.warning("vllm engine: max_num_batched_tokens=%d raised to max_model_len=%d so a prompt "
+                            "is never split.", batched, max_model_len)
+            settings["max_num_batched_tokens"] = max(batched or 0, max_model_len)
+        if not current_platform.is_cpu():
+            settings.setdefault("attention_config", {"backend": "CUSTOM"})
+        extra = dict(settings.pop("additional_config", None) or {})
+        extra[CONFIG_KEY] = {"method": None}
+        self.tokenizer = load_tokenizer(str(model_dir))
+        self.llm = LLM(
+            model=str(model_dir),
+            tensor_parallel_size=tensor_parallel_size,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            worker_extension_cls=WORKER_EXTENSION,
+            additional_config=extra,
+            disable_log_stats=False,  # per-request timestamps for prefill_ms / decode_ms
+            **settings,
+        )
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self._spec: dict | None | bool = False  # False: nothing sent yet
+        self.set_method(None)
+        #: the merged worker counters of the last batch, in prompt order (for tests and logs)
+        self.last_stats: list[dict] = []
+
+    def set_method(self, method: AttentionMethod | None) -> None:
+        """Make every worker use ``method`` (None or dense: the wrapped kernel) from now on."""
+        spec = None if method is None or method.phase == "dense" else method_to_spec(method)
+        if spec != self._spec:
+            self.llm.collective_rpc("sparse_configure", args=(spec,))
+            self._spec = spec
+
+    def local_heads(self) -> list[dict]:
+        """Per rank: the query/KV heads its attention layers hold (tensor parallelism check)."""
+        return self.llm.collective_rpc("sparse_local_heads")
+
+    def _check(self, prompts: list[list[int]], max_new_tokens: int) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+        for i, prompt in enumerate(prompts):
+            if not prompt:
+                raise ValueError(f"Prompt {i} is empty; every prompt needs at least one token.")
+            if len(prompt) + max_new_tokens > self.max_model_len:
+                raise ValueError(
+                    f"Prompt {i} has {len(prompt)} tokens, which with {max_new_tokens} new tokens exceeds "
+                    f"max_model_len={self.max_model_len}; raise max_model_len in the engine settings."
+                )
+
+    def generate(self, prompts: list[list[int]], method: AttentionMethod,
+                 max_new_tokens: int) -> list[Generation]:
+        """Greedy generation for every prompt in one vLLM batch; results in prompt order."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self._check(prompts, max_new_tokens)
+        self.set_method(method)
+        batch = uuid.uuid4().hex[:8]
+        tags = [f"{batch}-{i}" for i in range(len(prompts))]
+        params = [
+            SamplingParams(temperature=0.0, max_tokens=max_new_tokens, extra_args={REQUEST_TAG: tag})
+            for tag in tags
+        ]
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
+        )
+        stats = merge_rank_stats(self.llm.collective_rpc("sparse_pop_stats", args=(tags,)))
+        empty = {"computed": 0.0, "total": 0.0, "kept": 0.0, "cached": 0.0, "decode_kv_len": {}}
+        self.last_stats = [stats.get(tag, empty) for tag in tags]
+        results = []
+        for prompt, out, counters in zip(prompts, outputs, self.last_stats, strict=True):
+            ids = list(out.outputs[0].token_ids)
+            prefill_ms, decode_ms = _timings(out.metrics)
+            results.append(Generation(
+                output_ids=ids,
+                text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                density=density_of(method.phase, counters),
+                n_prompt_tokens=len(prompt),
+                prefill_ms=prefill_ms,
+                decode_ms=decode_ms,
+            ))
+        return results
+
+
+def _timings(metrics: Any) -> tuple[float, float]:
+    """(prefill_ms, decode_ms) from vLLM's per-request engine-core timestamps (NaN if missing).
+
+    Prefill: scheduled -> first token; decode: first -> last token. In a batch these are the
+    request's own latencies, which overlap with its neighbours'.
+    """
+    if metrics is None or not getattr(metrics, "first_token_ts", 0.0):
+        return float("nan"), float("nan")
+    prefill = (metrics.first_token_ts - metrics.scheduled_ts) * 1e3
+    decode = (metrics.last_token_ts - metrics.first_token_ts) * 1e3
+    return prefill, decode

@@ -1,0 +1,136 @@
+"""The sparse-attention state of ONE vLLM worker process.
+
+Every worker (one per tensor-parallel rank) holds a ``SparseRuntime``: the configured
+method, a handle on the model runner (to name the requests of the running batch), and
+per-request state keyed by vLLM's request id. It is filled only from inside the worker:
+at start-up from ``additional_config`` and afterwards through ``collective_rpc`` calls
+(``worker.SparseWorkerExtension``); nothing is set in the driver and inherited.
+
+Per request it keeps what the paper's metrics need (Section 3: achieved density, not the
+target) and what eviction needs: after an eviction method's prefill, each layer's cache
+is compacted (kept tokens first) and decoding reads ``kept + generated`` slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...attention import AttentionMethod
+from .spec import CONFIG_KEY, method_from_spec
+
+#: SamplingParams.extra_args key under which the engine tags each request.
+REQUEST_TAG = "sparse_frontier_request"
+
+
+@dataclass
+class LayerCompaction:
+    """One layer's cache after eviction: kept tokens occupy slots 0..width-1.
+
+    counts: [Hkv] kept tokens per head, or None when every head kept ``width`` (no padding).
+    """
+
+    width: int
+    counts: torch.Tensor | None
+
+
+@dataclass
+class RequestState:
+    """What one request's attention calls share across layers and steps (local heads only)."""
+
+    tag: str
+    prompt_len: int
+    computed: float = 0.0
+    total: float = 0.0
+    kept: float = 0.0
+    cached: float = 0.0
+    compactions: dict[str, LayerCompaction] = field(default_factory=dict)
+    #: per layer: the number of cache slots the last decode step read
+    decode_kv_len: dict[str, int] = field(default_factory=dict)
+    #: decode rows the method handled, summed over layers
+    decode_calls: int = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "prompt_len": self.prompt_len,
+            "computed": self.computed,
+            "total": self.total,
+            "kept": self.kept,
+            "cached": self.cached,
+            "decode_kv_len": dict(self.decode_kv_len),
+            "decode_calls": self.decode_calls,
+        }
+
+
+class SparseRuntime:
+    """Process-local state; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.method: AttentionMethod | None = None
+        self.runner: Any = None
+        self.requests: dict[str, RequestState] = {}
+        self._from_config_checked = False
+
+    # -- configuration -------------------------------------------------------------------
+
+    def configure(self, spec: dict | None) -> None:
+        """Switch the method for the next batches; stale per-request state is dropped."""
+        self.method = method_from_spec(spec)
+        self.requests.clear()
+        self._from_config_checked = True
+
+    def load_from_vllm_config(self) -> None:
+        """First use in a process: take the method named in ``additional_config``, if any."""
+        if self._from_config_checked:
+            return
+        self._from_config_checked = True
+        from vllm.config import get_current_vllm_config
+
+        extra = get_current_vllm_config().additional_config or {}
+        settings = extra.get(CONFIG_KEY, {}) if isinstance(extra, dict) else {}
+        if settings.get("method") is not None:
+            self.method = method_from_spec(settings["method"])
+
+    @property
+    def active(self) -> bool:
+        """True when some method must see this process's attention calls."""
+        return self.method is not None and self.method.phase != "dense" and self.runner is not None
+
+    # -- requests --------------------------------------------------------------------------
+
+    def batch_request_ids(self, num_reqs: int) -> list[str] | None:
+        """Request ids of the running batch, in row order (vLLM's input batch order).
+
+        None when the batch is not a real one (vLLM's profiling and warm-up runs).
+        """
+        ids = list(self.runner.input_batch.req_ids[:num_reqs])
+        if len(ids) != num_reqs or any(i is None or i not in self.runner.requests for i in ids):
+            return None
+        return ids
+
+    def start_request(self, req_id: str, prompt_len: int) -> RequestState:
+        """A request's prefill begins (again, after a preemption): fresh state."""
+        params = self.runner.requests[req_id].sampling_params
+        extra = (params.extra_args or {}) if params is not None else {}
+        state = RequestState(tag=str(extra.get(REQUEST_TAG, req_id)), prompt_len=prompt_len)
+        self.requests[req_id] = state
+        return state
+
+    def pop_stats(self, tags: list[str] | None = None) -> dict[str, dict]:
+        """Stats of the named requests (all when None), removed from the runtime."""
+        out: dict[str, dict] = {}
+        for req_id, state in list(self.requests.items()):
+            if tags is None or state.tag in tags:
+                out[state.tag] = state.stats()
+                del self.requests[req_id]
+        return out
+
+
+_RUNTIME = SparseRuntime()
+
+
+def get_runtime() -> SparseRuntime:
+    """This process's runtime (created at import, filled by the worker extension)."""
+    return _RUNTIME
