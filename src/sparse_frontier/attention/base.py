@@ -22,6 +22,8 @@ from typing import ClassVar
 
 import torch
 
+from .common import check_shapes
+
 #: The phases a method can act in. ``kv-compression`` methods evict after prefill
 #: and so sparsify decoding; the analysis groups them with ``decode``.
 PHASES = ("dense", "prefill", "decode", "kv-compression")
@@ -110,6 +112,7 @@ class AttentionMethod:
 
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> AttentionResult:
         """Attention over the whole prompt (T == S). Eviction methods also fill ``keep``."""
+        check_shapes(q, k, v)
         t, s = q.shape[1], k.shape[1]
         pairs = causal_pairs(t, s) * q.shape[0]
         return AttentionResult(dense_attention(q, k, v), pairs, pairs)
@@ -122,6 +125,7 @@ class AttentionMethod:
         key_mask: torch.Tensor | None = None,
     ) -> AttentionResult:
         """One new query (T == 1) against the cache; ``key_mask`` hides evicted or padded slots."""
+        check_shapes(q, k, v)
         s = k.shape[1] if key_mask is None else None
         out = dense_attention(q, k, v, key_mask)
         hq, group = q.shape[0], q.shape[0] // k.shape[0]

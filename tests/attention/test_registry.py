@@ -1,0 +1,70 @@
+"""The registry, shared helpers, and the input checks every method applies."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from attention_inputs import random_qkv
+
+from sparse_frontier.attention import METHODS, PHASES, get_method
+from sparse_frontier.attention.common import search_float, search_int, window_probs
+
+EXPECTED = {
+    "dense": "dense",
+    "block_sparse": "prefill",
+    "vertical_slash": "prefill",
+    "flexprefill": "prefill",
+    "snapkv": "kv-compression",
+    "ada_snapkv": "kv-compression",
+    "quest": "decode",
+}
+
+
+def test_every_method_is_registered_with_its_phase():
+    get_method("dense")
+    assert {name: cls.phase for name, cls in METHODS.items()} == EXPECTED
+    assert all(phase in PHASES for phase in EXPECTED.values())
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(KeyError, match="quest"):
+        get_method("streaming_llm", 2)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_compression_ratio_out_of_range_is_rejected(name):
+    with pytest.raises(ValueError, match="compression_ratio"):
+        get_method(name, 0.9)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_shape_mistakes_get_one_clear_sentence(name):
+    q, k, v = random_qkv(3, 2, 64)
+    method = get_method(name, 2)
+    with pytest.raises(ValueError, match="multiple"):
+        method.prefill(q, k, v)
+    with pytest.raises(ValueError, match="no batch dimension"):
+        method.prefill(q[None], k[None], v[None])
+
+
+def test_window_probs_are_the_causal_softmax_of_the_last_queries():
+    q, k, _ = random_qkv(6, 2, 90, d=8)
+    chunks = list(window_probs(q, k, window=30, max_elements=3 * 30 * 90))  # one KV head per chunk
+    assert [h0 for h0, _ in chunks] == [0, 3]
+    probs = torch.cat([p for _, p in chunks])
+    for h in range(6):
+        logits = q[h, 60:] @ k[h // 3].T / math.sqrt(8)
+        logits = logits.masked_fill(torch.arange(90)[None] > torch.arange(60, 90)[:, None], float("-inf"))
+        torch.testing.assert_close(probs[h], torch.softmax(logits, -1))
+
+
+def test_searches_return_the_closest_budget():
+    steps = [0, 3, 7, 20, 21, 50]
+    assert search_int(lambda n: steps[n], 0, 5, 6) == 2
+    assert search_int(lambda n: steps[n], 0, 5, 4) == 1
+    assert search_int(lambda n: steps[n], 0, 5, 99) == 5
+    assert search_int(lambda n: steps[n], 0, 5, -1) == 0
+    x = search_float(lambda x: math.floor(10 * x), 0.0, 1.0, 4.2)
+    assert math.floor(10 * x) == 4
