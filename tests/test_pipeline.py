@@ -1,0 +1,59 @@
+"""The pipeline library: cells, the score table's keys, atomic writes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sparse_frontier.io import write_parquet
+from sparse_frontier.pipeline import CELL_KEYS, build_task_data, cells_from_config, collect_scores
+
+
+def test_cells_run_dense_once_and_skip_ratio_one():
+    cells = cells_from_config(
+        {"block_sparse": {"compression_ratios": [1, 2, 5]}, "quest": {"compression_ratios": [1.5]}}
+    )
+    assert [(c.method, c.compression_ratio) for c in cells] == [
+        ("dense", 1.0), ("block_sparse", 2.0), ("block_sparse", 5.0), ("quest", 1.5)
+    ]
+
+
+def test_per_task_parameters_override_defaults():
+    (cell,) = cells_from_config(
+        {"snapkv": {"compression_ratios": [4], "params": {"approx_window": 256},
+                    "params_by_task": {"ruler_niah": {"approx_window": 512}}}}
+    )[1:]
+    assert cell.build("ruler_niah").approx_window == 512
+    assert cell.build("ruler_vt").approx_window == 256
+
+
+def test_task_data_lengths_and_keys(tiny_tokenizer):
+    data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 3, seed=0)
+    assert list(data.sample_id) == [0, 1, 2]
+    assert data.n_tokens.between(0.95 * 1024, 1024).all()
+    measured = [len(tiny_tokenizer(p, add_special_tokens=False).input_ids) for p in data.prompt]
+    assert measured == list(data.n_tokens)
+
+
+def _scores(**overrides) -> pd.DataFrame:
+    row = dict(model="m", method="dense", phase="dense", compression_ratio=1.0, task="ruler_niah",
+               length=1024, sample_id=0, seed=0, score=1.0)
+    row.update(overrides)
+    return pd.DataFrame([row])
+
+
+def test_collect_scores_keeps_keys_first_and_rejects_overlaps():
+    table = collect_scores([_scores(sample_id=1), _scores(sample_id=0)])
+    assert list(table.columns[: len(CELL_KEYS)]) == CELL_KEYS
+    assert list(table.sample_id) == [0, 1]
+    with pytest.raises(ValueError, match="Duplicate score rows"):
+        collect_scores([_scores(), _scores(score=0.0)])
+
+
+def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
+    target = tmp_path / "out.parquet"
+    with pytest.raises(Exception):
+        write_parquet(pd.DataFrame({"a": [object()]}), target)  # pyarrow cannot write it
+    assert list(tmp_path.iterdir()) == []
+    write_parquet(pd.DataFrame({"a": [1]}), target)
+    assert pd.read_parquet(target).a.tolist() == [1]
