@@ -60,3 +60,16 @@ def test_bad_key_stops_snakemake_before_any_job(tmp_path):
     assert run.returncode != 0
     assert "sampels" in run.stdout + run.stderr
     assert "Job stats" not in run.stdout
+
+
+def test_unknown_method_parameter_stops_snakemake_with_its_name(tmp_path):
+    config = load("config.yaml")
+    config["methods"]["block_sparse"]["params"] = {"blok_size": 32}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode != 0
+    assert "methods.block_sparse: unknown parameter in ['blok_size']" in run.stdout + run.stderr

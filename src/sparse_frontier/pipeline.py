@@ -7,12 +7,12 @@ of its cell: model, method, phase, compression_ratio, task, length, sample_id, s
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .attention import AttentionMethod, analysis_phase, get_method
+from .attention import METHODS, AttentionMethod, analysis_phase, get_method
 from .engines import Engine
 from .tasks import get_task
 
@@ -56,7 +56,15 @@ class Cell:
     def build(self, task: str) -> AttentionMethod:
         params = dict(self.params.get("default", {}))
         params.update(self.params.get("by_task", {}).get(task, {}))
-        return get_method(self.method, self.compression_ratio, **params)
+        try:
+            return get_method(self.method, self.compression_ratio, **params)
+        except TypeError as err:
+            internal = ("compression_ratio", "extra")
+            known = sorted(f.name for f in fields(METHODS[self.method]) if f.name not in internal)
+            raise ValueError(
+                f"methods.{self.method}: unknown parameter in {sorted(params)}; "
+                f"it accepts {', '.join(known)}."
+            ) from err
 
 
 def cells_from_config(methods: dict) -> list[Cell]:
@@ -69,6 +77,13 @@ def cells_from_config(methods: dict) -> list[Cell]:
         params = {"default": spec.get("params", {}), "by_task": spec.get("params_by_task", {})}
         cells += [Cell(name, float(cr), params) for cr in spec["compression_ratios"] if float(cr) != 1.0]
     return cells
+
+
+def check_cells(cells: list[Cell], tasks: list[str]) -> None:
+    """Build every method for every task once, so a bad parameter stops the run before any job."""
+    for cell in cells:
+        for task in tasks:
+            cell.build(task)
 
 
 def run_inference(

@@ -13,10 +13,14 @@ os.environ.update(
     )
 )
 
+from sparse_frontier.pipeline import cells_from_config, check_cells
+
 MODELS = list(config["models"])
 LENGTHS = [int(length) for length in config["lengths"]]
 TASKS = list(config["tasks"])
 TOKENIZERS = sorted({m["tokenizer"] for m in config["models"].values()})
+CELLS = cells_from_config(config["methods"])
+check_cells(CELLS, TASKS)  # a bad method parameter stops the run here, before any job
 
 
 wildcard_constraints:
