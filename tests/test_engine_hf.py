@@ -75,7 +75,8 @@ class _EvictOddHeads(AttentionMethod):
 
     def prefill(self, q, k, v) -> AttentionResult:
         pairs = causal_pairs(q.shape[1], k.shape[1]) * q.shape[0]
-        return AttentionResult(dense_attention(q, k, v), pairs, pairs, keep=self.evicted(k.shape[0], k.shape[1]))
+        keep = self.evicted(k.shape[0], k.shape[1])
+        return AttentionResult(dense_attention(q, k, v), pairs, pairs, keep=keep)
 
 
 @dataclass

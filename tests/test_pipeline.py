@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from sparse_frontier.io import write_parquet
@@ -52,7 +53,7 @@ def test_collect_scores_keeps_keys_first_and_rejects_overlaps():
 
 def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     target = tmp_path / "out.parquet"
-    with pytest.raises(Exception):
+    with pytest.raises(pa.ArrowException):
         write_parquet(pd.DataFrame({"a": [object()]}), target)  # pyarrow cannot write it
     assert list(tmp_path.iterdir()) == []
     write_parquet(pd.DataFrame({"a": [1]}), target)

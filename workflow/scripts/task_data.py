@@ -7,6 +7,7 @@ from sparse_frontier.pipeline import build_task_data
 sm = snakemake  # noqa: F821 (snakemake is injected)
 log_to_file(sm.log[0])
 tokenizer = load_tokenizer(sm.params.tokenizer)
-data = build_task_data(sm.wildcards.task, tokenizer, int(sm.wildcards.length), sm.params.samples, sm.params.seed)
+length = int(sm.wildcards.length)
+data = build_task_data(sm.wildcards.task, tokenizer, length, sm.params.samples, sm.params.seed)
 data["tokenizer"] = sm.wildcards.tokenizer
 write_parquet(data, sm.output[0])

@@ -55,7 +55,9 @@ def _sparse_attention(module, query, key, value, attention_mask, scaling=None, d
     """transformers attention interface: query [1, Hq, T, D], key/value [1, Hkv, S, D]."""
     state: _SequenceState | None = kwargs.get("sparse_state")
     if state is None:
-        raise RuntimeError("The sparse_frontier attention needs `sparse_state`; run the model through HfEngine.")
+        raise RuntimeError(
+            "The sparse_frontier attention needs `sparse_state`; run the model through HfEngine."
+        )
     if query.shape[0] != 1:
         raise ValueError("HfEngine runs one sequence at a time (batch size 1).")
     q, k, v = query[0], key[0], value[0]
