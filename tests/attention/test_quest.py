@@ -9,7 +9,7 @@ import torch
 from attention_inputs import gqa_permutation, query_perm, random_qkv
 
 from sparse_frontier.attention import dense_attention, get_method
-from sparse_frontier.attention.quest import page_bounds, page_scores, quest_reference
+from sparse_frontier.attention.quest import page_bounds, page_scores
 from sparse_frontier.kernels.quest.reference import quest_decode_attention_reference
 
 
@@ -102,10 +102,20 @@ def test_key_mask_hides_slots_from_selection_attention_and_counts():
     plan = method.plan(q, k, key_mask)
     assert not plan[:, 7:18].any()  # pages fully inside 100..299 hold nothing to read
     assert result.total == 4 * 400
-    assert result.density == pytest.approx(1 / 3, rel=0.1)
+    assert result.density == pytest.approx(1 / 3, rel=0.05)
     allowed = plan.repeat_interleave(16, 1)[:, :s] & key_mask.repeat_interleave(2, 0)
     assert result.computed == int(allowed.sum())
-    torch.testing.assert_close(result.out, quest_reference(q, k, v, plan, 16, key_mask))
+    torch.testing.assert_close(result.out, quest_decode_attention_reference(q, k, v, plan, 16, key_mask))
+
+
+@pytest.mark.parametrize("ratio", [5, 20])
+def test_density_matches_target_in_a_cache_with_holes(ratio):
+    s = 4500
+    q, k, v = decode_inputs(4, 2, s, d=8, seed=ratio)
+    key_mask = torch.rand(2, s, generator=torch.Generator().manual_seed(1)) > 0.3
+    result = get_method("quest", ratio).decode(q, k, v, key_mask)
+    assert result.total == 2 * int(key_mask.sum())
+    assert result.density == pytest.approx(1 / ratio, rel=0.05)
 
 
 def test_compression_one_is_dense():

@@ -144,6 +144,14 @@ class BlockSparse(AttentionMethod):
         hi = float(geo.selectable.max()) + 1.0 if t else 0.0
         return search_float(lambda x: block_pairs(x, geo, self.block_size, s), 0.0, hi, target)
 
+    def plan(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, float, dict]:
+        """Index building: (block_mask [Hq, nqb, nkb] bool, computed pairs over all heads, budget info)."""
+        t, s = q.shape[1], k.shape[1]
+        top_k = self.top_k_for(t, s)
+        mask = select_blocks(q, k, top_k, self.block_size)
+        pairs = block_pairs(top_k, BlockGeometry.of(t, s, self.block_size), self.block_size, s)
+        return mask, float(pairs * q.shape[0]), {"top_k": top_k}
+
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> AttentionResult:
         check_shapes(q, k, v)
         hq, t, _ = q.shape
@@ -151,12 +159,9 @@ class BlockSparse(AttentionMethod):
         total = causal_pairs(t, s) * hq
         if self.is_dense:
             return AttentionResult(dense_attention(q, k, v), total, total)
-        top_k = self.top_k_for(t, s)
-        mask = select_blocks(q, k, top_k, self.block_size)
+        mask, computed, info = self.plan(q, k)
         out = block_sparse_attention(q, k, v, mask, block_size=self.block_size)
-        geo = BlockGeometry.of(t, s, self.block_size)
-        computed = block_pairs(top_k, geo, self.block_size, s) * hq
-        return AttentionResult(out, computed, total, info={"top_k": top_k})
+        return AttentionResult(out, computed, total, info=info)
 
 
 def block_pairs(top_k: float, geometry: BlockGeometry, block: int, s: int) -> int:

@@ -63,25 +63,28 @@ def select_pages(scores: torch.Tensor, n_pages: int, current_page: int) -> torch
     return mask
 
 
-def quest_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, page_mask: torch.Tensor, page_size: int,
-    key_mask: torch.Tensor | None,
+def select_pages_by_tokens(
+    scores: torch.Tensor, page_tokens: torch.Tensor, budget: torch.Tensor, current_page: int
 ) -> torch.Tensor:
-    """Decode attention over the selected pages AND the visible keys (for calls with a key_mask).
+    """Best pages until each head has read about ``budget`` visible tokens (for caches with holes).
 
-    q [Hq, 1, D], k/v [Hkv, S, D], page_mask [Hq, P], key_mask [Hkv, S] -> [Hq, 1, D].
+    scores, page_tokens [Hq, P] (visible tokens per page), budget [Hq] -> page_mask [Hq, P] bool:
+    the current page, then pages by descending score, as many as bring the visible tokens read
+    closest to the budget.
     """
-    hq, _, d = q.shape
-    hkv, s, _ = k.shape
-    group = hq // hkv
-    allowed = page_mask.repeat_interleave(page_size, dim=1)[:, :s]
-    if key_mask is not None:
-        allowed = allowed & key_mask.repeat_interleave(group, dim=0)
-    kf = k.float().repeat_interleave(group, dim=0)
-    scores = torch.einsum("hd,hsd->hs", q[:, 0].float(), kf) / math.sqrt(d)
-    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
-    out = torch.einsum("hs,hsd->hd", probs, v.float().repeat_interleave(group, dim=0))
-    return out[:, None].to(q.dtype)
+    hq, p = scores.shape
+    ranked = scores.clone()
+    ranked[:, current_page] = float("inf")
+    order = ranked.argsort(dim=1, descending=True, stable=True)
+    read = page_tokens.gather(1, order).cumsum(1)  # [Hq, P] tokens read after the first n pages
+    first_over = torch.clamp(torch.searchsorted(read, budget[:, None]), max=p - 1)  # [Hq, 1]
+    over = read.gather(1, first_over)
+    under = torch.where(first_over > 0, read.gather(1, torch.clamp(first_over - 1, min=0)), 0.0)
+    n = torch.where(over - budget[:, None] <= budget[:, None] - under, first_over + 1, first_over)
+    n = torch.clamp(n, min=1)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(p, device=order.device).expand(hq, p))
+    return rank < n
 
 
 @register
@@ -92,7 +95,9 @@ class Quest(AttentionMethod):
     page_size: tokens per page (16).
     Budget parameter: ``token_budget`` = visible tokens / compression_ratio per decode step, read
     as whole pages: the current page plus round((budget - current page's tokens) / page_size)
-    others (closed form, paper Table 6). Density = attended tokens / visible tokens of the step.
+    others (closed form, paper Table 6). With a key_mask (a cache with evicted or padded slots)
+    each head instead takes pages in score order until the visible tokens it reads come closest
+    to its budget. Density = attended tokens / visible tokens of the step.
     Shapes: decode(q [Hq,1,D], k [Hkv,S,D], v [Hkv,S,D], key_mask [Hkv,S] | None) -> out [Hq,1,D];
     the query sits at position S - 1, so the current page is (S - 1) // page_size.
     """
@@ -115,12 +120,16 @@ class Quest(AttentionMethod):
         hkv, s, _ = k.shape
         low, high = page_bounds(k, self.page_size, key_mask)
         current = (s - 1) // self.page_size
-        visible = torch.ones(hkv, s, dtype=torch.bool, device=k.device) if key_mask is None else key_mask
-        # Budgets follow the step's own context, averaged over KV heads when eviction made them differ.
-        context = float(visible.sum()) / hkv
-        current_tokens = float(visible[:, current * self.page_size :].sum()) / hkv
-        n = self.pages_for(context, current_tokens, low.shape[1])
-        return select_pages(page_scores(q, low, high), n, current)
+        scores = page_scores(q, low, high)
+        if key_mask is None:
+            n = self.pages_for(s, s - current * self.page_size, low.shape[1])
+            return select_pages(scores, n, current)
+        # Pages with hidden slots hold fewer tokens: count what each page really offers, per head.
+        group = q.shape[0] // hkv
+        pad = low.shape[1] * self.page_size - s
+        tokens = torch.nn.functional.pad(key_mask, (0, pad)).view(hkv, -1, self.page_size).sum(-1)
+        tokens = tokens.repeat_interleave(group, 0).float()
+        return select_pages_by_tokens(scores, tokens, tokens.sum(1) / self.compression_ratio, current)
 
     def decode(
         self,
@@ -140,9 +149,6 @@ class Quest(AttentionMethod):
         page_mask = self.plan(q, k, key_mask)
         visible = torch.ones(hkv, s, dtype=torch.bool, device=k.device) if key_mask is None else key_mask
         read = page_mask.repeat_interleave(self.page_size, dim=1)[:, :s] & visible.repeat_interleave(group, 0)
-        if key_mask is None:
-            out = quest_decode_attention(q, k, v, page_mask, page_size=self.page_size)
-        else:
-            out = quest_reference(q, k, v, page_mask, self.page_size, key_mask)
+        out = quest_decode_attention(q, k, v, page_mask, page_size=self.page_size, key_mask=key_mask)
         total = float(visible.sum()) * group
         return AttentionResult(out, float(read.sum()), total, info={"pages": int(page_mask[0].sum())})
