@@ -7,7 +7,13 @@ import pyarrow as pa
 import pytest
 
 from sparse_frontier.io import write_parquet
-from sparse_frontier.pipeline import CELL_KEYS, build_task_data, cells_from_config, collect_scores
+from sparse_frontier.pipeline import (
+    CELL_KEYS,
+    build_task_data,
+    cells_from_config,
+    collect_scores,
+    engine_settings,
+)
 
 
 def test_cells_run_dense_once_and_skip_ratio_one():
@@ -58,3 +64,14 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_parquet(pd.DataFrame({"a": [1]}), target)
     assert pd.read_parquet(target).a.tolist() == [1]
+
+
+def test_engine_settings_follow_the_job():
+    assert engine_settings("hf", dtype="float32", length=2048, tasks=["ruler_niah"], gpus=0) == {
+        "dtype": "float32"
+    }
+    vllm = engine_settings("vllm", dtype="bfloat16", length=16384, tasks=["ruler_niah"], gpus=4)
+    assert vllm["tensor_parallel_size"] == 4
+    assert vllm["max_model_len"] > 16384
+    with pytest.raises(ValueError, match="engine 'hf' runs on one device"):
+        engine_settings("hf", dtype="float32", length=2048, tasks=["ruler_niah"], gpus=2)

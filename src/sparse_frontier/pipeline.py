@@ -79,6 +79,23 @@ def cells_from_config(methods: dict) -> list[Cell]:
     return cells
 
 
+def engine_settings(kind: str, *, dtype: str, length: int, tasks: list[str], gpus: int) -> dict:
+    """Constructor settings of an engine for one (model, length) job.
+
+    vLLM gets a context just long enough for the longest prompt plus the longest answer
+    of the job's tasks, and one tensor-parallel rank per GPU the job was given.
+    """
+    if kind == "hf":
+        if gpus > 1:
+            raise ValueError(
+                f"engine 'hf' runs on one device but this job has {gpus} GPUs; "
+                "set `engine: vllm` for tensor parallelism, or give the job one GPU."
+            )
+        return {"dtype": dtype}
+    max_new_tokens = max(get_task(task).max_new_tokens for task in tasks)
+    return {"dtype": dtype, "max_model_len": length + max_new_tokens, "tensor_parallel_size": max(gpus, 1)}
+
+
 def check_cells(cells: list[Cell], tasks: list[str]) -> None:
     """Build every method for every task once, so a bad parameter stops the run before any job."""
     for cell in cells:
