@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 
-if importlib.util.find_spec("vllm") is None:  # fail at import, so load_engine can say what to install
+# Fail at import, so load_engine can say what to install. A spec without an origin is a
+# namespace package (e.g. a tests/vllm folder on sys.path), not vLLM.
+_spec = importlib.util.find_spec("vllm")
+if _spec is None or _spec.origin is None:
     raise ImportError("No module named 'vllm'", name="vllm")
 
 from .engine import VllmEngine  # noqa: E402

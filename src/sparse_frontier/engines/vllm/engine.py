@@ -107,6 +107,12 @@ class VllmEngine:
             self.llm.collective_rpc("sparse_configure", args=(spec,))
             self._spec = spec
 
+    def close(self) -> None:
+        """Stop vLLM's engine core and workers now (instead of at interpreter exit)."""
+        engine_core = getattr(self.llm.llm_engine, "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+
     def local_heads(self) -> list[dict]:
         """Per rank: the query/KV heads its attention layers hold (tensor parallelism check)."""
         return self.llm.collective_rpc("sparse_local_heads")

@@ -1,0 +1,114 @@
+"""Pieces of the vLLM engine that need no running LLM: method specs, cache I/O, stat merging."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparse_frontier.attention import METHODS, get_method
+from sparse_frontier.engines.vllm.cache_io import probe_block_layout, read_kv, slots_for
+from sparse_frontier.engines.vllm.engine import density_of, merge_rank_stats
+from sparse_frontier.engines.vllm.spec import method_from_spec, method_to_spec
+
+get_method("dense")  # load the built-in methods into the registry
+BUILTIN = sorted(name for name in METHODS if not name.startswith("_"))
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("ratio", [1.0, 7.5])
+def test_spec_round_trip(name, ratio):
+    method = get_method(name, ratio)
+    spec = method_to_spec(method)
+    rebuilt = method_from_spec(spec)
+    assert type(rebuilt) is type(method)
+    assert rebuilt == method
+    assert method_from_spec(None) is None
+
+
+def test_spec_rejects_unsendable_params():
+    method = get_method("dense")
+    method.extra = {"tensor": torch.zeros(1)}
+    with pytest.raises(TypeError, match="cannot be sent"):
+        method_to_spec(method)
+    with pytest.raises(ValueError, match="module:QualName"):
+        method_from_spec({"compression_ratio": 2.0})
+
+
+def flash_writer(key, value, kv_cache, slots):
+    """FLASH_ATTN's do_kv_cache_update in torch (vLLM 0.32 flash_attn.py, reshape_and_cache_flash).
+
+    kv_cache [B, H, N, 2D]; key_cache, value_cache = kv_cache.transpose(1, 2).split(D, -1),
+    i.e. [B, N, H, D] views; token i goes to block slots[i] // N, offset slots[i] % N.
+    """
+    d = key.shape[-1]
+    key_cache, value_cache = kv_cache.transpose(1, 2).split(d, dim=-1)
+    n = kv_cache.shape[2]
+    blocks, offsets = slots // n, slots % n
+    key_cache[blocks, offsets] = key[: len(slots)]
+    value_cache[blocks, offsets] = value[: len(slots)]
+
+
+def transposed_writer(key, value, kv_cache, slots):
+    """A CPU-like layout: per head [2N, D] rows, keys stored transposed inside the key half."""
+    n, d = kv_cache.shape[2], key.shape[-1]
+    view = kv_cache.view(kv_cache.shape[0], kv_cache.shape[1], 2 * n, d)
+    for i, slot in enumerate(slots.tolist()):
+        b, t = divmod(slot, n)
+        keys = view[b, :, :n, :].reshape(-1, d, n)  # [H, D, N] storage of the key half
+        keys[:, :, t] = key[i]
+        view[b, :, n + t, :] = value[i]
+
+
+def cpu_attn_writer(dtype, n, d):
+    """vLLM's real CPU_ATTN writer (ops.cpu_attn_reshape_and_cache) with the ISA it would pick."""
+    pytest.importorskip("vllm.config")
+    from vllm import _custom_ops as ops
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+
+    isa = _get_attn_isa(dtype, n, d, "auto")
+
+    def write(key, value, kv_cache, slots):
+        blocks, heads, block_size, _ = kv_cache.shape
+        view = kv_cache.view(blocks, heads, 2 * block_size, -1)
+        key_cache, value_cache = view.chunk(2, dim=2)
+        ops.cpu_attn_reshape_and_cache(key, value, key_cache, value_cache, slots, isa,
+                                       k_scale=1.0, v_scale=1.0, kv_cache_dtype="auto")
+
+    return write
+
+
+@pytest.mark.parametrize("layout", ["flash", "transposed", "cpu_attn"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_read_kv_returns_what_the_writer_stored(layout, dtype):
+    """Write random tokens at scattered slots through a backend's writer; read them back exactly."""
+    torch.manual_seed(0)
+    blocks, hkv, n, d = 9, 2, 32, 32
+    write = {"flash": flash_writer, "transposed": transposed_writer}.get(layout) or cpu_attn_writer(dtype, n, d)
+    layout_info = probe_block_layout(write, (blocks, hkv, n, 2 * d), dtype, "cpu", d)
+    cache = torch.full((blocks, hkv, n, 2 * d), float("nan"), dtype=dtype)
+    length = 77  # not a multiple of the block size
+    block_row = torch.tensor([5, 2, 7, 0, 4])
+    key = torch.randn(length, hkv, d).to(dtype)
+    value = torch.randn(length, hkv, d).to(dtype)
+    write(key, value, cache, slots_for(block_row, torch.arange(length), n))
+    k, v = read_kv(cache, layout_info, block_row, length)
+    assert k.shape == (hkv, length, d)
+    torch.testing.assert_close(k, key.transpose(0, 1), rtol=0, atol=0)
+    torch.testing.assert_close(v, value.transpose(0, 1), rtol=0, atol=0)
+
+
+def test_slots_for_maps_positions_through_the_block_row():
+    row = torch.tensor([3, 8, 1])
+    assert slots_for(row, torch.tensor([0, 15, 16, 40]), 16).tolist() == [48, 63, 128, 24]
+
+
+def test_merge_sums_ranks_and_density_follows_the_phase():
+    rank = {"a": {"computed": 2.0, "total": 10.0, "kept": 3.0, "cached": 12.0, "prompt_len": 5,
+                  "decode_kv_len": {"l0": 4}}}
+    merged = merge_rank_stats([rank, rank])["a"]
+    assert merged["computed"] == 4.0 and merged["total"] == 20.0 and merged["cached"] == 24.0
+    assert density_of("prefill", merged) == pytest.approx(0.2)
+    assert density_of("decode", merged) == pytest.approx(0.2)
+    assert density_of("kv-compression", merged) == pytest.approx(0.25)
+    assert density_of("dense", merged) == 1.0
+    assert density_of("decode", {"computed": 0.0, "total": 0.0}) == 1.0
