@@ -13,7 +13,7 @@ from .base import FittedTask, Instance, Sample, Task
 TASKS: dict[str, type[Task]] = {}
 
 # One module per task family; importing a module registers its tasks.
-_TASK_MODULES = ("ruler_niah", "ruler_vt", "ruler_cwe", "story")
+_TASK_MODULES = ("qa", "ruler_niah", "ruler_vt", "ruler_cwe", "story")
 
 
 def register(cls: type[Task]) -> type[Task]:

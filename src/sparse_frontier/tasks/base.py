@@ -67,12 +67,16 @@ class Instance:
     max_units: the most filler units the instance can supply (None: unbounded)
     meta:      flat, Parquet-friendly facts about the sample (str, int, float, lists of str),
                or a function of the unit count returning them
+    fallback:  the same sample with finer filler units, used only when no count of these
+               units lands in the window (e.g. QA cut at words when sentences are too long
+               for a short target)
     """
 
     render: Callable[[int], str]
     gold: tuple[str, ...] | Callable[[int], tuple[str, ...]]
     max_units: int | None = None
     meta: dict | Callable[[int], dict] = field(default_factory=dict)
+    fallback: Instance | None = None
 
     def resolve(self, n_units: int) -> tuple[tuple[str, ...], dict]:
         """The gold answers and meta of the prompt rendered with ``n_units`` filler units."""
@@ -90,19 +94,33 @@ class FittedTask(Task):
     """
 
     @abstractmethod
-    def make_instance(self, rng: random.Random, length: int) -> Instance:
-        """Draw one sample's content from ``rng`` for a target of ``length`` tokens."""
+    def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
+        """Draw one sample's content from ``rng`` for a target of ``length`` tokens.
+
+        ``rng`` is the sample's own stream (:func:`sample_rng`); ``sample_id`` is there for
+        tasks that deal out a shared pool (QA questions) so samples never repeat an item.
+        """
+
+    def prepare(self, tokenizer, length: int, n: int, seed: int) -> None:
+        """Hook run once per :meth:`generate` call before any sample (e.g. load and filter a source)."""
 
     def generate(self, tokenizer, length: int, n: int, seed: int) -> list[Sample]:
-        from .length import LengthFitter
+        from .length import LengthFitter, UnitsTooCoarse
 
         if n < 0:
             raise ValueError(f"The number of samples must be >= 0, got {n}.")
+        self.prepare(tokenizer, length, n, seed)
         fitter = LengthFitter(tokenizer, length)
         samples = []
         for sample_id in range(n):
-            instance = self.make_instance(sample_rng(self.name, seed, length, sample_id), length)
-            fitted = fitter.fit(instance.render, instance.max_units)
+            instance = self.make_instance(sample_rng(self.name, seed, length, sample_id), length, sample_id)
+            try:
+                fitted = fitter.fit(instance.render, instance.max_units)
+            except UnitsTooCoarse:
+                if instance.fallback is None:
+                    raise
+                instance = instance.fallback
+                fitted = fitter.fit(instance.render, instance.max_units)
             gold, meta = instance.resolve(fitted.n_units)
             meta.update(n_units=fitted.n_units, fit_calls=fitted.n_calls)
             samples.append(Sample(sample_id, fitted.prompt, gold, fitted.n_tokens, meta))

@@ -30,6 +30,10 @@ _CHARS_PER_TOKEN_GUESS = 3.5
 _MAX_MEASUREMENTS = 24
 
 
+class UnitsTooCoarse(ValueError):
+    """No unit count lands in the window: one unit is larger than the window."""
+
+
 @dataclass(frozen=True)
 class FittedPrompt:
     """A prompt inside the length window.
@@ -96,7 +100,7 @@ class LengthFitter:
             if above is not None:
                 n = min(n, above[0] - 1)
                 if n <= below[0]:
-                    raise ValueError(
+                    raise UnitsTooCoarse(
                         f"No filler count fits {self.low}-{self.length} tokens: {below[0]} units give "
                         f"{below[1]} tokens and {above[0]} give {above[1]}; one unit is too coarse for "
                         "this target length, so use a longer target length."

@@ -72,7 +72,7 @@ class RulerCWE(FittedTask):
         self.common_freq = common_freq
         self.distractor_freq = distractor_freq
 
-    def make_instance(self, rng: random.Random, length: int) -> Instance:
+    def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
         words = list(vocabulary())
         rng.shuffle(words)
         common, pool = words[:N_COMMON], words[N_COMMON:]

@@ -83,7 +83,7 @@ class RulerNIAH(FittedTask):
     category = "retrieval"
     max_new_tokens = 256
 
-    def make_instance(self, rng: random.Random, length: int) -> Instance:
+    def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
         used: set[str] = set()
         keys, values = [], []
         for _ in range(N_NEEDLES):

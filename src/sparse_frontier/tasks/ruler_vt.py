@@ -74,7 +74,7 @@ class RulerVT(FittedTask):
         self.hops = hops
         self.distractor_chains = distractor_chains
 
-    def make_instance(self, rng: random.Random, length: int) -> Instance:
+    def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
         used: set[str] = set()
         values = rng.sample(range(10000, 100000), 1 + self.distractor_chains)
         value = str(values[0])

@@ -60,7 +60,7 @@ class _StoryTask(FittedTask):
     def pose(self, story: Story, chapters: list[ChapterFacts], choices: dict) -> _Posed:
         """The question and gold answers for this set of chapters."""
 
-    def make_instance(self, rng: random.Random, length: int) -> Instance:
+    def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
         story = Story(rng, self.kinds)
         choices = self.draw(rng)
         instructions = (
