@@ -36,6 +36,7 @@ def cells(model, method, phase, crs, scores):
             "compression_ratio": crs,
             "score": scores,
             "n": 10,
+            "std": 0.1,
         }
     )
 

@@ -20,9 +20,57 @@ report_figure = lambda name: {
 }
 
 
+rule figure_flops_vs_length:
+    input:
+        data="results/tables/flops_by_length.parquet",
+    output:
+        **report_figure("flops_vs_length"),
+    log:
+        "results/logs/figures/flops_vs_length.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/figure_flops_vs_length.py"
+
+
+rule figure_isoflops:
+    input:
+        data="results/tables/isoflops.parquet",
+    output:
+        **report_figure("isoflops"),
+    log:
+        "results/logs/figures/isoflops.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/figure_isoflops.py"
+
+
+rule figure_max_compression:
+    input:
+        data="results/tables/max_compression_summary.parquet",
+    output:
+        **report_figure("max_compression"),
+    log:
+        "results/logs/figures/max_compression.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/figure_max_compression.py"
+
+
 rule figure_score_vs_compression:
     input:
-        scores="results/tables/scores.parquet",
+        cells="results/tables/cells.parquet",
     output:
         **report_figure("score_vs_compression"),
     log:
@@ -31,10 +79,30 @@ rule figure_score_vs_compression:
         "../../envs/analysis.yaml"
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=5,
     script:
         "../scripts/figure_score_vs_compression.py"
 
 
+rule figure_scaling_predictions:
+    input:
+        data="results/tables/scaling_predictions.parquet",
+    output:
+        **report_figure("scaling_predictions"),
+    log:
+        "results/logs/figures/scaling_predictions.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/figure_scaling_predictions.py"
+
+
 localrules:
+    figure_flops_vs_length,
+    figure_isoflops,
+    figure_max_compression,
     figure_score_vs_compression,
+    figure_scaling_predictions,

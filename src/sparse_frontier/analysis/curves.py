@@ -12,31 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .significance import normalise_phase
-from .tables import DENSE_PHASE, require_columns
+from .cells import CURVE_KEYS, as_cells, cell_means
+from .tables import DENSE_PHASE
 
-CURVE_KEYS = ["model", "length", "task", "phase", "method"]
-
-
-def cell_means(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean score per cell: one row per (model, length, task, task_category, phase, method, CR).
-
-    Adds ``n`` (samples), ``std`` and, when the score table has it, ``achieved_compression`` (mean
-    over samples of 1/density, the compression really computed).
-    """
-    require_columns(scores, [*CURVE_KEYS, "compression_ratio", "score"], "the score table")
-    keys = [*CURVE_KEYS, "compression_ratio"]
-    if "task_category" in scores:
-        keys.insert(3, "task_category")
-    extra = ["achieved_compression"] if "achieved_compression" in scores else []
-    df = scores[[*keys, "score", *extra]].copy()
-    df["phase"] = normalise_phase(df["phase"])
-    aggs = {"score": ["count", "mean", "std"]}
-    if "achieved_compression" in df:
-        aggs["achieved_compression"] = ["mean"]
-    out = df.groupby(keys, sort=True, observed=True).agg(aggs)
-    out.columns = ["n", "score", "std", *(["achieved_compression"] if "achieved_compression" in df else [])]
-    return out.reset_index()
+__all__ = ["CURVE_KEYS", "cell_means", "interpolate_curve", "interpolate_on_grid", "average_curves"]
 
 
 def interpolate_curve(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -77,24 +56,41 @@ def interpolate_on_grid(means: pd.DataFrame, grid: np.ndarray | None = None) -> 
     ``CURVE_KEYS`` (+ ``task_category`` when present), ``compression_ratio``, ``score`` and
     ``interpolated`` (False where the grid point was measured).
     """
-    anchored = with_dense_anchor(means)
+    anchored = with_dense_anchor(as_cells(means))
+    keys = [*CURVE_KEYS, *(["task_category"] if "task_category" in anchored else [])]
+    cols = [*keys, "compression_ratio", "score", "interpolated"]
+    if anchored.empty:
+        return pd.DataFrame(columns=cols)
     if grid is None:
         grid = np.unique(anchored["compression_ratio"].to_numpy(float))
     grid = np.asarray(grid, float)
-    keys = [*CURVE_KEYS, *(["task_category"] if "task_category" in anchored else [])]
-    parts = []
-    for key, g in anchored.groupby(keys, sort=True, observed=True):
-        x = g["compression_ratio"].to_numpy(float)
-        y = interpolate_curve(x, g["score"].to_numpy(float), grid)
-        keep = ~np.isnan(y)
-        part = pd.DataFrame({"compression_ratio": grid[keep], "score": y[keep]})
-        part["interpolated"] = ~np.isin(grid[keep], x)
-        for name, value in zip(keys, key, strict=True):
-            part[name] = value
-        parts.append(part)
-    if not parts:
-        return pd.DataFrame(columns=[*keys, "compression_ratio", "score", "interpolated"])
-    return pd.concat(parts, ignore_index=True)[[*keys, "compression_ratio", "score", "interpolated"]]
+    # All curves at once: number the curves, sort by (curve, x) and give each curve its own stretch
+    # of one number line, so a single searchsorted finds every grid point's bracketing knots.
+    anchored = anchored.sort_values([*keys, "compression_ratio"]).reset_index(drop=True)
+    curve_id = anchored.groupby(keys, sort=False, observed=True).ngroup().to_numpy()
+    x = anchored["compression_ratio"].to_numpy(float)
+    y = anchored["score"].to_numpy(float)
+    span = max(float(x.max()), float(grid.max())) + 1.0
+    line = curve_id * span + x  # ascending
+    curves = anchored.loc[np.r_[0, np.flatnonzero(np.diff(curve_id)) + 1], keys].reset_index(drop=True)
+    n_curves = len(curves)
+    q_curve = np.repeat(np.arange(n_curves), len(grid))
+    q_x = np.tile(grid, n_curves)
+    left = np.searchsorted(line, q_curve * span + q_x, side="right") - 1
+    left_ok = (left >= 0) & (curve_id[np.maximum(left, 0)] == q_curve)
+    left = np.maximum(left, 0)
+    right = np.minimum(left + 1, len(x) - 1)
+    exact = left_ok & (x[left] == q_x)
+    right_ok = left_ok & (right > left) & (curve_id[right] == q_curve)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = (q_x - x[left]) / (x[right] - x[left])
+    value = np.where(exact, y[left], np.where(right_ok, y[left] + w * (y[right] - y[left]), np.nan))
+    keep = ~np.isnan(value)
+    out = curves.iloc[q_curve[keep]].reset_index(drop=True)
+    out["compression_ratio"] = q_x[keep]
+    out["score"] = value[keep]
+    out["interpolated"] = ~exact[keep]
+    return out[cols]
 
 
 def average_curves(means: pd.DataFrame, over: tuple[str, ...] = ("model", "length")) -> pd.DataFrame:

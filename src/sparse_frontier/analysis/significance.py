@@ -18,7 +18,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .tables import DENSE_PHASE, require_columns
+from .cells import as_cells, normalise_phase, pool_cells
+from .tables import DENSE_PHASE
+
+__all__ = ["normalise_phase", "welch_less", "dense_comparison", "max_compression", "max_compression_summary"]
 
 #: One comparison with dense: a method in a phase on one (model, length, task).
 GROUP_KEYS = ["model", "length", "task", "phase", "method"]
@@ -31,11 +34,6 @@ BELOW_MIN = "below_min_score"  # sparse mean < min_score: random, excluded (pape
 DENSE_BELOW_MIN = "dense_below_min_score"  # the baseline itself is random: nothing to preserve
 TOO_FEW = "too_few_samples"  # fewer than 2 samples on one side: Welch's t is undefined
 NO_DENSE = "no_dense_baseline"  # no dense rows for this (model, length, task)
-
-
-def normalise_phase(phase: pd.Series) -> pd.Series:
-    """Group kv-compression methods with decoding, as the paper does (attention/base.analysis_phase)."""
-    return phase.replace({"kv-compression": "decode"})
 
 
 def welch_less(
@@ -74,13 +72,6 @@ def welch_less(
     return t, dof, p
 
 
-def _level_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    grouped = df.groupby(keys, sort=True, observed=True)["score"]
-    out = grouped.agg(n="count", mean="mean", var="var").reset_index()
-    out["var"] = out["var"].fillna(0.0)  # a single sample: the n < 2 rule makes the test undefined
-    return out
-
-
 def dense_comparison(scores: pd.DataFrame, alpha: float = 0.05, min_score: float = 0.05) -> pd.DataFrame:
     """Every sparse level against its dense baseline: one row per (model, length, task, phase, method, CR).
 
@@ -88,15 +79,13 @@ def dense_comparison(scores: pd.DataFrame, alpha: float = 0.05, min_score: float
     ``dense_std``, ``t``, ``df``, ``p_value``, ``significant`` (p < alpha), ``preserved`` (the level
     counts as not distinguishable from dense), and ``status`` (``ok`` or why it was excluded).
     """
-    require_columns(scores, [*LEVEL_KEYS, "score"], "the score table")
     if not 0 < alpha < 1:
         raise ValueError(f"analysis.alpha must lie in (0, 1), got {alpha}; set it to e.g. 0.05.")
-    df = scores[[*LEVEL_KEYS, "score"]].copy()
-    df["phase"] = normalise_phase(df["phase"])
-    is_dense = df["phase"] == DENSE_PHASE
-    dense = _level_stats(df[is_dense], ["model", "length", "task"])
+    cells = as_cells(scores)
+    is_dense = cells["phase"] == DENSE_PHASE
+    dense = pool_cells(cells[is_dense], ["model", "length", "task"])
     dense = dense.rename(columns={"n": "dense_n", "mean": "dense_mean", "var": "dense_var"})
-    sparse = _level_stats(df[~is_dense], LEVEL_KEYS)
+    sparse = pool_cells(cells[~is_dense], LEVEL_KEYS)
     out = sparse.merge(dense, on=["model", "length", "task"], how="left")
 
     t, dof, p = welch_less(

@@ -104,14 +104,20 @@ def write_table(
     latex: str | os.PathLike | None = None,
     caption: str | None = None,
     digits: int = 3,
+    display: pd.DataFrame | None = None,
 ) -> None:
-    """Write one result table as Parquet (exact) and, optionally, Markdown and LaTeX (rounded)."""
+    """Write one result table as Parquet (exact) and, optionally, Markdown and LaTeX (rounded).
+
+    display: a reader-friendly version for Markdown and LaTeX (e.g. the paper's wide layout with
+    significance marks); the Parquet file always holds ``df``, the numbers a program reads.
+    """
     df = df.reset_index(drop=True)
     atomic_write(parquet, lambda tmp: df.to_parquet(tmp, index=False))
+    shown = df if display is None else display.reset_index(drop=True)
     if markdown is not None:
-        text = to_markdown(df, digits)
+        text = to_markdown(shown, digits)
         if caption:
             text = f"{caption}\n\n{text}"
         atomic_write_text(markdown, text)
     if latex is not None:
-        atomic_write_text(latex, to_latex(df, digits, caption))
+        atomic_write_text(latex, to_latex(shown, digits, caption))

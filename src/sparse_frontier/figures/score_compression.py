@@ -10,7 +10,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from sparse_frontier.analysis.curves import average_curves, cell_means, dense_reference
+from sparse_frontier.analysis.cells import as_cells
+from sparse_frontier.analysis.curves import average_curves, dense_reference
 from sparse_frontier.analysis.tables import DENSE_PHASE
 
 from .style import PANEL_HEIGHT, PANEL_WIDTH, method_scale
@@ -19,9 +20,10 @@ from .style import PANEL_HEIGHT, PANEL_WIDTH, method_scale
 def score_vs_compression_data(scores: pd.DataFrame) -> pd.DataFrame:
     """The long table the chart draws: sparse curves plus one dense row per (phase, task).
 
+    scores: the score table or its cell table (analysis/cells.py).
     Columns: phase, task, method, compression_ratio, score, kind ("sparse" | "dense").
     """
-    means = cell_means(scores)
+    means = as_cells(scores)
     curves = average_curves(means)
     curves = curves.assign(kind="sparse")[["phase", "task", "method", "compression_ratio", "score", "kind"]]
     dense = dense_reference(means)

@@ -1,0 +1,286 @@
+"""FLOPS model of a decoder-only transformer with sparse attention (paper Appendix D).
+
+The paper's equations (3)-(9) did not survive text extraction; this module re-derives them from the
+prose, counting 2 FLOPs per multiply-add as Hoffmann et al. (2022, Appendix F) do, for the
+architecture of a Hugging Face ``config.json`` (GQA, SwiGLU MLP):
+
+Prefill over L tokens (all terms summed over the ``n_layers`` layers where they are per layer):
+
+    embedding     2 L d V                      (the lookup as a one-hot matmul, as Hoffmann et al.)
+    qkv           2 L d (H + 2 H_kv) d_h       (per layer)
+    attention     rho P(L) H (4 d_h + 3)       (per layer; QK^T and AV, 3 for the softmax)
+    output proj.  2 L H d_h d                  (per layer)
+    mlp           2 L 3 d f                    (per layer; gate, up and down projections)
+    output layer  2 L d V
+
+with d the hidden size, H / H_kv the query / key-value heads, d_h the head dim, f the MLP size,
+V the vocabulary, rho the attention density (1/compression) and P(L) = L (L + 1) / 2 the query-key
+pairs of causal attention (``causal=False``: L^2, the convention of papers that ignore the mask).
+Decoding costs one new token attending to the L cached ones (the paper: generation is far shorter
+than the context): every "L" above becomes 1 and P(L) becomes L + 1.
+
+Importance estimation (the cost of choosing what to compute), per layer:
+
+- Vertical-Slash (prefill; FlexPrefill estimates the same way): the last ``last_q`` queries score all
+  L keys, ``last_q L H (2 d_h + 3)``; the scores are summed over queries (verticals) and along
+  diagonals (slashes), ``2 last_q L H``; top-k over both, ``L H (log2 n_v + log2 n_s)``; index
+  building, one entry per selected vertical and slash per 64-query block, ``(L / 64) H (n_v + n_s)``.
+  The budget is split evenly: n_v = n_s = rho P(L) / (2 L), so the selection covers rho P(L) pairs.
+- Quest (decode): each of the L / page_size pages is scored from its per-channel key minimum and
+  maximum, ``(L / page) H 4 d_h``, then top-k, ``(L / page) H log2 k`` with k = rho L / page pages.
+- Block-Sparse (prefill): mean-pooled 16-token query and key blocks, ``2 L H d_h``, and their causal
+  block scores, ``P(L / 16) H 2 d_h``.
+- Eviction methods (SnapKV, Ada-SnapKV) score once at the end of prefill; that cost is not part of
+  decoding and is left out.
+
+Counts are floats (a 72B model at 128K tokens exceeds 2^63).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+COMPONENTS = ("embedding", "qkv", "attention", "output_proj", "mlp", "output_layer", "indexing")
+#: Components that grow linearly with the number of tokens processed (Figure 12's "linear" regime).
+LINEAR_COMPONENTS = ("embedding", "qkv", "output_proj", "mlp", "output_layer")
+
+#: How each method chooses what to compute (its importance-estimation cost); absent: free.
+INDEXING = {
+    "vertical_slash": "vertical_slash",
+    "flexprefill": "vertical_slash",
+    "block_sparse": "block_sparse",
+    "quest": "quest",
+}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The dimensions of a decoder-only transformer that its FLOPS depend on."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping, name: str = "the model config") -> ModelShape:
+        """Read the shape from a Hugging Face ``config.json`` dict (``text_config`` of multimodal ones).
+
+        ``head_dim`` defaults to hidden_size / num_attention_heads and ``num_key_value_heads`` to
+        ``num_attention_heads`` (plain multi-head attention), as transformers does.
+        """
+        cfg = config.get("text_config", config)
+        required = [
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "vocab_size",
+        ]
+        missing = [k for k in required if cfg.get(k) is None]
+        if missing:
+            raise ValueError(
+                f"{name} lacks {', '.join(missing)}; the FLOPS model needs a decoder config.json with "
+                "hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and vocab_size."
+            )
+        heads = int(cfg["num_attention_heads"])
+        head_dim = cfg.get("head_dim") or int(cfg["hidden_size"]) // heads
+        return cls(
+            hidden_size=int(cfg["hidden_size"]),
+            num_layers=int(cfg["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(head_dim),
+            intermediate_size=int(cfg["intermediate_size"]),
+            vocab_size=int(cfg["vocab_size"]),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> ModelShape:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_hf_config(json.load(f), name=str(path))
+
+
+def causal_pairs(n: np.ndarray | float, causal: bool = True) -> np.ndarray:
+    """Query-key pairs of self-attention over n tokens: n (n + 1) / 2 with the causal mask, n^2 without."""
+    n = np.asarray(n, dtype=float)
+    return n * (n + 1) / 2 if causal else n * n
+
+
+def _log2_at_least_1(x: np.ndarray) -> np.ndarray:
+    return np.log2(np.maximum(x, 2.0))
+
+
+def indexing_flops(
+    shape: ModelShape,
+    method: str,
+    phase: str,
+    length: np.ndarray | float,
+    density: np.ndarray | float,
+    last_q: int = 256,
+    page_size: int = 16,
+    causal: bool = True,
+) -> np.ndarray:
+    """FLOPS of a method's importance estimation, summed over layers (module docstring)."""
+    L = np.asarray(length, dtype=float)
+    rho = np.asarray(density, dtype=float)
+    kind = INDEXING.get(method)
+    h, dh, layers = shape.num_heads, shape.head_dim, shape.num_layers
+    zero = np.zeros(np.broadcast(L, rho).shape)
+    if kind == "vertical_slash" and phase == "prefill":
+        q = np.minimum(float(last_q), L)
+        n_each = np.maximum(rho * causal_pairs(L, causal) / (2 * L), 1.0)
+        scores = q * L * h * (2 * dh + 3)
+        aggregate = 2 * q * L * h
+        topk = 2 * L * h * _log2_at_least_1(n_each)
+        index = (L / 64) * h * 2 * n_each
+        return layers * (scores + aggregate + topk + index)
+    if kind == "quest" and phase == "decode":
+        pages = L / page_size
+        k = np.maximum(rho * pages, 1.0)
+        return layers * pages * h * (4 * dh + _log2_at_least_1(k))
+    if kind == "block_sparse" and phase == "prefill":
+        pool = 2 * L * h * dh
+        block_scores = causal_pairs(L / 16, causal) * h * 2 * dh
+        return layers * (pool + block_scores)
+    return zero
+
+
+def flops_breakdown(
+    shape: ModelShape,
+    phase: str,
+    length: np.ndarray | float,
+    density: np.ndarray | float = 1.0,
+    method: str = "dense",
+    last_q: int = 256,
+    page_size: int = 16,
+    causal: bool = True,
+) -> dict[str, np.ndarray]:
+    """FLOPS per component (keys: :data:`COMPONENTS` and ``total``) of one prefill or decoding step.
+
+    phase: "prefill" (process L tokens) or "decode" (one token against L cached); "dense" and
+    "kv-compression" map to their phase's cost only through ``density``, so pass the phase the
+    sparsity acts in. length, density: scalars or arrays that broadcast together.
+    """
+    if phase not in ("prefill", "decode"):
+        raise ValueError(f"phase must be 'prefill' or 'decode' for the FLOPS model, got {phase!r}.")
+    L = np.asarray(length, dtype=float)
+    rho = np.asarray(density, dtype=float)
+    if np.any(rho <= 0) or np.any(rho > 1):
+        raise ValueError("attention density must lie in (0, 1]; it is 1 / compression_ratio.")
+    d, v, layers = shape.hidden_size, shape.vocab_size, shape.num_layers
+    h, hkv, dh, f = shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.intermediate_size
+    tokens = L if phase == "prefill" else np.ones_like(L)
+    pairs = causal_pairs(L, causal) if phase == "prefill" else L + 1
+    out = {
+        "embedding": 2 * tokens * d * v,
+        "qkv": layers * 2 * tokens * d * (h + 2 * hkv) * dh,
+        "attention": layers * rho * pairs * h * (4 * dh + 3),
+        "output_proj": layers * 2 * tokens * h * dh * d,
+        "mlp": layers * 2 * tokens * 3 * d * f,
+        "output_layer": 2 * tokens * d * v,
+        "indexing": indexing_flops(shape, method, phase, L, rho, last_q, page_size, causal),
+    }
+    shape_b = np.broadcast(L, rho).shape
+    out = {k: np.broadcast_to(np.asarray(val, dtype=float), shape_b).copy() for k, val in out.items()}
+    out["total"] = sum(out[k] for k in COMPONENTS)
+    return out
+
+
+def flops_table(
+    shapes: Mapping[str, ModelShape],
+    cells: pd.DataFrame,
+    last_q: int = 256,
+    page_size: int = 16,
+    causal: bool = True,
+) -> pd.DataFrame:
+    """FLOPS of every (model, phase, method, length, compression_ratio) row of ``cells``.
+
+    Dense rows (phase "dense") are expanded into both a prefill and a decode row, since dense is the
+    baseline of both. Adds ``flops_<component>`` columns, ``flops_total`` and ``attention_share``
+    (attention + indexing over total). Raises, naming the model, when a model has no shape.
+    """
+    keys = ["model", "phase", "method", "length", "compression_ratio"]
+    cells = cells[keys].drop_duplicates()
+    missing = sorted(set(cells["model"]) - set(shapes))
+    if missing:
+        raise ValueError(
+            f"no config.json for model(s) {', '.join(missing)}; the FLOPS table needs "
+            "results/model_configs/<model>.json for every model in the score table."
+        )
+    phase = cells["phase"].replace({"kv-compression": "decode"})
+    dense = cells[phase == "dense"]
+    cells = pd.concat(
+        [cells[phase != "dense"].assign(phase=phase[phase != "dense"])]
+        + [dense.assign(phase=p) for p in ("prefill", "decode")],
+        ignore_index=True,
+    ).drop_duplicates()
+    parts = []
+    for (model, ph, method), g in cells.groupby(["model", "phase", "method"], sort=True):
+        density = 1.0 / g["compression_ratio"].to_numpy(float)
+        br = flops_breakdown(
+            shapes[model], ph, g["length"].to_numpy(float), density, method, last_q, page_size, causal
+        )
+        part = g.copy()
+        for k in (*COMPONENTS, "total"):
+            part[f"flops_{k}"] = br[k]
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(
+            columns=[*keys, *(f"flops_{k}" for k in (*COMPONENTS, "total")), "attention_share"]
+        )
+    out = pd.concat(parts, ignore_index=True)
+    out["attention_share"] = (out["flops_attention"] + out["flops_indexing"]) / out["flops_total"]
+    return out.sort_values(keys).reset_index(drop=True)
+
+
+def flops_by_length(
+    shapes: Mapping[str, ModelShape],
+    lengths: np.ndarray,
+    compression_ratios: tuple[float, ...] = (1.0, 5.0, 20.0),
+    methods: Mapping[str, str] | None = None,
+    causal: bool = True,
+) -> pd.DataFrame:
+    """FLOPS against length for each model and phase (Figure 12), dense and a few compressions.
+
+    methods: phase -> the sparse method whose indexing cost is added (default vertical_slash for
+    prefill, quest for decode, the paper's best per phase). Adds ``flops_linear`` (the components
+    that grow with tokens, not context) so the figure can mark the linear/quadratic crossover.
+    """
+    methods = dict(methods or {"prefill": "vertical_slash", "decode": "quest"})
+    rows = []
+    for model, shape in shapes.items():
+        for phase in ("prefill", "decode"):
+            for cr in compression_ratios:
+                method = "dense" if cr == 1.0 else methods.get(phase, "dense")
+                br = flops_breakdown(shape, phase, lengths, 1.0 / cr, method, causal=causal)
+                linear = sum(br[k] for k in LINEAR_COMPONENTS)
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "model": model,
+                            "phase": phase,
+                            "method": method,
+                            "compression_ratio": cr,
+                            "length": np.asarray(lengths, dtype=np.int64),
+                            "flops_total": br["total"],
+                            "flops_linear": linear,
+                            "flops_attention": br["attention"] + br["indexing"],
+                        }
+                    )
+                )
+    return pd.concat(rows, ignore_index=True)
+
+
+def shape_table(shapes: Mapping[str, ModelShape]) -> pd.DataFrame:
+    """The shapes the FLOPS were computed from, one row per model (for the record)."""
+    return pd.DataFrame([{"model": m, **asdict(s)} for m, s in shapes.items()])
