@@ -2,6 +2,9 @@
 # (dense + methods x compression ratios x tasks).
 
 
+include: "resources.smk"
+
+
 rule inference:
     input:
         data=inference_data,
@@ -15,9 +18,9 @@ rule inference:
     conda:
         "../../envs/inference.yaml"
     resources:
-        gpu=0,
-        mem_mb=8000,
-        runtime=60,
+        gpu=inference_gpus,
+        mem_mb=inference_mem_mb,
+        runtime=inference_runtime,
     params:
         path=model_path_param,
         engine=config["engine"],
