@@ -54,16 +54,31 @@ def _pair_line(key: str, value: str) -> str:
 
 
 class _DistractorPool:
-    """Distractor pairs drawn on demand; pair i is the same whatever order they are asked for."""
+    """Distractor pairs drawn on demand; pair i is the same whatever order they are asked for.
+
+    Characters are drawn in fixed-size batches (one ``choices`` call per batch rather than
+    per string: at 128K tokens a sample has ~40K strings), so the stream of random draws does
+    not depend on how many pairs each call asks for.
+    """
+
+    _BATCH = 4096  # strings per batch of drawn characters
 
     def __init__(self, rng: random.Random, used: set[str]):
         self._rng = rng
         self._used = used
+        self._fresh_strings: list[str] = []
         self.lines: list[str] = []
 
     def _fresh(self) -> str:
         while True:  # collisions are astronomically rare (36^20 strings), but never allowed
-            candidate = hyphenated_string(self._rng)
+            if not self._fresh_strings:
+                chars = "".join(self._rng.choices(_ALPHABET, k=self._BATCH * _GROUPS * _GROUP_LEN))
+                size = _GROUPS * _GROUP_LEN
+                self._fresh_strings = [
+                    "-".join(chars[i + g * _GROUP_LEN : i + (g + 1) * _GROUP_LEN] for g in range(_GROUPS))
+                    for i in range(0, len(chars), size)
+                ][::-1]  # popped from the end, so reversed to keep draw order
+            candidate = self._fresh_strings.pop()
             if candidate not in self._used:
                 self._used.add(candidate)
                 return candidate
