@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ..kernels.ops import block_sparse_attention
@@ -53,6 +55,13 @@ class BlockGeometry:
         """[nqb] key blocks a query block can pick beyond the forced first and boundary blocks."""
         return torch.clamp(self.n_full - 1, min=0)
 
+    @cached_property
+    def host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, selectable, phase) as numpy int64/int64/float64 arrays, for the budget search."""
+        rows = self.rows.cpu().numpy().astype(np.int64)
+        phase = np.modf(np.arange(1, rows.shape[0] + 1, dtype=np.float64) * _GOLDEN)[0]
+        return rows, self.selectable.cpu().numpy().astype(np.int64), phase
+
 
 def blocks_per_query_block(top_k: float, geometry: BlockGeometry) -> torch.Tensor:
     """[nqb] selected key blocks per query block for a fractional ``top_k``.
@@ -60,21 +69,23 @@ def blocks_per_query_block(top_k: float, geometry: BlockGeometry) -> torch.Tenso
     Block b gets floor(top_k + phase_b) with phase_b evenly spread in [0, 1), capped at what it
     can select; each entry is non-decreasing in top_k, so the total is too (bisection works).
     """
-    nqb = geometry.rows.shape[0]
-    b = torch.arange(1, nqb + 1, device=geometry.rows.device, dtype=torch.float64)
-    phase = torch.frac(b * _GOLDEN)
-    k_b = torch.floor(top_k + phase).long()
-    return torch.minimum(k_b, geometry.selectable)
+    _, selectable, phase = geometry.host
+    k_b = np.minimum(np.floor(top_k + phase).astype(np.int64), selectable)
+    return torch.from_numpy(k_b).to(geometry.rows.device)
 
 
 def _pool(x: torch.Tensor, block: int) -> torch.Tensor:
-    """[H, L, D] -> [H, ceil(L/block), D] block means (the last block averages only its real rows)."""
+    """[H, L, D] -> [H, ceil(L/block), D] float32 block means (a short last block averages its real rows).
+
+    Sums accumulate in float32 without a float32 copy of x (at 128K tokens that copy is 1.8 GB).
+    """
     h, n, d = x.shape
-    nb = math.ceil(n / block)
-    padded = torch.zeros(h, nb * block, d, dtype=torch.float32, device=x.device)
-    padded[:, :n] = x.float()
-    sizes = torch.clamp(n - torch.arange(nb, device=x.device) * block, max=block).float()
-    return padded.view(h, nb, block, d).sum(2) / sizes[None, :, None]
+    full = n // block
+    pooled = x[:, : full * block].view(h, full, block, d).sum(2, dtype=torch.float32) / block
+    if n % block:
+        tail = x[:, full * block :].sum(1, keepdim=True, dtype=torch.float32) / (n % block)
+        pooled = torch.cat([pooled, tail], 1)
+    return pooled
 
 
 def select_blocks(
@@ -138,10 +149,13 @@ class BlockSparse(AttentionMethod):
         check_positive_int(self.name, "block_size", self.block_size)
 
     def top_k_for(self, t: int, s: int) -> float:
-        """The fractional top-k whose pair count is closest to the target density at this length."""
+        """The fractional top-k whose pair count is closest to the target density at this length.
+
+        Score-independent (every selectable tile is a full one), so it runs on the host, once per shape.
+        """
         geo = BlockGeometry.of(t, s, self.block_size)
         target = causal_pairs(t, s) / self.compression_ratio
-        hi = float(geo.selectable.max()) + 1.0 if t else 0.0
+        hi = float(geo.host[1].max()) + 1.0 if t else 0.0
         return search_float(lambda x: block_pairs(x, geo, self.block_size, s), 0.0, hi, target)
 
     def plan(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, float, dict]:
@@ -168,8 +182,9 @@ def block_pairs(top_k: float, geometry: BlockGeometry, block: int, s: int) -> in
     """Causal query-key pairs ONE head computes with ``top_k``: all causal pairs minus skipped tiles.
 
     Skipped tiles are selectable ones, i.e. fully visible 16-key blocks, so each skips
-    rows x block pairs exactly; nothing is counted twice.
+    rows x block pairs exactly; nothing is counted twice. Host arithmetic (numpy): it runs
+    inside the budget search, many times per call.
     """
-    t = int(geometry.rows.sum())
-    skipped = (geometry.selectable - blocks_per_query_block(top_k, geometry)) * geometry.rows * block
-    return causal_pairs(t, s) - int(skipped.sum())
+    rows, selectable, phase = geometry.host
+    chosen = np.minimum(np.floor(top_k + phase).astype(np.int64), selectable)
+    return causal_pairs(int(rows.sum()), s) - int(((selectable - chosen) * rows).sum()) * block

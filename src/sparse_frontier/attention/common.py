@@ -35,7 +35,11 @@ def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
 
 
 def window_probs(
-    q: torch.Tensor, k: torch.Tensor, window: int, max_elements: int = MAX_CHUNK_ELEMENTS
+    q: torch.Tensor,
+    k: torch.Tensor,
+    window: int,
+    max_elements: int = MAX_CHUNK_ELEMENTS,
+    flipped: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Causal attention probabilities of the last ``window`` queries, one head group at a time.
 
@@ -44,6 +48,8 @@ def window_probs(
 
     Yields (first_query_head, probs) with probs [h, W, S] float32, W = min(window, T); row w is
     the query at key position S - W + w. Chunks cover whole GQA groups so k is never repeated.
+    ``flipped``: probs [h, W, S + W] instead, column m holding key S - 1 - m and the last W
+    columns zero: the layout diagonal sums need (``vertical_slash_scores``), made without copies.
     """
     hq, t, d = q.shape
     hkv, s, _ = k.shape
@@ -51,14 +57,22 @@ def window_probs(
     w = min(window, t)
     qw = q[:, t - w :].float()
     rows = torch.arange(s - w, s, device=q.device)[:, None]
-    future = torch.arange(s, device=q.device)[None, :] > rows  # [W, S]
-    kv_per_chunk = max(1, max_elements // max(1, group * w * s))
+    if flipped:
+        # Column m is key S-1-m (hidden when S-1-m > row) or padding (m >= S).
+        cols = torch.arange(s + w, device=q.device)[None, :]
+        hidden = ((s - 1 - cols) > rows) | (cols >= s)  # [W, S + W]
+        keys = torch.cat([k.flip(1), k.new_zeros(hkv, w, d)], 1)
+    else:
+        hidden = torch.arange(s, device=q.device)[None, :] > rows  # [W, S]
+        keys = k
+    n_cols = keys.shape[1]
+    kv_per_chunk = max(1, max_elements // max(1, group * w * n_cols))
     scale = 1.0 / math.sqrt(d)
     for k0 in range(0, hkv, kv_per_chunk):
         k1 = min(hkv, k0 + kv_per_chunk)
         qg = qw[k0 * group : k1 * group].reshape(k1 - k0, group * w, d)
-        scores = torch.bmm(qg, k[k0:k1].float().transpose(1, 2)) * scale  # [hk, g*W, S]
-        scores = scores.view((k1 - k0) * group, w, s).masked_fill_(future, float("-inf"))
+        scores = torch.bmm(qg, keys[k0:k1].float().transpose(1, 2)).mul_(scale)  # [hk, g*W, cols]
+        scores = scores.view((k1 - k0) * group, w, n_cols).masked_fill_(hidden, float("-inf"))
         yield k0 * group, torch.softmax(scores, dim=-1)
 
 
@@ -78,40 +92,63 @@ def smooth(scores: torch.Tensor, kernel: int) -> torch.Tensor:
     return (summed / counts)[..., : scores.shape[-1]].reshape(scores.shape)
 
 
-def search_int(count: Callable[[int], float], lo: int, hi: int, target: float) -> int:
-    """The n in [lo, hi] whose ``count(n)`` is closest to ``target``; count must not decrease with n."""
-    if count(lo) >= target:
-        return lo
-    if count(hi) <= target:
-        return hi
-    a, b = lo, hi  # invariant: count(a) < target <= count(b)
-    while b - a > 1:
-        mid = (a + b) // 2
-        if count(mid) < target:
-            a = mid
-        else:
-            b = mid
-    return a if target - count(a) <= count(b) - target else b
+#: Budget searches stop once the count is this close to the target (relative): far inside the
+#: 5% the methods promise, and it saves most of the bisection steps at long lengths.
+SEARCH_RTOL = 1e-3
 
 
-def search_float(
-    count: Callable[[float], float], lo: float, hi: float, target: float, iterations: int = 40
+def _search(
+    count: Callable, lo: float, hi: float, target: float, integer: bool, iterations: int, rtol: float
 ) -> float:
-    """The x in [lo, hi] whose ``count(x)`` is closest to ``target`` for a non-decreasing step function."""
+    """Shared bracketing search: interpolation steps alternating with bisection steps.
+
+    count is non-decreasing; returns the point whose count is closest to target (or within
+    rtol of it). Interpolation converges in a few steps on the near-linear pair counts; the
+    bisection steps keep the worst case logarithmic.
+    """
     c_lo, c_hi = count(lo), count(hi)
     if c_lo >= target:
         return lo
     if c_hi <= target:
         return hi
-    a, b = lo, hi
-    for _ in range(iterations):
-        mid = 0.5 * (a + b)
+    a, b = lo, hi  # invariant: count(a) < target <= count(b)
+    for step in range(iterations):
+        if integer and b - a <= 1:
+            break
+        mid = a + (b - a) * (target - c_lo) / (c_hi - c_lo) if step % 2 == 0 else 0.5 * (a + b)
+        if integer:
+            mid = min(max(round(mid), a + 1), b - 1)
         c_mid = count(mid)
+        if abs(c_mid - target) <= rtol * target:
+            return mid
         if c_mid < target:
             a, c_lo = mid, c_mid
         else:
             b, c_hi = mid, c_mid
     return a if target - c_lo <= c_hi - target else b
+
+
+def search_int(
+    count: Callable[[int], float], lo: int, hi: int, target: float, rtol: float = SEARCH_RTOL
+) -> int:
+    """The n in [lo, hi] whose ``count(n)`` is closest to ``target`` (or within rtol).
+
+    count must not decrease with n.
+    """
+    return int(_search(count, lo, hi, target, True, 2 * max(hi - lo, 1).bit_length() + 2, rtol))
+
+
+def search_float(
+    count: Callable[[float], float],
+    lo: float,
+    hi: float,
+    target: float,
+    iterations: int = 40,
+    rtol: float = SEARCH_RTOL,
+) -> float:
+    """The x in [lo, hi] whose ``count(x)`` is closest to ``target`` (or within rtol), count a
+    non-decreasing step function; ``iterations`` bounds the steps."""
+    return float(_search(count, lo, hi, target, False, iterations, rtol))
 
 
 def check_positive_int(name: str, field_name: str, value: int, minimum: int = 1) -> None:

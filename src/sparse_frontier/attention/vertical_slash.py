@@ -35,13 +35,13 @@ def vertical_slash_scores(q: torch.Tensor, k: torch.Tensor, window: int) -> tupl
     s = k.shape[1]
     vertical = torch.empty(hq, s, dtype=torch.float32, device=q.device)
     slash = torch.empty_like(vertical)
-    for h0, probs in window_probs(q, k, window):
-        h, w, _ = probs.shape
-        vertical[h0 : h0 + h] = probs.mean(1)
-        # Diagonal sums by skewing: flip keys so row w's offset o sits at column (W-1-w) + o,
-        # pad W zero columns, and read rows with stride (S + W - 1): column o is offset o.
-        padded = torch.nn.functional.pad(probs.flip(-1), (0, w))  # [h, W, S + W]
-        skewed = padded.as_strided((h, w, s), (w * (s + w), s + w - 1, 1), storage_offset=w - 1)
+    for h0, probs in window_probs(q, k, window, flipped=True):
+        h, w, _ = probs.shape  # probs [h, W, S + W]: keys reversed, then W zero columns
+        vertical[h0 : h0 + h] = probs[..., :s].mean(1).flip(-1)
+        # Diagonal sums by skewing: in reversed order row w's offset o sits at column (W-1-w) + o,
+        # so reading rows with stride (S + W - 1) lines the offsets up in columns.
+        offset = probs.storage_offset() + w - 1
+        skewed = probs.as_strided((h, w, s), (w * (s + w), s + w - 1, 1), storage_offset=offset)
         slash[h0 : h0 + h] = skewed.sum(1) / w
     return vertical, slash
 
