@@ -145,17 +145,30 @@ _CLOSING = (
     "Tired but content, {name} turned in early.",
     "Later, {name} studied the map for the next stage of the journey.",
 )
+# Items: any describing word goes with any noun; metals only with things that can be metal
+# (no "silver hat"). Unique within a story, so the item list bounds the number of chapters.
 ITEM_ADJECTIVES = (
-    "red blue green yellow black white grey amber silver golden copper bronze small large old "
-    "antique plain ornate sturdy delicate painted polished"
+    "red blue green yellow black white grey brown purple orange small large tiny heavy old antique "
+    "worn plain simple ornate elegant rustic sturdy delicate painted"
 ).split()
 ITEM_NOUNS = (
-    "lantern compass kettle scarf notebook flute teapot knife mirror clock bell vase basket "
-    "blanket cloak hat bowl candlestick pipe jar spoon comb brooch ring bracelet necklace "
-    "satchel bottle cup saddle whistle chessboard telescope quill inkpot locket hourglass "
-    "figurine rug umbrella walking-stick harmonica fiddle drum map journal box chest key "
-    "lamp plate"
+    "lantern compass kettle scarf notebook flute teapot knife mirror clock bell vase basket blanket "
+    "cloak hat bowl candlestick pipe jar spoon comb brooch ring bracelet necklace satchel bottle cup "
+    "saddle whistle chessboard telescope quill inkpot locket hourglass figurine rug umbrella "
+    "harmonica fiddle drum map journal box chest key lamp plate shawl purse wallet lute candle "
+    "carpet tray jug ladle pitcher thimble kite sundial birdcage hairpin paperweight snuffbox "
+    "spyglass tankard goblet pendant cushion"
 ).split()
+METALS = "silver golden copper brass bronze".split()
+METAL_NOUNS = (
+    "lantern compass kettle knife mirror clock bell teapot bowl candlestick spoon brooch ring "
+    "bracelet locket hourglass figurine key lamp plate cup tray jug ladle thimble whistle sundial "
+    "paperweight snuffbox spyglass tankard goblet pendant"
+).split()
+ITEMS = tuple(
+    [f"{a} {n}" for a in ITEM_ADJECTIVES for n in ITEM_NOUNS]
+    + [f"{m} {n}" for m in METALS for n in METAL_NOUNS]
+)
 
 ACQUISITIONS = ("purchase", "gift", "found")
 
@@ -202,7 +215,7 @@ class Story:
         self._rng = random.Random(rng.getrandbits(64))
         self.name, self.pronoun, self.possessive = self._rng.choice(TRAVELLERS)
         self._kinds = kinds
-        items = [f"{a} {n}" for a in ITEM_ADJECTIVES for n in ITEM_NOUNS]
+        items = list(ITEMS)
         self._rng.shuffle(items)
         self._items = items
         self.chapters: list[ChapterFacts] = []
