@@ -101,8 +101,8 @@ def dense_comparison(scores: pd.DataFrame, alpha: float = 0.05, min_score: float
 
     status = np.full(len(out), OK, dtype=object)
     few = (out["n"] < 2) | (out["dense_n"] < 2)
-    status[few.to_numpy()] = TOO_FEW
     status[(out["mean"] < min_score).to_numpy()] = BELOW_MIN
+    status[few.to_numpy()] = TOO_FEW  # a single sample's mean says nothing: untestable comes first
     status[(out["dense_mean"] < min_score).to_numpy()] = DENSE_BELOW_MIN
     status[out["dense_mean"].isna().to_numpy()] = NO_DENSE
     out["status"] = status

@@ -1,0 +1,157 @@
+"""The FLOPS model (paper Appendix D) against values computed by hand for one small config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparse_frontier.analysis.flops import (
+    ModelShape,
+    flops_breakdown,
+    flops_by_length,
+    flops_table,
+    indexing_flops,
+)
+
+# d=8, 2 layers, 2 query heads, 1 KV head, head dim 4, MLP 16, vocabulary 10
+SMALL = {
+    "hidden_size": 8,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "intermediate_size": 16,
+    "vocab_size": 10,
+}
+
+
+def small() -> ModelShape:
+    return ModelShape.from_hf_config(SMALL)
+
+
+def test_shape_from_config_defaults_and_nesting():
+    s = small()
+    assert s.head_dim == 4  # hidden / heads when head_dim is absent
+    assert ModelShape.from_hf_config({**SMALL, "head_dim": 16}).head_dim == 16
+    assert ModelShape.from_hf_config({"text_config": SMALL}) == s
+    no_kv = {k: v for k, v in SMALL.items() if k != "num_key_value_heads"}
+    assert ModelShape.from_hf_config(no_kv).num_kv_heads == 2  # plain multi-head attention
+
+
+def test_missing_key_is_named():
+    with pytest.raises(ValueError, match="intermediate_size"):
+        ModelShape.from_hf_config({k: v for k, v in SMALL.items() if k != "intermediate_size"})
+
+
+def test_prefill_components_by_hand():
+    L = 4
+    b = flops_breakdown(small(), "prefill", L)
+    # embedding and output layer: 2 * L * d * V = 2*4*8*10
+    assert b["embedding"] == 640 and b["output_layer"] == 640
+    # qkv: layers * 2 * L * d * (H + 2 Hkv) * dh = 2 * 2*4*8 * 4 * 4
+    assert b["qkv"] == 2 * 2 * 4 * 8 * 4 * 4 == 2048
+    # attention: layers * P(L) * H * (4 dh + 3), P(4) = 10 causal pairs
+    assert b["attention"] == 2 * 10 * 2 * 19 == 760
+    # output projection: layers * 2 * L * H * dh * d
+    assert b["output_proj"] == 2 * 2 * 4 * 2 * 4 * 8 == 1024
+    # SwiGLU MLP: layers * 2 * L * 3 * d * f
+    assert b["mlp"] == 2 * 2 * 4 * 3 * 8 * 16 == 6144
+    assert b["indexing"] == 0
+    assert b["total"] == 640 + 640 + 2048 + 760 + 1024 + 6144
+
+
+def test_decode_is_one_token_against_the_cache():
+    L = 4
+    b = flops_breakdown(small(), "decode", L)
+    assert b["embedding"] == 2 * 8 * 10
+    assert b["mlp"] == 2 * 2 * 3 * 8 * 16
+    assert b["attention"] == 2 * (L + 1) * 2 * 19  # the new token sees L cached keys and itself
+
+
+def test_density_scales_only_attention_and_noncausal_option():
+    dense = flops_breakdown(small(), "prefill", 1000, 1.0)
+    sparse = flops_breakdown(small(), "prefill", 1000, 0.25)
+    assert sparse["attention"] == pytest.approx(dense["attention"] / 4)
+    for k in ("embedding", "qkv", "output_proj", "mlp", "output_layer"):
+        assert sparse[k] == dense[k]
+    full = flops_breakdown(small(), "prefill", 1000, 1.0, causal=False)
+    assert full["attention"] / dense["attention"] == pytest.approx(1000 * 1000 / (1000 * 1001 / 2))
+
+
+def test_attention_becomes_dominant_at_long_lengths():
+    # Appendix D: linear-dominated at short lengths, quadratic-dominated at long ones.
+    qwen7b = ModelShape(3584, 28, 28, 4, 128, 18944, 152064)
+    lengths = np.array([1024, 1 << 20])
+    b = flops_breakdown(qwen7b, "prefill", lengths)
+    linear = b["total"] - b["attention"]
+    assert b["attention"][0] < 0.1 * linear[0]
+    assert b["attention"][1] > linear[1]
+
+
+def test_vertical_slash_indexing_by_hand():
+    s = small()
+    L, rho, last_q = 64, 0.5, 8
+    # n_v = n_s = rho * P(L) / (2L) = 0.5 * 2080 / 128 = 8.125
+    n_each = 0.5 * (64 * 65 / 2) / 128
+    per_layer = (
+        last_q * L * 2 * (2 * 4 + 3)  # scores of the last queries, with softmax
+        + 2 * last_q * L * 2  # sums over queries and along diagonals
+        + 2 * L * 2 * math.log2(n_each)  # top-k of verticals and of slashes
+        + (L / 64) * 2 * 2 * n_each  # index building per 64-query block
+    )
+    got = indexing_flops(s, "vertical_slash", "prefill", L, rho, last_q=last_q)
+    assert got == pytest.approx(2 * per_layer)
+    # FlexPrefill estimates the same way; in the wrong phase there is nothing to estimate
+    assert indexing_flops(s, "flexprefill", "prefill", L, rho, last_q=last_q) == pytest.approx(got)
+    assert indexing_flops(s, "vertical_slash", "decode", L, rho) == 0
+
+
+def test_quest_indexing_by_hand():
+    s = small()
+    L, rho = 256, 0.25
+    pages = 256 / 16  # 16 pages of 16 tokens
+    k = rho * pages  # 4 pages selected
+    expected = 2 * pages * 2 * (4 * 4 + math.log2(k))
+    assert indexing_flops(s, "quest", "decode", L, rho) == pytest.approx(expected)
+    b = flops_breakdown(s, "decode", L, rho, method="quest")
+    assert b["indexing"] == pytest.approx(expected)
+    assert b["total"] == pytest.approx(sum(b[c] for c in b if c != "total"))
+
+
+def test_bad_phase_and_density_are_named():
+    with pytest.raises(ValueError, match="phase"):
+        flops_breakdown(small(), "dense", 10)
+    with pytest.raises(ValueError, match="density"):
+        flops_breakdown(small(), "prefill", 10, 0.0)
+
+
+def test_table_expands_dense_into_both_phases_and_names_missing_models():
+    cells = pd.DataFrame(
+        {
+            "model": ["m", "m", "m"],
+            "phase": ["dense", "prefill", "kv-compression"],
+            "method": ["dense", "vertical_slash", "snapkv"],
+            "length": [64, 64, 64],
+            "compression_ratio": [1.0, 4.0, 2.0],
+        }
+    )
+    t = flops_table({"m": small()}, cells)
+    assert sorted(zip(t["phase"], t["method"], strict=True)) == [
+        ("decode", "dense"),
+        ("decode", "snapkv"),
+        ("prefill", "dense"),
+        ("prefill", "vertical_slash"),
+    ]
+    dense_prefill = t[(t["phase"] == "prefill") & (t["method"] == "dense")].iloc[0]
+    assert dense_prefill["flops_total"] == flops_breakdown(small(), "prefill", 64)["total"]
+    assert ((t["attention_share"] > 0) & (t["attention_share"] < 1)).all()
+    with pytest.raises(ValueError, match="other"):
+        flops_table({"m": small()}, cells.assign(model="other"))
+
+
+def test_by_length_grid():
+    df = flops_by_length({"m": small()}, np.array([1024, 2048]), compression_ratios=(1.0, 10.0))
+    assert len(df) == 2 * 2 * 2  # phases x compressions x lengths
+    assert (df["flops_total"] >= df["flops_linear"]).all()
