@@ -13,6 +13,8 @@ import re
 
 # "answer" as a word, optionally wrapped in markdown emphasis, then a colon (ASCII or full-width).
 _MARKER = re.compile(r"\banswer\b\s*(?:[*_`]+\s*)?[:：]", re.IGNORECASE)
+# Weaker: "the answer is X", used only when no "Answer:" marker exists.
+_MARKER_IS = re.compile(r"\banswer\b\s*(?:[*_`]+\s*)?\bis\b\s*[:：]?", re.IGNORECASE)
 _TAGS = re.compile(r"</?\s*answer\s*>", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•+]|\(?\d{1,3}[.)]|\(?[ivx]{1,4}\))\s+", re.IGNORECASE)
 _WRAPPERS = "*_`\"'“”‘’[]{}<> \t"
@@ -31,11 +33,12 @@ def extract_answer(output: str) -> str:
 
     After the last marker, the rest of its line is the answer; if that is empty the answer is
     the following lines up to the first blank line (a list written below the marker). Without
-    any marker, the last non-empty line stands in: a model that ignored the format but
-    answered on its last line still gets scored on what it answered.
+    an ``Answer:`` marker, the last "the answer is ..." counts; without either, the last
+    non-empty line stands in: a model that ignored the format but answered on its last line
+    still gets scored on what it answered.
     """
     text = _TAGS.sub("\n", output or "")
-    matches = list(_MARKER.finditer(text))
+    matches = list(_MARKER.finditer(text)) or list(_MARKER_IS.finditer(text))
     if matches:
         rest = text[matches[-1].end() :]
         first_line, _, following = rest.partition("\n")
