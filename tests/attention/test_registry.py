@@ -68,3 +68,14 @@ def test_searches_return_the_closest_budget():
     assert search_int(lambda n: steps[n], 0, 5, -1) == 0
     x = search_float(lambda x: math.floor(10 * x), 0.0, 1.0, 4.2)
     assert math.floor(10 * x) == 4
+
+
+def test_density_report_prints_one_row_per_method_length_and_ratio(capsys):
+    from sparse_frontier.attention.report import main
+
+    assert main(["--lengths", "600", "--ratios", "4", "--methods", "quest", "block_sparse"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| quest") or
+            line.startswith("| block_sparse")]
+    assert len(rows) == 2
+    achieved = [float(row.split("|")[5]) for row in rows]
+    assert all(abs(a * 4 - 1) < 0.05 for a in achieved)
