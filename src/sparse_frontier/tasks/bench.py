@@ -140,6 +140,13 @@ def bench(tokenizer, task_names, length: int, n: int, seed: int, qa_dir: Path | 
     return pd.DataFrame(rows)
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency such as tabulate)."""
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--length", type=int, default=131072)
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.length} tokens, {os.cpu_count()} CPUs\n"
         )
         table = bench(tokenizer, task_names, args.length, args.samples, args.seed, args.qa_dir, args.cache)
-        print(table.to_markdown(index=False) + "\n", flush=True)
+        print(markdown_table(table) + "\n", flush=True)
 
 
 if __name__ == "__main__":
