@@ -48,3 +48,33 @@ def block_sparse_pairs(block_mask: torch.Tensor, t: int, s: int, block_size: int
         n = torch.clamp(torch.minimum(p[:, None], k_hi[None, :]) - k_lo[None, :] + 1, min=0)
         total += torch.where(valid[:, None], n, torch.zeros_like(n))
     return int((block_mask.long() * total[None]).sum())
+
+
+def block_sparse_tile_lists_reference(
+    block_mask: torch.Tensor, t: int, s: int, block_m: int, block_size: int = 16
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """What the GPU index builder must produce, written plainly (for tests).
+
+    For head h and query tile i (query blocks i*R .. i*R+R-1, R = block_m // block_size):
+    ``(blocks, bits)``, the ascending key blocks that some query block of the tile keeps and can
+    causally see (some key <= its last query position), and for each a bit per query block.
+    """
+    hq, n_qb, n_kb = block_mask.shape
+    rows_per_tile = block_m // block_size
+    kb = torch.arange(n_kb, device=block_mask.device)
+    lists = []
+    for h in range(hq):
+        per_tile = []
+        for tile in range(-(-t // block_m)):
+            bits = torch.zeros(n_kb, dtype=torch.int64, device=block_mask.device)
+            for r in range(rows_per_tile):
+                qb = tile * rows_per_tile + r
+                if qb >= n_qb:
+                    break
+                last_pos = (s - t) + min(qb * block_size + block_size - 1, t - 1)
+                keep = block_mask[h, qb] & (kb * block_size <= last_pos)
+                bits |= keep.long() << r
+            kept = bits.nonzero().flatten()
+            per_tile.append((kept, bits[kept]))
+        lists.append(per_tile)
+    return lists

@@ -124,6 +124,8 @@ def block_sparse_attention_fwd_kernel(
         Q + h * stride_qh + rows[:, None] * stride_qt + dims[None, :], mask=rows[:, None] < T, other=0.0
     )
     row_block = tl.arange(0, BLOCK_M) // KEY_BLOCK  # [BLOCK_M] query block of each row inside the tile
+    ALL_ROWS: tl.constexpr = (1 << (BLOCK_M // KEY_BLOCK)) - 1
+    first_pos = tile * BLOCK_M + (S - T)
 
     start = tl.load(LIST_START + tile)
     n_entries = tl.load(COUNT + h * n_tiles + tile)
@@ -131,13 +133,17 @@ def block_sparse_attention_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    for c0 in range(0, n_entries * KEY_BLOCK, BLOCK_N):
-        cols = c0 + tl.arange(0, BLOCK_N)  # [BLOCK_N] slot in the gathered key list
-        entry = cols // KEY_BLOCK
-        valid = entry < n_entries
-        kb = tl.load(BLOCKS + list_base + entry, mask=valid, other=0)
-        bits = tl.load(BITS + list_base + entry, mask=valid, other=0)
-        keys = kb * KEY_BLOCK + cols % KEY_BLOCK  # [BLOCK_N] key positions
+    ENTRIES: tl.constexpr = BLOCK_N // KEY_BLOCK  # key blocks gathered per step
+    for e0 in range(0, n_entries, ENTRIES):
+        entry = e0 + tl.arange(0, ENTRIES)  # [ENTRIES] positions in the tile's list
+        entry_ok = entry < n_entries
+        kb = tl.load(BLOCKS + list_base + entry, mask=entry_ok, other=0)
+        kb_bits = tl.load(BITS + list_base + entry, mask=entry_ok, other=0)
+        # Expand each listed key block to its KEY_BLOCK keys: [ENTRIES, KEY_BLOCK] -> [BLOCK_N].
+        within = tl.arange(0, KEY_BLOCK)
+        keys = tl.reshape(kb[:, None] * KEY_BLOCK + within[None, :], [BLOCK_N])
+        bits = tl.reshape(kb_bits[:, None] + 0 * within[None, :], [BLOCK_N])
+        valid = tl.reshape(entry_ok[:, None] & (within[None, :] >= 0), [BLOCK_N])
         key_ok = valid & (keys < S)
         k = tl.load(
             K + kv_h * stride_kh + keys[:, None] * stride_ks + dims[None, :], mask=key_ok[:, None], other=0.0
@@ -146,9 +152,14 @@ def block_sparse_attention_fwd_kernel(
             V + kv_h * stride_vh + keys[:, None] * stride_vs + dims[None, :], mask=key_ok[:, None], other=0.0
         )
         s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N] in log2 units
-        kept = ((bits[None, :] >> row_block[:, None]) & 1) != 0
-        allowed = kept & key_ok[None, :] & (keys[None, :] <= qpos[:, None])
-        s = tl.where(allowed, s, float("-inf"))
+        # Most chunks lie wholly in the past of the tile's first query and are kept by every query
+        # block of the tile (a listed bit pattern of all ones): they need no per-element mask.
+        every_row = tl.min(tl.where(valid, bits, 0), 0) == ALL_ROWS
+        in_past = tl.max(keys, 0) <= first_pos
+        if not (every_row & in_past):
+            kept = ((bits[None, :] >> row_block[:, None]) & 1) != 0
+            allowed = kept & key_ok[None, :] & (keys[None, :] <= qpos[:, None])
+            s = tl.where(allowed, s, float("-inf"))
         m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(
@@ -164,13 +175,17 @@ def block_sparse_attention_from_index(
     v: torch.Tensor,
     index: BlockSparseIndex,
     block_size: int = 16,
-    block_n: int = 64,
+    block_n: int = 32,
     num_warps: int | None = None,
     num_stages: int = 3,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention over a prebuilt index (so benchmarks can time index building apart); ``out`` an optional
-    [Hq, T, D] buffer to fill."""
+    [Hq, T, D] buffer to fill.
+
+    Defaults from benchmarks/sweep_tiles.py on an H100 at 128K, compression 20 (docs/benchmarks-kernels.md):
+    BLOCK_M 64 (4 query blocks: a small union of key blocks), BLOCK_N 32, 4 warps, 3 stages.
+    """
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     hq, t, d = q.shape
     hkv, s, _ = k.shape

@@ -14,13 +14,16 @@ import os
 import pytest
 import torch
 
-from sparse_frontier.kernels.block_sparse.reference import block_sparse_attention_reference
+from sparse_frontier.kernels.block_sparse.reference import (
+    block_sparse_attention_reference,
+    block_sparse_tile_lists_reference,
+)
 from sparse_frontier.kernels.block_sparse.triton_block_sparse import (
     block_sparse_attention_from_index,
     build_block_sparse_index,
 )
 from sparse_frontier.kernels.quest.reference import quest_decode_attention_reference
-from sparse_frontier.kernels.quest.triton_quest import build_quest_index, quest_decode_attention_from_index
+from sparse_frontier.kernels.quest.triton_quest import quest_decode_attention_triton
 from sparse_frontier.kernels.vertical_slash.reference import vertical_slash_attention_reference
 from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
     build_vertical_slash_index,
@@ -85,21 +88,22 @@ def test_block_sparse_matches_reference(hq, hkv, t, s, d, block_m):
     ref = block_sparse_attention_reference(*_upcast(q, k, v), block_mask)
     assert _rel_err(out, ref) < REL_TOL
     assert torch.all(out[0] == 0)
-    # The index lists exactly the causally visible kept blocks of each tile.
-    rows_per_tile = block_m // 16
-    counts = index.count.cpu()
-    for h in (1, hq - 1):
-        for tile in (0, counts.shape[1] - 1):
-            rows = block_mask[h, tile * rows_per_tile : (tile + 1) * rows_per_tile].cpu()
-            first = tile * rows_per_tile
-            last_pos = [(s - t) + min((first + r) * 16 + 15, t - 1) for r in range(rows.shape[0])]
-            visible = torch.stack(
-                [rows[r] & (torch.arange(nkb) * 16 <= last_pos[r]) for r in range(rows.shape[0])]
-            )
-            kept = visible.any(0).nonzero().flatten()
-            n = int(counts[h, tile])
-            start = int(index.list_start[tile])
-            assert torch.equal(index.blocks[h, start : start + n].cpu().long(), kept)
+
+
+@pytest.mark.parametrize("block_m", [64, 128])
+@pytest.mark.parametrize("hq,hkv,t,s,d", PREFILL)
+def test_block_sparse_index_matches_reference(hq, hkv, t, s, d, block_m):
+    g = torch.Generator(device=DEVICE).manual_seed(t * 7 + s)
+    block_mask = torch.rand(hq, math.ceil(t / 16), math.ceil(s / 16), generator=g, device=DEVICE) < 0.3
+    index = build_block_sparse_index(block_mask, t, s, block_m)
+    expected = block_sparse_tile_lists_reference(block_mask, t, s, block_m)
+    count, starts = index.count.cpu(), index.list_start.cpu()
+    blocks, bits = index.blocks.cpu().long(), index.bits.cpu().long()
+    for h in range(hq):
+        for tile, (kept, kept_bits) in enumerate(expected[h]):
+            n, start = int(count[h, tile]), int(starts[tile])
+            assert torch.equal(blocks[h, start : start + n], kept.cpu()), (h, tile)
+            assert torch.equal(bits[h, start : start + n], kept_bits.cpu()), (h, tile)
 
 
 @pytest.mark.parametrize("hq,hkv,t,s,d", PREFILL)
@@ -125,16 +129,18 @@ def test_vertical_slash_matches_reference(hq, hkv, t, s, d, pattern):
 
 @pytest.mark.parametrize("hq,hkv,t,s,d", DECODE)
 @pytest.mark.parametrize("with_key_mask", [False, True])
-def test_quest_decode_matches_reference(hq, hkv, t, s, d, with_key_mask):
+@pytest.mark.parametrize("pages_per_prog", [None, 16])
+def test_quest_decode_matches_reference(hq, hkv, t, s, d, with_key_mask, pages_per_prog):
     q, k, v, g = _inputs(hq, hkv, 1, s, d, seed=s + with_key_mask)
     n_pages = math.ceil(s / 16)
     page_mask = torch.rand(hq, n_pages, generator=g, device=DEVICE) < 0.1
     page_mask[:, -1] = True  # Quest always keeps the current page
     page_mask[hq - 1] = False  # ... except here: a head that reads nothing gives zeros
     key_mask = (torch.rand(hkv, s, generator=g, device=DEVICE) < 0.9) if with_key_mask else None
-    index = build_quest_index(page_mask, hkv)
     out = torch.full_like(q, float("nan"))
-    quest_decode_attention_from_index(q, k, v, index, key_mask=key_mask, out=out)
+    quest_decode_attention_triton(
+        q, k, v, page_mask, key_mask=key_mask, pages_per_prog=pages_per_prog, out=out
+    )
     ref = quest_decode_attention_reference(*_upcast(q, k, v), page_mask, key_mask=key_mask)
     assert _rel_err(out, ref) < REL_TOL
     assert torch.all(out[hq - 1] == 0)
@@ -159,3 +165,15 @@ def test_public_ops_dispatch_to_triton_on_cuda():
     pages = torch.rand(7, 17, generator=g, device=DEVICE) < 0.3
     ref = quest_decode_attention_reference(*_upcast(q[:, -1:], k, v), pages)
     assert _rel_err(quest_decode_attention(q[:, -1:], k, v, pages), ref) < REL_TOL
+
+
+@pytest.mark.parametrize("block_m", [64, 128])
+def test_block_sparse_full_mask_is_dense(block_m):
+    """Every chunk off the diagonal takes the unmasked fast path; the result must still be exact."""
+    hq, hkv, t, s, d = PREFILL[0]
+    q, k, v, _ = _inputs(hq, hkv, t, s, d, seed=5)
+    block_mask = torch.ones(hq, math.ceil(t / 16), math.ceil(s / 16), dtype=torch.bool, device=DEVICE)
+    index = build_block_sparse_index(block_mask, t, s, block_m)
+    out = torch.full_like(q, float("nan"))
+    block_sparse_attention_from_index(q, k, v, index, out=out)
+    assert _rel_err(out, block_sparse_attention_reference(*_upcast(q, k, v), block_mask)) < REL_TOL
