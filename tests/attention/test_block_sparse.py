@@ -23,6 +23,15 @@ def test_density_matches_target_and_mask(s, ratio):
     assert claimed == block_sparse_pairs(mask, s, s)
     density = claimed / (causal_pairs(s, s) * 2)
     assert density == pytest.approx(1 / ratio, rel=0.05)
+    # No key block past the causal boundary (the count above would not notice: it has no pairs).
+    geo = BlockGeometry.of(s, s, 16)
+    beyond = torch.arange(mask.shape[2])[None, :] > geo.last_block[:, None]
+    assert not (mask & beyond).any()
+    # Uniform budget: within a head, selected blocks per query block differ by at most one
+    # where the row is not saturated.
+    selected = mask.sum(-1) - mask[:, :, 0].long() - (geo.last_block - geo.n_full + 1)
+    open_rows = geo.selectable > top_k + 1
+    assert selected[:, open_rows].max() - selected[:, open_rows].min() <= 1
 
 
 @pytest.mark.parametrize("t,s", [(1000, 1000), (997, 1000), (40, 1000), (5, 5)])

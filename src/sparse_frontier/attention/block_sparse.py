@@ -20,7 +20,7 @@ import torch
 from ..kernels.ops import block_sparse_attention
 from . import register
 from .base import AttentionMethod, AttentionResult, causal_pairs, dense_attention
-from .common import MAX_CHUNK_ELEMENTS, check_positive_int, check_shapes, search_float
+from .common import MAX_CHUNK_ELEMENTS, check_positive_int, check_shapes, matmul_f32, search_float
 
 #: Fractional part of the golden ratio: spreads the rounding of a fractional k evenly over
 #: query blocks (a low-discrepancy sequence), so calibration is finer than one block per row.
@@ -113,19 +113,23 @@ def select_blocks(
     k_max = int(n_sel.max()) if nqb else 0
     if k_max == 0:
         return mask
-    selectable = (kb >= 1) & (kb < geo.n_full[:, None])  # [nqb, nkb]
-    keep_rank = torch.arange(k_max, device=q.device)[None, :] < n_sel[:, None]  # [nqb, k_max]
-    q_pool, k_pool = _pool(q, block), _pool(k, block)  # [Hq, nqb, D], [Hkv, nkb, D]
+    hidden = ~((kb >= 1) & (kb < geo.n_full[:, None]))  # [nqb, nkb] not selectable
+    # The top k_max come back unsorted (sorting them costs more than the selection). Every row
+    # needs at most one fewer than it gets: n_sel is within one of k_max where not capped.
+    surplus = torch.clamp(geo.selectable.to(q.device), max=k_max) - n_sel  # [nqb], 0 or 1
+    q_pool, k_pool = _pool(q, block), _pool(k, block)  # [Hq, nqb, D], [Hkv, nkb, D] float32
     kv_per_chunk = max(1, max_elements // max(1, group * nqb * nkb))
     for k0 in range(0, hkv, kv_per_chunk):
         k1 = min(hkv, k0 + kv_per_chunk)
         qg = q_pool[k0 * group : k1 * group].reshape(k1 - k0, group * nqb, d)
-        scores = torch.bmm(qg, k_pool[k0:k1].transpose(1, 2)).view(-1, nqb, nkb)
-        scores.masked_fill_(~selectable, float("-inf"))
-        top = scores.topk(k_max, dim=-1).indices  # [h, nqb, k_max]
-        chosen = torch.zeros_like(mask[k0 * group : k1 * group])
-        chosen.scatter_(2, top, keep_rank.expand_as(top))
-        mask[k0 * group : k1 * group] |= chosen
+        scores = matmul_f32(qg, k_pool[k0:k1].transpose(1, 2), q.dtype).view(-1, nqb, nkb)
+        scores.masked_fill_(hidden, float("-inf"))
+        values, top = scores.topk(k_max, dim=-1, sorted=False)  # [h, nqb, k_max]
+        keep = values > float("-inf")
+        weakest = values.masked_fill(~keep, float("inf")).argmin(-1, keepdim=True)  # [h, nqb, 1]
+        keep.scatter_(-1, weakest, keep.gather(-1, weakest) & (surplus == 0)[None, :, None])
+        # Dropped entries point at block 0, which is kept anyway: one scatter, no merge.
+        mask[k0 * group : k1 * group].scatter_(2, torch.where(keep, top, 0), True)
     return mask
 
 

@@ -34,6 +34,18 @@ def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"There are more queries ({t}) than keys ({s}); queries sit at the end of the keys.")
 
 
+def matmul_f32(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, M, D] @ [B, D, N] -> [B, M, N] float32.
+
+    On CUDA with a half-precision ``dtype`` (the model's), operands go to tensor cores in that
+    dtype with float32 accumulation, as MInference does; for bf16 model inputs the products are
+    then exact. Elsewhere it is a float32 matmul.
+    """
+    if a.is_cuda and dtype in (torch.bfloat16, torch.float16):
+        return torch.bmm(a.to(dtype), b.to(dtype), out_dtype=torch.float32)
+    return torch.bmm(a.float(), b.float())
+
+
 def window_probs(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -55,15 +67,17 @@ def window_probs(
     hkv, s, _ = k.shape
     group = hq // hkv
     w = min(window, t)
-    qw = q[:, t - w :].float()
+    qw = q[:, t - w :]
     rows = torch.arange(s - w, s, device=q.device)[:, None]
+    # Only a W-wide band of columns can be hidden, so masks touch that band, not all S columns.
     if flipped:
-        # Column m is key S-1-m (hidden when S-1-m > row) or padding (m >= S).
-        cols = torch.arange(s + w, device=q.device)[None, :]
-        hidden = ((s - 1 - cols) > rows) | (cols >= s)  # [W, S + W]
+        # Column m is key S-1-m (hidden when S-1-m > row, i.e. m < W-1-w) or padding (m >= S).
+        band = torch.arange(min(w, s), device=q.device)[None, :]
+        hidden_band = (s - 1 - band) > rows  # [W, min(W, S)], columns 0..W-1
         keys = torch.cat([k.flip(1), k.new_zeros(hkv, w, d)], 1)
     else:
-        hidden = torch.arange(s, device=q.device)[None, :] > rows  # [W, S]
+        band = torch.arange(s - w, s, device=q.device)[None, :]
+        hidden_band = band > rows  # [W, W], columns S-W..S-1
         keys = k
     n_cols = keys.shape[1]
     kv_per_chunk = max(1, max_elements // max(1, group * w * n_cols))
@@ -71,8 +85,13 @@ def window_probs(
     for k0 in range(0, hkv, kv_per_chunk):
         k1 = min(hkv, k0 + kv_per_chunk)
         qg = qw[k0 * group : k1 * group].reshape(k1 - k0, group * w, d)
-        scores = torch.bmm(qg, keys[k0:k1].float().transpose(1, 2)).mul_(scale)  # [hk, g*W, cols]
-        scores = scores.view((k1 - k0) * group, w, n_cols).masked_fill_(hidden, float("-inf"))
+        scores = matmul_f32(qg, keys[k0:k1].transpose(1, 2), q.dtype).mul_(scale)  # [hk, g*W, cols]
+        scores = scores.view((k1 - k0) * group, w, n_cols)
+        if flipped:
+            scores[..., : hidden_band.shape[1]].masked_fill_(hidden_band, float("-inf"))
+            scores[..., s:] = float("-inf")
+        else:
+            scores[..., s - w :].masked_fill_(hidden_band, float("-inf"))
         yield k0 * group, torch.softmax(scores, dim=-1)
 
 
