@@ -171,3 +171,32 @@ def test_write_step_writes_every_named_output(tmp_path):
     assert (tmp_path / "results/tables/max_compression.md").read_text().startswith("Maximum compression")
     with pytest.raises(ValueError, match="no output dense_comparison_parquet"):
         write_step(result, Out())
+
+
+def test_figures_of_nothing_say_so(tmp_path):
+    from sparse_frontier.figures.save import save_chart
+
+    empty = pd.DataFrame()
+    summary = pd.DataFrame(
+        {
+            "model": ["m"],
+            "length": [1024],
+            "phase": ["prefill"],
+            "method": ["vs"],
+            "mean": [np.nan],
+            "std": [np.nan],
+            "min": [np.nan],
+        }
+    )
+    for chart in [
+        scaling_predictions_chart(empty),
+        max_compression_chart(summary),
+        isoflops_chart(pd.DataFrame(columns=["flops", "score"])),
+    ]:
+        spec = chart.to_dict()
+        assert (
+            spec["mark"]["type"] == "text"
+            and "No" in spec["datasets"][next(iter(spec["datasets"]))][0]["text"]
+        )
+    save_chart(max_compression_chart(summary), tmp_path / "m.svg")
+    assert "No maximum compression" in (tmp_path / "m.svg").read_text()

@@ -11,21 +11,27 @@ is the wall time from reading the Parquet file to the last figure written.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import pandas as pd
+# As in the scaling-law script: L-BFGS-B makes BLAS calls on tiny matrices, where extra BLAS threads
+# only contend for the cores. BLAS reads these when it loads, so they come before numpy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from sparse_frontier.analysis.flops import ModelShape
-from sparse_frontier.analysis.run import (
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from sparse_frontier.analysis.flops import ModelShape  # noqa: E402
+from sparse_frontier.analysis.run import (  # noqa: E402
     cells_step,
     flops_step,
     isoflops_step,
@@ -34,9 +40,9 @@ from sparse_frontier.analysis.run import (
     scaling_step,
     write_step,
 )
-from sparse_frontier.analysis.synthetic import SyntheticStudy, synthetic_scores
-from sparse_frontier.analysis.tables import read_scores
-from sparse_frontier.analysis.targets import DATA_TABLES, FIGURES, TABLES, figure_paths, table_paths
+from sparse_frontier.analysis.synthetic import SyntheticStudy, synthetic_scores  # noqa: E402
+from sparse_frontier.analysis.tables import read_scores  # noqa: E402
+from sparse_frontier.analysis.targets import DATA_TABLES, FIGURES, TABLES, figure_paths, table_paths  # noqa: E402
 
 #: Qwen2.5 Instruct shapes (hidden, layers, heads, kv heads, MLP), vocabulary 152064, head dim 128.
 QWEN25 = {

@@ -10,11 +10,13 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .style import PANEL_HEIGHT, PANEL_WIDTH
+from .style import PANEL_HEIGHT, PANEL_WIDTH, empty_chart, natural_order
 
 
-def flops_vs_length_chart(data: pd.DataFrame) -> alt.FacetChart:
+def flops_vs_length_chart(data: pd.DataFrame) -> alt.FacetChart | alt.Chart:
     """Chart from :func:`sparse_frontier.analysis.flops.flops_by_length` (log-log, one panel per phase)."""
+    if data.empty:
+        return empty_chart("No model configs: no FLOPS to draw.")
     data = data.assign(
         configuration=[
             "dense" if cr == 1 else f"{m} CR {cr:g}"
@@ -36,7 +38,7 @@ def flops_vs_length_chart(data: pd.DataFrame) -> alt.FacetChart:
         .encode(
             x=x,
             y=y,
-            color=alt.Color("model:N", title="model"),
+            color=alt.Color("model:N", title="model", sort=natural_order(long["model"])),
             strokeDash=alt.StrokeDash("configuration:N", sort=configs, title="configuration"),
             opacity=alt.condition(
                 alt.datum.configuration == "linear part only", alt.value(0.45), alt.value(1.0)

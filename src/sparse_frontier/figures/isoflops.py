@@ -9,13 +9,15 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .style import PANEL_HEIGHT, PANEL_WIDTH
+from .style import PANEL_HEIGHT, PANEL_WIDTH, empty_chart, natural_order
 
 
-def isoflops_chart(points: pd.DataFrame) -> alt.FacetChart:
+def isoflops_chart(points: pd.DataFrame) -> alt.FacetChart | alt.Chart:
     """Chart from :func:`sparse_frontier.analysis.frontier.isoflops_points`."""
+    if points.empty or points[["flops", "score"]].isna().all(axis=None):
+        return empty_chart("No isoFLOPS points: no dense or sparse cells with FLOPS (see the isoflops log).")
     data = points.dropna(subset=["flops", "score"]).assign(
-        cr_label=lambda d: d["compression_ratio"].map(lambda c: f"{c:g}x"),
+        cr_label=lambda d: d["compression_ratio"].map(lambda c: f"{c:.3g}x"),
         panel_length=lambda d: d["length"].map(lambda n: f"{n // 1024}K" if n >= 1024 else str(n)),
     )
     order = sorted(data["length"].unique())
@@ -35,7 +37,10 @@ def isoflops_chart(points: pd.DataFrame) -> alt.FacetChart:
     ]
     base = alt.Chart().properties(width=PANEL_WIDTH * 1.4, height=PANEL_HEIGHT * 1.4)
     pts = base.mark_point(filled=True, size=55, opacity=0.85).encode(
-        x=x, y=y, color=alt.Color("model:N", title="model"), tooltip=tooltip
+        x=x,
+        y=y,
+        color=alt.Color("model:N", title="model", sort=natural_order(data["model"])),
+        tooltip=tooltip,
     )
     ring = (
         base.transform_filter(alt.datum.on_frontier)
@@ -47,7 +52,12 @@ def isoflops_chart(points: pd.DataFrame) -> alt.FacetChart:
         .mark_line(interpolate="step-after", color="black", strokeWidth=1.2)
         .encode(x=x, y=y)
     )
-    labels = base.mark_text(dx=7, dy=-6, fontSize=9, align="left").encode(x=x, y=y, text="cr_label:N")
+    # Labels only on the frontier: 40 labels per panel would hide the points; the tooltip has them all.
+    labels = (
+        base.transform_filter(alt.datum.on_frontier)
+        .mark_text(dx=7, dy=-6, fontSize=9, align="left")
+        .encode(x=x, y=y, text="cr_label:N")
+    )
     return (
         alt.layer(frontier, pts, ring, labels, data=data)
         .facet(

@@ -9,11 +9,15 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .style import PANEL_HEIGHT, PANEL_WIDTH
+from .style import PANEL_HEIGHT, PANEL_WIDTH, empty_chart, natural_order
 
 
-def max_compression_chart(summary: pd.DataFrame) -> alt.FacetChart:
+def max_compression_chart(summary: pd.DataFrame) -> alt.FacetChart | alt.Chart:
     """Chart from :func:`sparse_frontier.analysis.significance.max_compression_summary`."""
+    if summary.empty or summary["mean"].isna().all():
+        return empty_chart(
+            "No maximum compression could be computed\n(see the notes in results/tables/max_compression.md)."
+        )
     data = summary.dropna(subset=["mean"]).assign(
         panel=lambda d: d["phase"] + " · " + d["method"],
         lo=lambda d: d["mean"] - d["std"].fillna(0),
@@ -22,7 +26,7 @@ def max_compression_chart(summary: pd.DataFrame) -> alt.FacetChart:
     )
     len_sort = [f"{n // 1024}K" if n >= 1024 else str(n) for n in sorted(data["length"].unique())]
     x = alt.X("length_label:N", sort=len_sort, title="sequence length")
-    offset = alt.XOffset("model:N")
+    offset = alt.XOffset("model:N", sort=natural_order(data["model"]))
     tooltip = [
         "model:N",
         "method:N",
@@ -38,7 +42,7 @@ def max_compression_chart(summary: pd.DataFrame) -> alt.FacetChart:
     )
     bars = base.mark_bar(opacity=0.8).encode(
         y=alt.Y("mean:Q", title="max. compression (mean over tasks)"),
-        color=alt.Color("model:N", title="model"),
+        color=alt.Color("model:N", title="model", sort=natural_order(data["model"])),
         tooltip=tooltip,
     )
     whiskers = base.mark_rule(color="#333").encode(y="lo:Q", y2="hi:Q")

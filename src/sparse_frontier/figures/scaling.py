@@ -9,7 +9,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .style import PANEL_WIDTH
+from .style import PANEL_WIDTH, empty_chart
 
 AXIS_TITLES = {
     "model_size": "largest model held out",
@@ -18,8 +18,12 @@ AXIS_TITLES = {
 }
 
 
-def scaling_predictions_chart(predictions: pd.DataFrame) -> alt.FacetChart:
+def scaling_predictions_chart(predictions: pd.DataFrame) -> alt.FacetChart | alt.Chart:
     """Chart from ``ScalingResults.predictions`` (columns phase, held_out, task, score, predicted)."""
+    if predictions.empty or "predicted" not in predictions or predictions["predicted"].isna().all():
+        return empty_chart(
+            "No held-out predictions: no axis had two values to hold one out\n(see the scaling log)."
+        )
     data = predictions.dropna(subset=["predicted"]).assign(
         panel=lambda d: d["held_out"].map(AXIS_TITLES).fillna(d["held_out"])
     )

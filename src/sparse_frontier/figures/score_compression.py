@@ -14,7 +14,7 @@ from sparse_frontier.analysis.cells import as_cells
 from sparse_frontier.analysis.curves import average_curves, dense_reference
 from sparse_frontier.analysis.tables import DENSE_PHASE
 
-from .style import PANEL_HEIGHT, PANEL_WIDTH, method_scale
+from .style import PANEL_HEIGHT, PANEL_WIDTH, empty_chart, method_scale
 
 
 def score_vs_compression_data(scores: pd.DataFrame) -> pd.DataFrame:
@@ -33,8 +33,10 @@ def score_vs_compression_data(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([curves, ref], ignore_index=True)
 
 
-def score_vs_compression_chart(data: pd.DataFrame, title: str | None = None) -> alt.FacetChart:
+def score_vs_compression_chart(data: pd.DataFrame, title: str | None = None) -> alt.FacetChart | alt.Chart:
     """Layered, faceted chart from :func:`score_vs_compression_data` (rows: phase, columns: task)."""
+    if data.empty:
+        return empty_chart("No scores to draw.")
     colour = alt.Color("method:N", scale=method_scale(list(data["method"].unique())), title="method")
     x = alt.X(
         "compression_ratio:Q",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import altair as alt
+import pandas as pd
 
 #: Fixed colours per method (paper Figure 4 names), so a method keeps its colour across figures.
 METHOD_COLOURS = {
@@ -26,3 +29,26 @@ def method_scale(methods: list[str]) -> alt.Scale:
 
 PANEL_WIDTH = 160
 PANEL_HEIGHT = 130
+
+
+def natural_order(names) -> list[str]:
+    """Names sorted with their numbers compared as numbers ("qwen-7b" before "qwen-14b")."""
+
+    def key(name: str):
+        return [
+            (0, float(t), "") if t.replace(".", "", 1).isdigit() else (1, 0.0, t)
+            for t in re.findall(r"\d+(?:\.\d+)?|\D+", str(name))
+        ]
+
+    return sorted(dict.fromkeys(map(str, names)), key=key)
+
+
+def empty_chart(message: str) -> alt.Chart:
+    """A small chart that says why there is nothing to draw (written instead of a blank image)."""
+    data = pd.DataFrame({"text": [message]})
+    return (
+        alt.Chart(data)
+        .mark_text(fontSize=13, align="center", lineBreak="\n")
+        .encode(text="text:N")
+        .properties(width=420, height=80)
+    )
