@@ -33,10 +33,19 @@ def run_script(mode: str, model_dir, prompts, tmp_path, env: dict[str, str]) -> 
 @pytest.mark.slow
 def test_dense_through_the_plugin_equals_stock_vllm(vllm_engine, vllm_model_dir, prompts, tmp_path):
     ours = vllm_engine.generate(prompts, get_method("dense"), MAX_NEW_TOKENS)
-    # Only vLLM's own plugin is allowed, so the child runs the unwrapped CPU_ATTN.
-    stock = run_script("stock", vllm_model_dir, prompts, tmp_path, {"VLLM_PLUGINS": "lora_filesystem_resolver"})
+    # Only a vLLM-owned plugin is allowed, so the child runs the unwrapped CPU_ATTN (insecure
+    # serialization only so that the child can send a function to its worker to name the backend).
+    stock = run_script("stock", vllm_model_dir, prompts, tmp_path, {"VLLM_PLUGINS": "lora_filesystem_resolver",
+                                                                       "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})
     assert stock["backend"] == ["CPUAttentionBackendImpl"]
     assert [g.output_ids for g in ours] == stock["stock"]
+
+
+#: Methods whose budget is decided per head: each rank decides for its own heads exactly as one
+#: rank would. The others search ONE budget over all heads of a layer (Vertical-Slash's and
+#: FlexPrefill's shared n, Ada-SnapKV's layer-wide top-k); under tensor parallelism a rank
+#: sees only its heads, so the search runs per rank (docs/vllm.md, "Tensor parallelism").
+PER_HEAD_BUDGET = {"dense", "block_sparse", "snapkv", "quest"}
 
 
 @pytest.mark.slow
@@ -47,5 +56,8 @@ def test_tensor_parallel_two_gives_the_same_tokens(vllm_engine, vllm_model_dir, 
     for key in (k for k in tp2 if "@" in k and not k.endswith(":density")):
         name, ratio = key.split("@")
         gens = vllm_engine.generate(prompts, get_method(name, float(ratio)), MAX_NEW_TOKENS)
-        assert tp2[key] == [g.output_ids for g in gens], key
-        assert tp2[f"{key}:density"] == pytest.approx([g.density for g in gens], rel=1e-6), key
+        if name in PER_HEAD_BUDGET:
+            assert tp2[key] == [g.output_ids for g in gens], key
+            assert tp2[f"{key}:density"] == pytest.approx([g.density for g in gens], rel=1e-6), key
+        else:  # rank-local budget search: same target, not the same pattern
+            assert tp2[f"{key}:density"] == pytest.approx([g.density for g in gens], abs=0.03), key

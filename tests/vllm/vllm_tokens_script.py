@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
-METHODS = [("dense", 1.0), ("vertical_slash", 5.0), ("block_sparse", 5.0), ("snapkv", 5.0), ("quest", 5.0)]
+METHODS = [("dense", 1.0), ("block_sparse", 5.0), ("snapkv", 5.0), ("quest", 5.0),
+           ("vertical_slash", 5.0), ("flexprefill", 5.0), ("ada_snapkv", 5.0)]
 
 
 def main(mode: str, model_dir: str, prompts_path: str, out_path: str, max_new_tokens: int = 12) -> None:
