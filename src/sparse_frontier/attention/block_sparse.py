@@ -26,6 +26,9 @@ from .common import MAX_CHUNK_ELEMENTS, check_positive_int, check_shapes, matmul
 #: query blocks (a low-discrepancy sequence), so calibration is finer than one block per row.
 _GOLDEN = 0.6180339887498949
 
+#: Query-block bands scored separately, each against only the key blocks it can select.
+_ROW_BANDS = 8
+
 
 @dataclass
 class BlockGeometry:
@@ -114,22 +117,33 @@ def select_blocks(
     if k_max == 0:
         return mask
     hidden = ~((kb >= 1) & (kb < geo.n_full[:, None]))  # [nqb, nkb] not selectable
-    # The top k_max come back unsorted (sorting them costs more than the selection). Every row
-    # needs at most one fewer than it gets: n_sel is within one of k_max where not capped.
-    surplus = torch.clamp(geo.selectable.to(q.device), max=k_max) - n_sel  # [nqb], 0 or 1
     q_pool, k_pool = _pool(q, block), _pool(k, block)  # [Hq, nqb, D], [Hkv, nkb, D] float32
-    kv_per_chunk = max(1, max_elements // max(1, group * nqb * nkb))
-    for k0 in range(0, hkv, kv_per_chunk):
-        k1 = min(hkv, k0 + kv_per_chunk)
-        qg = q_pool[k0 * group : k1 * group].reshape(k1 - k0, group * nqb, d)
-        scores = matmul_f32(qg, k_pool[k0:k1].transpose(1, 2), q.dtype).view(-1, nqb, nkb)
-        scores.masked_fill_(hidden, float("-inf"))
-        values, top = scores.topk(k_max, dim=-1, sorted=False)  # [h, nqb, k_max]
-        keep = values > float("-inf")
-        weakest = values.masked_fill(~keep, float("inf")).argmin(-1, keepdim=True)  # [h, nqb, 1]
-        keep.scatter_(-1, weakest, keep.gather(-1, weakest) & (surplus == 0)[None, :, None])
-        # Dropped entries point at block 0, which is kept anyway: one scatter, no merge.
-        mask[k0 * group : k1 * group].scatter_(2, torch.where(keep, top, 0), True)
+    # Causality leaves the upper triangle of the block grid empty, so rows go in bands, each
+    # scored only against the key blocks its last row can select (about half the work).
+    n_bands = min(_ROW_BANDS, nqb)
+    edges = [round(i * nqb / n_bands) for i in range(n_bands + 1)]
+    n_full = geo.n_full.tolist()
+    for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
+        cols = n_full[r1 - 1]
+        band_sel = n_sel[r0:r1]
+        k_band = int(band_sel.max())
+        if k_band == 0:
+            continue
+        # The top k_band come back unsorted (sorting them costs more than selecting). Each row
+        # needs at most one fewer than it gets: n_sel is within one of k_band where not capped.
+        surplus = torch.clamp(geo.selectable[r0:r1], max=k_band) - band_sel  # [rows], 0 or 1
+        kv_per_chunk = max(1, max_elements // max(1, group * (r1 - r0) * cols))
+        for k0 in range(0, hkv, kv_per_chunk):
+            k1 = min(hkv, k0 + kv_per_chunk)
+            qg = q_pool[k0 * group : k1 * group, r0:r1].reshape(k1 - k0, group * (r1 - r0), d)
+            scores = matmul_f32(qg, k_pool[k0:k1, :cols].transpose(1, 2), q.dtype)
+            scores = scores.view(-1, r1 - r0, cols).masked_fill_(hidden[r0:r1, :cols], float("-inf"))
+            values, top = scores.topk(k_band, dim=-1, sorted=False)  # [h, rows, k_band]
+            keep = values > float("-inf")
+            weakest = values.masked_fill(~keep, float("inf")).argmin(-1, keepdim=True)  # [h, rows, 1]
+            keep.scatter_(-1, weakest, keep.gather(-1, weakest) & (surplus == 0)[None, :, None])
+            # Dropped entries point at block 0, which is kept anyway: one scatter, no merge.
+            mask[k0 * group : k1 * group, r0:r1].scatter_(2, torch.where(keep, top, 0), True)
     return mask
 
 
