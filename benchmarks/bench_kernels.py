@@ -161,23 +161,11 @@ def block_sparse_work(index, t: int) -> int:
     return int(index.count.long().sum()) * 16 * index.block_m
 
 
-def vertical_slash_work(index, t: int, s: int, block_n: int = 64) -> int:
-    """Query-key pairs the kernel multiplies: vertical chunks plus slash-range chunks, per tile."""
-    bm = index.block_m
-    n_tiles = index.vert_count.shape[1]
-    tiles = torch.arange(n_tiles, device=index.vert_count.device)
-    p0 = tiles * bm + (s - t)
-    p1 = torch.clamp((tiles + 1) * bm, max=t) - 1 + (s - t)
-    work = int(((index.vert_count.long() + block_n - 1) // block_n).sum()) * block_n * bm
-    for h in range(index.group_lo.shape[0]):
-        lo, hi = index.group_lo[h].long(), index.group_hi[h].long()
-        ok = lo < s
-        lo, hi = lo[ok], hi[ok]
-        key_lo = torch.clamp(p0[:, None] - hi[None, :], min=0)
-        key_hi = p1[:, None] - lo[None, :]
-        n = torch.clamp(key_hi - key_lo + 1, min=0)
-        work += int(((n + block_n - 1) // block_n).sum()) * block_n * bm
-    return work
+def vertical_slash_work(index) -> int:
+    """Query-key pairs the kernel multiplies: vertical chunks plus slash chunks, over all tiles."""
+    bm, bn = index.block_m, index.block_n
+    vert_chunks = int(((index.vert_count.long() + bn - 1) // bn).sum())
+    return (vert_chunks + int(index.chunk_count.long().sum())) * bm * bn
 
 
 def block_sparse_case(q, k, v, length, cr, block_m) -> dict:
@@ -206,7 +194,7 @@ def vertical_slash_case(q, k, v, length, cr, block_m) -> dict:
     index = build_vertical_slash_index(v_idx, s_idx, length, length, block_m)
     return {
         "pairs": vertical_slash_pairs(v_idx, s_idx, length, length),
-        "work": vertical_slash_work(index, length, length),
+        "work": vertical_slash_work(index),
         "select_ms": select_ms,
         "index_ms": bench(lambda: build_vertical_slash_index(v_idx, s_idx, length, length, block_m)),
         "attn_ms": bench(lambda: vertical_slash_attention_from_index(q, k, v, index)),

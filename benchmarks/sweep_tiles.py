@@ -67,10 +67,10 @@ def main() -> None:
             for bm, bn, warps, stages in itertools.product((64, 128), (32, 64), (4, 8), (2, 3)):
                 if (bm, warps) == (64, 8):
                     continue
-                index = build_vertical_slash_index(v_idx, s_idx, length, length, bm)
-                cfg = {"block_n": bn, "num_warps": warps, "num_stages": stages}
+                index = build_vertical_slash_index(v_idx, s_idx, length, length, bm, bn)
+                cfg = {"num_warps": warps, "num_stages": stages}
                 ms = bench(partial(vertical_slash_attention_from_index, q, k, v, index, **cfg))
-                raw = 4 * vertical_slash_work(index, length, length, bn) * D / ms / 1e9
+                raw = 4 * vertical_slash_work(index) * D / ms / 1e9
                 row = f"| vertical_slash | {cr:g} | {bm} | {bn} | {warps} | {stages} | {ms:.2f} | {raw:.0f} "
                 print(row + f"| {4 * pairs * D / ms / 1e9:.0f} |", flush=True)
     torch.cuda.synchronize()

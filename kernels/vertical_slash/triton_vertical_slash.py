@@ -4,15 +4,17 @@ A program owns one query head and one query tile of BLOCK_M consecutive queries 
 runs two phases into one online softmax:
 
 1. verticals: the head's sorted, de-duplicated vertical keys <= p1, gathered BLOCK_N at a time,
-   masked by causality only;
+   masked by causality only (and not at all for chunks wholly in the tile's past);
 2. slashes: a slash at offset o covers keys [p0 - o, p1 - o] for this tile. Offsets closer than
    BLOCK_M merge into groups whose bands form one contiguous key range [p0 - max, p1 - min]
-   (MInference's idea of turning diagonals into key ranges). Each range is walked in contiguous
-   BLOCK_N chunks and masked *exactly*: pair (p, key) counts when p - key is a slash offset (a bit
-   test in a packed bitmap) and key is not a vertical (phase 1 already counted it).
+   (MInference's idea of turning diagonals into key ranges). Every group's range is cut into
+   BLOCK_N-key chunks; the index lists all chunks of all groups flat, so one pipelined loop walks
+   them. A chunk is masked *exactly*: pair (p, key) counts when p - key is a slash offset (a bit
+   test in a packed bitmap) and key is not a vertical (phase 1 counted it). A chunk whose offsets
+   are all slashes and that holds no vertical skips the mask (the index flags such chunks).
 
 So every pair is computed once and only listed pairs count; the price of exactness is that an
-isolated slash still costs a (BLOCK_M + BLOCK_N)-wide band of tensor-core work per tile.
+isolated slash still costs a BLOCK_M x BLOCK_N tile of tensor-core work per query tile.
 """
 
 from __future__ import annotations
@@ -33,24 +35,31 @@ SLASH_PAD = 256
 
 @dataclass
 class VerticalSlashIndex:
-    """Index consumed by vertical_slash_attention_fwd_kernel (all int32 unless said).
+    """Index consumed by vertical_slash_attention_fwd_kernel (int32 unless said).
 
-    verticals:     [Hq, NV] sorted unique vertical keys, padded with S.
-    vert_count:    [Hq, n_tiles] verticals <= the tile's last query position.
-    vert_bitmap:   [Hq, S] uint8, 1 at vertical keys.
-    slash_words:   [Hq, NW] bitmap of slash offsets, offset o at bit o + SLASH_PAD.
-    group_lo/hi:   [Hq, NG] smallest / largest offset of each merged slash group, ascending.
-    group_count:   [Hq, n_tiles] groups whose smallest offset <= the tile's last query position.
+    verticals:    [Hq, NV] sorted unique vertical keys, padded with S.
+    vert_count:   [Hq, n_tiles] verticals <= the tile's last query position.
+    vert_bitmap:  [Hq, S] uint8, 1 at vertical keys.
+    vert_prefix:  [Hq, S + 1] verticals at keys < x (a chunk holds none when two entries agree).
+    slash_words:  [Hq, NW] bitmap of slash offsets, offset o at bit o + SLASH_PAD.
+    chunk_start:  [Hq, NC] chunk f of a tile starts at key p0 - chunk_start[f] (its group's largest
+                  offset minus f's BLOCK_N steps into the group);
+    chunk_end:    [Hq, NC] and covers keys up to p1 - chunk_end[f] (its group's smallest offset);
+    chunk_full:   [Hq, NC] int8, 1 when every offset such a chunk can meet in a full tile is a slash.
+    chunk_count:  [Hq, n_tiles] chunks of the groups that reach this tile (a prefix of the list).
     """
 
     block_m: int
+    block_n: int
     verticals: torch.Tensor
     vert_count: torch.Tensor
     vert_bitmap: torch.Tensor
+    vert_prefix: torch.Tensor
     slash_words: torch.Tensor
-    group_lo: torch.Tensor
-    group_hi: torch.Tensor
-    group_count: torch.Tensor
+    chunk_start: torch.Tensor
+    chunk_end: torch.Tensor
+    chunk_full: torch.Tensor
+    chunk_count: torch.Tensor
 
 
 def _sorted_unique(idx: torch.Tensor, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,10 +81,26 @@ def _pack_bits(bitmap: torch.Tensor) -> torch.Tensor:
     return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
+def _prefix(bitmap: torch.Tensor) -> torch.Tensor:
+    """[H, N] bool/uint8 -> [H, N + 1] int32 running count (entry x counts positions < x)."""
+    counts = torch.zeros(bitmap.shape[0], bitmap.shape[1] + 1, dtype=torch.int32, device=bitmap.device)
+    counts[:, 1:] = torch.cumsum(bitmap.int(), dim=1)
+    return counts
+
+
 def build_vertical_slash_index(
-    vertical_idx: torch.Tensor, slash_idx: torch.Tensor, t: int, s: int, block_m: int = 64
+    vertical_idx: torch.Tensor,
+    slash_idx: torch.Tensor,
+    t: int,
+    s: int,
+    block_m: int = 64,
+    block_n: int = 32,
 ) -> VerticalSlashIndex:
-    """Vertical keys [Hq, NV] and slash offsets [Hq, NS] (int64, negative = padding) -> index."""
+    """Vertical keys [Hq, NV] and slash offsets [Hq, NS] (int64, negative = padding) -> index.
+
+    Plain PyTorch on the index tensors' device (small: O(Hq x (NV + NS + S)) work); one host sync
+    sizes the flat chunk list.
+    """
     hq = vertical_idx.shape[0]
     device = vertical_idx.device
     n_tiles = math.ceil(t / block_m)
@@ -93,6 +118,7 @@ def build_vertical_slash_index(
     slash_bits = torch.zeros(hq, n_words * 32 + 1, dtype=torch.bool, device=device)
     slash_bits.scatter_(1, torch.where(valid, offs + SLASH_PAD, n_words * 32), True)
     slash_words = _pack_bits(slash_bits[:, : n_words * 32])
+    slash_prefix = _prefix(slash_bits[:, SLASH_PAD : SLASH_PAD + s])  # [Hq, S + 1] by offset
 
     # Offsets closer than block_m make touching bands in every tile: one group, one key range.
     starts = valid.clone()
@@ -103,32 +129,56 @@ def build_vertical_slash_index(
     big = torch.full((hq, n_slots), s, dtype=torch.int64, device=device)
     group_lo = big.scatter_reduce(1, slot, torch.where(valid, offs, s), "amin")[:, :-1]
     group_hi = torch.full_like(big, -1).scatter_reduce(1, slot, torch.where(valid, offs, -1), "amax")[:, :-1]
-    group_count = torch.searchsorted(group_lo.contiguous(), tile_last, right=True).to(torch.int32)
+    group_ok = group_lo < s
+    # A full tile meets keys [p0 - hi, p1 - lo] of a group: hi - lo + block_m keys.
+    group_chunks = torch.where(group_ok, (group_hi - group_lo + block_m + block_n - 1) // block_n, 0)
+    chunk_prefix = torch.zeros(hq, group_chunks.shape[1] + 1, dtype=torch.int64, device=device)
+    chunk_prefix[:, 1:] = torch.cumsum(group_chunks, dim=1)
+    n_chunks = max(1, int(chunk_prefix[:, -1].max()))  # the one host sync
+    flat = torch.arange(n_chunks, device=device)[None, :].expand(hq, n_chunks).contiguous()
+    chunk_group = torch.clamp(
+        torch.searchsorted(chunk_prefix, flat, right=True) - 1, max=group_lo.shape[1] - 1
+    )
+    step = flat - chunk_prefix.gather(1, chunk_group)
+    chunk_start = group_hi.gather(1, chunk_group) - step * block_n
+    chunk_end = group_lo.gather(1, chunk_group)
+    # Offsets a chunk meets in a full tile: [start - block_n + 1, start + block_m - 1].
+    lo = chunk_start - block_n + 1
+    hi = torch.clamp(chunk_start + block_m - 1, max=s - 1)
+    covered = slash_prefix.gather(1, (hi + 1).clamp(0, s)) - slash_prefix.gather(1, lo.clamp(0, s))
+    chunk_full = ((lo >= 0) & (covered == hi - lo + 1) & (chunk_start + block_m - 1 <= s - 1)).to(torch.int8)
+    group_count = torch.searchsorted(group_lo.contiguous(), tile_last, right=True)
+    chunk_count = chunk_prefix.gather(1, group_count).to(torch.int32)
     return VerticalSlashIndex(
         block_m,
+        block_n,
         verts.to(torch.int32).contiguous(),
         vert_count.contiguous(),
         vert_bitmap,
+        _prefix(vert_bitmap),
         slash_words.contiguous(),
-        group_lo.to(torch.int32).contiguous(),
-        group_hi.to(torch.int32).contiguous(),
-        group_count.contiguous(),
+        chunk_start.to(torch.int32).contiguous(),
+        chunk_end.to(torch.int32).contiguous(),
+        chunk_full.contiguous(),
+        chunk_count.contiguous(),
     )
 
 
 @triton.jit
 def vertical_slash_attention_fwd_kernel(
-    Q,
-    K,
-    V,
-    Out,  # q/o [Hq, T, D], k/v [Hkv, S, D]; last dim contiguous
-    VERTS,
+    Q,  # [Hq, T, D]
+    K,  # [Hkv, S, D]
+    V,  # [Hkv, S, D]
+    Out,  # [Hq, T, D]
+    VERTS,  # VerticalSlashIndex fields, see there
     VERT_COUNT,
     VERT_BITMAP,
+    VERT_PREFIX,
     SLASH_WORDS,
-    GROUP_LO,
-    GROUP_HI,
-    GROUP_COUNT,  # VerticalSlashIndex
+    CHUNK_START,
+    CHUNK_END,
+    CHUNK_FULL,
+    CHUNK_COUNT,
     stride_qh,
     stride_qt,
     stride_kh,
@@ -139,7 +189,7 @@ def vertical_slash_attention_fwd_kernel(
     stride_ot,
     stride_verts_h,
     stride_words_h,
-    stride_group_h,
+    stride_chunk_h,
     n_tiles,
     T,
     S,
@@ -157,6 +207,7 @@ def vertical_slash_attention_fwd_kernel(
     qpos = rows + (S - T)  # [BLOCK_M] absolute positions
     p0 = tile * BLOCK_M + (S - T)
     p1 = tl.minimum(tile * BLOCK_M + BLOCK_M, T) - 1 + (S - T)
+    full_tile = (p1 - p0 + 1) == BLOCK_M
     dims = tl.arange(0, HEAD_DIM)
     q = tl.load(
         Q + h * stride_qh + rows[:, None] * stride_qt + dims[None, :], mask=rows[:, None] < T, other=0.0
@@ -172,28 +223,32 @@ def vertical_slash_attention_fwd_kernel(
     for c0 in range(0, n_vert, BLOCK_N):
         slot = c0 + tl.arange(0, BLOCK_N)
         valid = slot < n_vert
-        keys = tl.load(VERTS + h * stride_verts_h + slot, mask=valid, other=0)  # [BLOCK_N]
+        keys = tl.load(VERTS + h * stride_verts_h + slot, mask=valid, other=0)  # [BLOCK_N] ascending
+        k = tl.load(k_base + keys[:, None] * stride_ks + dims[None, :], mask=valid[:, None], other=0.0)
+        v = tl.load(v_base + keys[:, None] * stride_vs + dims[None, :], mask=valid[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N]
+        if not ((c0 + BLOCK_N <= n_vert) & (tl.max(keys, 0) <= p0)):  # else: every pair is causal
+            s = tl.where(valid[None, :] & (keys[None, :] <= qpos[:, None]), s, float("-inf"))
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
+
+    # Phase 2: slash chunks, exact per-pair membership, verticals excluded.
+    words_base = SLASH_WORDS + h * stride_words_h
+    prefix_base = VERT_PREFIX + h * (S + 1)
+    n_chunks = tl.load(CHUNK_COUNT + h * n_tiles + tile)
+    for f in range(0, n_chunks):
+        ks = p0 - tl.load(CHUNK_START + h * stride_chunk_h + f)  # first key of the chunk (may be < 0)
+        key_hi = p1 - tl.load(CHUNK_END + h * stride_chunk_h + f)  # last key of its group's range, < S
+        keys = ks + tl.arange(0, BLOCK_N)  # [BLOCK_N] contiguous
+        valid = (keys >= 0) & (keys <= key_hi)
         k = tl.load(k_base + keys[:, None] * stride_ks + dims[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(v_base + keys[:, None] * stride_vs + dims[None, :], mask=valid[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k)) * qk_scale
-        allowed = valid[None, :] & (keys[None, :] <= qpos[:, None])
-        s = tl.where(allowed, s, float("-inf"))
-        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
-
-    # Phase 2: merged slash bands, exact per-pair membership, verticals excluded.
-    words_base = SLASH_WORDS + h * stride_words_h
-    n_groups = tl.load(GROUP_COUNT + h * n_tiles + tile)
-    for g in range(0, n_groups):
-        lo_off = tl.load(GROUP_LO + h * stride_group_h + g)
-        hi_off = tl.load(GROUP_HI + h * stride_group_h + g)
-        key_lo = tl.maximum(p0 - hi_off, 0)
-        key_hi = p1 - lo_off  # inclusive, <= p1 < S
-        for ks in range(key_lo, key_hi + 1, BLOCK_N):
-            keys = ks + tl.arange(0, BLOCK_N)  # [BLOCK_N] contiguous
-            valid = keys <= key_hi
-            k = tl.load(k_base + keys[:, None] * stride_ks + dims[None, :], mask=valid[:, None], other=0.0)
-            v = tl.load(v_base + keys[:, None] * stride_vs + dims[None, :], mask=valid[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale
+        whole = (ks >= 0) & (ks + BLOCK_N - 1 <= key_hi) & full_tile
+        verts_in = tl.load(prefix_base + tl.minimum(tl.maximum(ks + BLOCK_N, 0), S)) - tl.load(
+            prefix_base + tl.minimum(tl.maximum(ks, 0), S)
+        )
+        flagged = tl.load(CHUNK_FULL + h * stride_chunk_h + f) != 0
+        if not (flagged & whole & (verts_in == 0)):
             is_vert = tl.load(VERT_BITMAP + h * S + keys, mask=valid, other=1)
             # Bit (p - key) of the slash bitmap, read through the 3 words that hold the row's
             # window of BLOCK_N offsets [p - ks - BLOCK_N + 1, p - ks] (shifted by PAD >= 0).
@@ -207,7 +262,7 @@ def vertical_slash_attention_fwd_kernel(
             on_slash = ((word >> (off & 31)) & 1) != 0
             allowed = on_slash & valid[None, :] & (is_vert[None, :] == 0) & (off >= PAD)
             s = tl.where(allowed, s, float("-inf"))
-            m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
+        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
 
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(
@@ -222,14 +277,16 @@ def vertical_slash_attention_from_index(
     k: torch.Tensor,
     v: torch.Tensor,
     index: VerticalSlashIndex,
-    block_n: int = 64,
     num_warps: int | None = None,
-    num_stages: int = 3,
+    num_stages: int = 2,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention over a prebuilt index (so benchmarks can time index building apart); ``out`` an optional
-    [Hq, T, D] buffer to fill."""
-    if block_n > 64 or index.block_m + block_n > SLASH_PAD:
+    [Hq, T, D] buffer to fill. BLOCK_M / BLOCK_N come from the index (the chunk list depends on them).
+
+    Defaults from benchmarks/sweep_tiles.py on an H100 at 128K (docs/benchmarks-kernels.md): BLOCK_M 64,
+    BLOCK_N 32, 4 warps, 2 stages."""
+    if index.block_n > 64 or index.block_m + index.block_n > SLASH_PAD:
         raise ValueError(
             "vertical_slash_attention: BLOCK_N must be <= 64 and BLOCK_M + BLOCK_N <= SLASH_PAD."
         )
@@ -241,40 +298,15 @@ def vertical_slash_attention_from_index(
     if num_warps is None:
         num_warps = 8 if index.block_m >= 128 else 4
     vertical_slash_attention_fwd_kernel[(hq, n_tiles)](
-        q,
-        k,
-        v,
-        out,
-        index.verticals,
-        index.vert_count,
-        index.vert_bitmap,
-        index.slash_words,
-        index.group_lo,
-        index.group_hi,
-        index.group_count,
-        q.stride(0),
-        q.stride(1),
-        k.stride(0),
-        k.stride(1),
-        v.stride(0),
-        v.stride(1),
-        out.stride(0),
-        out.stride(1),
-        index.verticals.stride(0),
-        index.slash_words.stride(0),
-        index.group_lo.stride(0),
-        n_tiles,
-        t,
-        s,
-        LOG2E / math.sqrt(d),
-        GROUP=hq // hkv,
-        BLOCK_M=index.block_m,
-        BLOCK_N=block_n,
-        HEAD_DIM=d,
-        PAD=SLASH_PAD,
-        num_warps=num_warps,
-        num_stages=num_stages,
-    )
+        q, k, v, out,
+        index.verticals, index.vert_count, index.vert_bitmap, index.vert_prefix, index.slash_words,
+        index.chunk_start, index.chunk_end, index.chunk_full, index.chunk_count,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), index.verticals.stride(0), index.slash_words.stride(0),
+        index.chunk_start.stride(0), n_tiles, t, s, LOG2E / math.sqrt(d),
+        GROUP=hq // hkv, BLOCK_M=index.block_m, BLOCK_N=index.block_n, HEAD_DIM=d, PAD=SLASH_PAD,
+        num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
     return out
 
 
@@ -285,7 +317,8 @@ def vertical_slash_attention_triton(
     vertical_idx: torch.Tensor,
     slash_idx: torch.Tensor,
     block_m: int = 64,
+    block_n: int = 32,
 ) -> torch.Tensor:
     """q [Hq, T, D], k/v [Hkv, S, D], vertical_idx [Hq, NV], slash_idx [Hq, NS] int64 -> [Hq, T, D]."""
-    index = build_vertical_slash_index(vertical_idx, slash_idx, q.shape[1], k.shape[1], block_m)
+    index = build_vertical_slash_index(vertical_idx, slash_idx, q.shape[1], k.shape[1], block_m, block_n)
     return vertical_slash_attention_from_index(q, k, v, index)

@@ -48,7 +48,7 @@ GPU_PREFILL = [
     (4, 4, 513, 777, 64),
     (6, 1, 300, 4100, 128),
 ]
-CPU_PREFILL = [(4, 2, 37, 53, 32), (2, 1, 100, 100, 16)]
+CPU_PREFILL = [(4, 2, 37, 53, 32), (2, 1, 100, 100, 16), (2, 1, 200, 330, 16)]
 GPU_DECODE = [(28, 4, 1, 131_077, 128), (8, 2, 1, 5000, 128), (4, 4, 1, 333, 64)]
 CPU_DECODE = [(4, 2, 1, 53, 32), (7, 1, 1, 300, 16)]
 PREFILL = GPU_PREFILL if ON_GPU else CPU_PREFILL
@@ -107,18 +107,21 @@ def test_block_sparse_index_matches_reference(hq, hkv, t, s, d, block_m):
 
 
 @pytest.mark.parametrize("hq,hkv,t,s,d", PREFILL)
-@pytest.mark.parametrize("pattern", ["scattered", "clustered"])
+@pytest.mark.parametrize("pattern", ["scattered", "clustered", "band"])
 def test_vertical_slash_matches_reference(hq, hkv, t, s, d, pattern):
     q, k, v, g = _inputs(hq, hkv, t, s, d, seed=t * 3 + s)
     nv, ns = max(4, s // 20), max(4, s // 25)
     vertical = torch.randint(-5, s, (hq, nv), generator=g, device=DEVICE)
     if pattern == "scattered":
         slash = torch.randint(-5, s, (hq, ns), generator=g, device=DEVICE)
+    elif pattern == "band":  # a wide local window: chunks wholly inside it skip the mask
+        slash = torch.arange(min(s, 300), device=DEVICE)[None, :].repeat(hq, 1)
+        vertical[1:] = -1  # head 0 keeps verticals inside the band (mask needed), the rest none
     else:  # runs of neighbouring offsets near the diagonal, as real heads have, plus duplicates
         base = torch.randint(0, max(1, s // 4), (hq, 1), generator=g, device=DEVICE)
         slash = base + torch.arange(ns, device=DEVICE)[None, :] % (ns // 2 + 1)
         slash = torch.clamp(slash, max=s - 1)
-    vertical[:, :3] = slash[:, :3].clamp(min=0)  # keys reached both ways count once
+    vertical[0, :3] = slash[0, :3].clamp(min=0)  # keys reached both ways count once
     slash[0, 0] = 0
     index = build_vertical_slash_index(vertical, slash, t, s)
     out = torch.full_like(q, float("nan"))
