@@ -32,7 +32,9 @@ def test_workers_run_the_wrapped_backend(vllm_engine):
 
 
 @pytest.mark.parametrize("method_cls", [DenseViaPrefill, DenseViaDecode, KeepAll])
-def test_python_routes_with_dense_math_match_the_wrapped_kernel(vllm_engine, prompts, dense_tokens, method_cls):
+def test_python_routes_with_dense_math_match_the_wrapped_kernel(
+    vllm_engine, prompts, dense_tokens, method_cls
+):
     gens = vllm_engine.generate(prompts, method_cls(), MAX_NEW_TOKENS)
     assert [g.output_ids for g in gens] == dense_tokens
     assert all(g.density == pytest.approx(1.0) for g in gens)

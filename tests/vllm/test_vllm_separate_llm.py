@@ -35,8 +35,8 @@ def test_dense_through_the_plugin_equals_stock_vllm(vllm_engine, vllm_model_dir,
     ours = vllm_engine.generate(prompts, get_method("dense"), MAX_NEW_TOKENS)
     # Only a vLLM-owned plugin is allowed, so the child runs the unwrapped CPU_ATTN (insecure
     # serialization only so that the child can send a function to its worker to name the backend).
-    stock = run_script("stock", vllm_model_dir, prompts, tmp_path, {"VLLM_PLUGINS": "lora_filesystem_resolver",
-                                                                       "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"})
+    env = {"VLLM_PLUGINS": "lora_filesystem_resolver", "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}
+    stock = run_script("stock", vllm_model_dir, prompts, tmp_path, env)
     assert stock["backend"] == ["CPUAttentionBackendImpl"]
     assert [g.output_ids for g in ours] == stock["stock"]
 

@@ -83,7 +83,8 @@ def test_read_kv_returns_what_the_writer_stored(layout, dtype):
     """Write random tokens at scattered slots through a backend's writer; read them back exactly."""
     torch.manual_seed(0)
     blocks, hkv, n, d = 9, 2, 32, 32
-    write = {"flash": flash_writer, "transposed": transposed_writer}.get(layout) or cpu_attn_writer(dtype, n, d)
+    writers = {"flash": flash_writer, "transposed": transposed_writer}
+    write = writers.get(layout) or cpu_attn_writer(dtype, n, d)
     layout_info = probe_block_layout(write, (blocks, hkv, n, 2 * d), dtype, "cpu", d)
     cache = torch.full((blocks, hkv, n, 2 * d), float("nan"), dtype=dtype)
     length = 77  # not a multiple of the block size

@@ -246,7 +246,8 @@ class SparseImplMixin:
             state = runtime.requests[req_id]
             rows = slice(plan.qsl[i], plan.qsl[i + 1])
             if plan.prefill[i]:
-                self._prefill(layer, plan, i, state, query[rows], key[rows], value[rows], kv_cache, output[rows])
+                self._prefill(layer, plan, i, state, query[rows], key[rows], value[rows], kv_cache,
+                              output[rows])
             else:
                 self._decode(layer, plan, i, state, query[rows], kv_cache, output[rows])
         return output
@@ -254,7 +255,8 @@ class SparseImplMixin:
     # -- the two sparse paths ----------------------------------------------------------------
 
     def _prefill(self, layer: Any, plan: BatchPlan, i: int, state: RequestState, query: torch.Tensor,
-                 key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, output: torch.Tensor) -> None:
+                 key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+                 output: torch.Tensor) -> None:
         """One request's whole prompt: query [T, Hq, D], key/value [T, Hkv, D] -> output [T, Hq, D]."""
         method = plan.method
         q = query.transpose(0, 1)

@@ -83,7 +83,9 @@ def probe_block_layout(write: CacheWriter, cache_shape: tuple[int, ...], dtype: 
 def _index_from_probe(token: torch.Tensor, channel: torch.Tensor, n: int, d: int, what: str) -> torch.Tensor:
     """[Hkv, N*C] probes -> [N*D] flat offsets; every head must share one layout."""
     if not bool((token == token[:1]).all() and (channel == channel[:1]).all()):
-        raise RuntimeError(f"The KV cache writer stores each head's {what}s differently; cannot read them back.")
+        raise RuntimeError(
+            f"The KV cache writer stores each head's {what}s differently; cannot read them back."
+        )
     where = torch.nonzero(token[0] > 0).flatten()
     if where.numel() != n * d:
         raise RuntimeError(f"Probing the KV cache found {where.numel()} {what} elements, expected {n * d}.")
