@@ -10,10 +10,12 @@ metadata builder and its implementation, and changes three things:
   (one call per contiguous run of such requests, with metadata rebuilt for that run by
   the wrapped builder), and the others to the method:
 
-  - prefill rows, for prefill methods (Vertical-Slash, FlexPrefill, Block-Sparse) and
-    eviction methods (SnapKV, Ada-SnapKV): ``method.prefill`` on the prompt's own q/k/v,
-    never a dense pass first. For eviction, the ``keep`` mask it returns compacts this
-    layer's cache: kept tokens are written, in order, to the request's first slots.
+  - prefill rows, for prefill methods (Vertical-Slash, FlexPrefill, Block-Sparse):
+    ``method.prefill`` on the prompt's own q/k/v, never a dense pass first.
+  - prefill rows of eviction methods (SnapKV, Ada-SnapKV), whose prefill is dense by
+    definition: the wrapped kernel computes the attention, then the method's ``keep_mask``
+    selects the tokens and this layer's cache is compacted: kept tokens are written, in
+    prompt order, to the request's first slots.
   - decode rows, for decode methods (Quest) and compacted requests: keys and values are
     read back from the paged cache (``cache_io``) and ``method.decode`` runs on them;
     a compacted request reads only ``kept + generated`` slots.
@@ -43,7 +45,11 @@ class BatchPlan:
     """One step's routing, shared by every layer of a KV-cache group.
 
     Request i owns query rows ``qsl[i]:qsl[i + 1]``; ``seq_lens[i]`` is its context length
-    including this step's tokens. ``ours[i]`` says whether the method handles request i.
+    including this step's tokens. ``ours[i]``: the method computes request i's attention;
+    ``evict[i]``: request i is an eviction method's prefill (the wrapped kernel computes its
+    dense attention, then the method selects what the cache keeps). ``shrunk[i]``: request i
+    decodes from a compacted cache whose heads all kept the same number of tokens in every
+    layer (SnapKV), so the wrapped kernel reads it directly with this shorter context length.
     """
 
     method: AttentionMethod
@@ -52,6 +58,8 @@ class BatchPlan:
     seq_lens: list[int]
     prefill: list[bool]
     ours: list[bool]
+    evict: list[bool]
+    shrunk: dict[int, int]
     common: Any  # vllm CommonAttentionMetadata of the whole batch
     builder: Any  # the wrapped metadata builder (for per-run metadata)
     full: Any = None  # the metadata of the whole batch
@@ -60,6 +68,11 @@ class BatchPlan:
     @property
     def any_ours(self) -> bool:
         return any(self.ours)
+
+    @property
+    def touches(self) -> bool:
+        """Whether this step needs anything beyond the wrapped kernel."""
+        return any(self.ours) or any(self.evict)
 
     def wrapped_runs(self) -> list[tuple[int, int]]:
         """Maximal runs [a, b) of consecutive requests that the wrapped kernel handles."""
@@ -121,7 +134,8 @@ def plan_batch(runtime: SparseRuntime, cm: Any, builder: Any) -> BatchPlan | Non
         return None
     qsl = [int(x) for x in cm.query_start_loc_cpu[: cm.num_reqs + 1].tolist()]
     seq_lens = [int(x) for x in cm.seq_lens[: cm.num_reqs].cpu().tolist()]
-    prefill, ours = [], []
+    prefill, ours, evict = [], [], []
+    shrunk: dict[int, int] = {}
     for i, req_id in enumerate(req_ids):
         q_len, s = qsl[i + 1] - qsl[i], seq_lens[i]
         is_prefill = q_len == s
@@ -132,15 +146,23 @@ def plan_batch(runtime: SparseRuntime, cm: Any, builder: Any) -> BatchPlan | Non
             )
         if is_prefill:
             runtime.start_request(req_id, s)
-            ours.append(method.phase in ("prefill", "kv-compression"))
+            ours.append(method.phase == "prefill")
+            evict.append(method.phase == "kv-compression")
         else:
             state = runtime.requests.get(req_id)
-            compacted = state is not None and bool(state.compactions)
-            ours.append(method.phase == "decode" or compacted)
+            compactions = list(state.compactions.values()) if state is not None else []
+            widths = {c.width for c in compactions}
+            if method.phase != "decode" and len(widths) == 1 and all(c.counts is None for c in compactions):
+                # Slots 0..width-1 hold the kept tokens, then the outputs: a plain shorter context.
+                shrunk[i] = widths.pop() + s - state.prompt_len
+                ours.append(False)
+            else:
+                ours.append(method.phase == "decode" or bool(compactions))
             if ours[-1] and state is None:  # prefilled before this method was configured
                 runtime.start_request(req_id, s - 1)
+            evict.append(False)
         prefill.append(is_prefill)
-    return BatchPlan(method, req_ids, qsl, seq_lens, prefill, ours, cm, builder)
+    return BatchPlan(method, req_ids, qsl, seq_lens, prefill, ours, evict, shrunk, cm, builder)
 
 
 def _layer_plan(layer_name: str) -> BatchPlan | None:
@@ -188,6 +210,7 @@ class SparseImplMixin:
             (getattr(self, "sinks", None) is not None, "attention sinks"),
             (str(self.kv_cache_dtype) != "auto", f"kv_cache_dtype={self.kv_cache_dtype}"),
             (self.attn_type != AttentionType.DECODER, "non-decoder attention"),
+            (getattr(self, "kv_sharing_target_layer_name", None) is not None, "KV sharing across layers"),
         ]
         for bad, what in problems:
             if bad:
@@ -205,7 +228,7 @@ class SparseImplMixin:
     def do_kv_cache_update(self, layer: Any, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
                            slot_mapping: torch.Tensor) -> None:
         plan = _layer_plan(layer.layer_name)
-        if plan is not None and plan.any_ours:
+        if plan is not None:
             runtime = get_runtime()
             block = kv_cache.shape[2]
             redirected = None
@@ -231,7 +254,7 @@ class SparseImplMixin:
                 output_block_scale: torch.Tensor | None = None) -> torch.Tensor:
         """query [T, Hq, D], key/value [T, Hkv, D], output [T, Hq, D]; rows grouped by request."""
         plan = getattr(attn_metadata, "sparse_plan", None) if attn_metadata is not None else None
-        if plan is None or not plan.any_ours:
+        if plan is None or not plan.touches:
             return self._sparse_base.forward(self, layer, query, key, value, kv_cache, attn_metadata, output,
                                              output_scale, output_block_scale)
         self._check_supported()
@@ -241,35 +264,55 @@ class SparseImplMixin:
                                       plan.run_metadata(a, b), output[r0:r1])
         runtime = get_runtime()
         for i, req_id in enumerate(plan.req_ids):
-            if not plan.ours[i]:
+            if not (plan.ours[i] or plan.evict[i]):
                 continue
             state = runtime.requests[req_id]
             rows = slice(plan.qsl[i], plan.qsl[i + 1])
-            if plan.prefill[i]:
-                self._prefill(layer, plan, i, state, query[rows], key[rows], value[rows], kv_cache,
-                              output[rows])
+            if plan.evict[i]:
+                self._evict(layer, plan, i, state, query[rows], key[rows], value[rows], kv_cache,
+                            output[rows])
+            elif plan.prefill[i]:
+                self._prefill(plan, state, query[rows], key[rows], value[rows], output[rows])
             else:
                 self._decode(layer, plan, i, state, query[rows], kv_cache, output[rows])
         return output
 
     # -- the two sparse paths ----------------------------------------------------------------
 
-    def _prefill(self, layer: Any, plan: BatchPlan, i: int, state: RequestState, query: torch.Tensor,
-                 key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
-                 output: torch.Tensor) -> None:
-        """One request's whole prompt: query [T, Hq, D], key/value [T, Hkv, D] -> output [T, Hq, D]."""
-        method = plan.method
+    def _heads_first(self, query: torch.Tensor, key: torch.Tensor,
+                     value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[T, H, D] rows -> the methods' [H, T, D], with the model's scale folded into q."""
         q = query.transpose(0, 1)
         if (factor := self._q_scale()) != 1.0:
             q = q * factor
-        k, v = key.transpose(0, 1), value.transpose(0, 1)
-        result = method.prefill(q, k, v)
+        return q, key.transpose(0, 1), value.transpose(0, 1)
+
+    def _prefill(self, plan: BatchPlan, state: RequestState, query: torch.Tensor, key: torch.Tensor,
+                 value: torch.Tensor, output: torch.Tensor) -> None:
+        """A prefill method on one whole prompt: query [T, Hq, D], key/value [T, Hkv, D] -> output."""
+        result = plan.method.prefill(*self._heads_first(query, key, value))
         output.copy_(result.out.transpose(0, 1))
-        if method.phase == "prefill":
-            state.computed += result.computed
-            state.total += result.total
-        elif method.phase == "kv-compression" and result.keep is not None:
-            self._compact(layer, plan, i, state, result.keep, key, value, kv_cache)
+        state.computed += result.computed
+        state.total += result.total
+
+    def _evict(self, layer: Any, plan: BatchPlan, i: int, state: RequestState, query: torch.Tensor,
+               key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, output: torch.Tensor) -> None:
+        """An eviction method's prompt: dense attention was computed by the wrapped kernel (eviction
+        methods prefill densely); the method picks the tokens to keep and the cache is compacted.
+
+        A method that exposes ``keep_mask(q, k)`` (SnapKV, Ada-SnapKV) only selects; any other
+        ``kv-compression`` method runs its full ``prefill``, whose output then replaces the kernel's.
+        """
+        q, k, v = self._heads_first(query, key, value)
+        keep_mask = getattr(plan.method, "keep_mask", None)
+        if callable(keep_mask):
+            keep = keep_mask(q, k)
+        else:
+            result = plan.method.prefill(q, k, v)
+            output.copy_(result.out.transpose(0, 1))
+            keep = result.keep
+        if keep is not None:
+            self._compact(layer, plan, i, state, keep, key, value, kv_cache)
 
     def _compact(self, layer: Any, plan: BatchPlan, i: int, state: RequestState, keep: torch.Tensor,
                  key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor) -> None:
@@ -327,8 +370,21 @@ def make_sparse_backend(base: type, name: str | None = None) -> type:
 
     class Builder(base_builder):  # type: ignore[misc, valid-type]
         def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
+            runtime = get_runtime()
+            plan = plan_batch(runtime, common_attn_metadata, self)
+            if plan is not None and plan.shrunk:
+                seq_lens = common_attn_metadata.seq_lens.clone()
+                for i, length in plan.shrunk.items():
+                    seq_lens[i] = length
+                    state = runtime.requests[plan.req_ids[i]]
+                    state.decode_kv_len.update(dict.fromkeys(self.layer_names, length))
+                    state.decode_calls += len(self.layer_names)
+                # max_seq_len stays an upper bound; positions (RoPE) are untouched.
+                common_attn_metadata = common_attn_metadata.replace(
+                    seq_lens=seq_lens, _num_computed_tokens_cache=None
+                )
+                plan.common = common_attn_metadata
             metadata = super().build(common_prefix_len, common_attn_metadata, fast_build)
-            plan = plan_batch(get_runtime(), common_attn_metadata, self)
             if plan is not None:
                 plan.full = metadata
             metadata.sparse_plan = plan
