@@ -203,3 +203,18 @@ def test_bad_alpha_is_named():
 def test_missing_column_is_named():
     with pytest.raises(ValueError, match="compression_ratio"):
         dense_comparison(pd.DataFrame({"model": ["m"], "score": [1.0]}))
+
+
+def test_achieved_compression_is_carried_to_the_maximum():
+    parts = [dense_rows("m", 1024, "t", np.ones(10))]
+    for cr, achieved in [(2, [1.9, 2.1]), (4, [3.0, 3.4])]:
+        level = rows("m", 1024, "t", "prefill", "vs", cr, np.ones(10))
+        level["achieved_compression"] = np.repeat(achieved, 5)
+        parts.append(level)
+    scores = pd.concat(parts, ignore_index=True)
+    scores["achieved_compression"] = scores["achieved_compression"].fillna(1.0)
+    cmp = dense_comparison(scores)
+    assert cmp.set_index("compression_ratio").loc[4.0, "achieved_compression"] == pytest.approx(3.2)
+    table = max_compression(cmp)
+    assert table["max_compression"].item() == 4.0
+    assert table["max_compression_achieved"].item() == pytest.approx(3.2)

@@ -87,6 +87,7 @@ def dense_comparison(scores: pd.DataFrame, alpha: float = 0.05, min_score: float
     dense = dense.rename(columns={"n": "dense_n", "mean": "dense_mean", "var": "dense_var"})
     sparse = pool_cells(cells[~is_dense], LEVEL_KEYS)
     out = sparse.merge(dense, on=["model", "length", "task"], how="left")
+    out["achieved_compression"] = _achieved(cells[~is_dense], out)
 
     t, dof, p = welch_less(
         out["mean"].to_numpy(float),
@@ -110,8 +111,18 @@ def dense_comparison(scores: pd.DataFrame, alpha: float = 0.05, min_score: float
     out["preserved"] = (out["status"] == OK) & ~out["significant"]
     out["std"] = np.sqrt(out.pop("var"))
     out["dense_std"] = np.sqrt(out.pop("dense_var"))
-    cols = [*LEVEL_KEYS, "n", "mean", "std", "dense_n", "dense_mean", "dense_std", "t", "df", "p_value"]
-    return out[[*cols, "significant", "preserved", "status"]]
+    cols = [*LEVEL_KEYS, "achieved_compression", "n", "mean", "std", "dense_n", "dense_mean", "dense_std"]
+    return out[[*cols, "t", "df", "p_value", "significant", "preserved", "status"]]
+
+
+def _achieved(cells: pd.DataFrame, levels: pd.DataFrame) -> np.ndarray:
+    """Sample-weighted mean achieved compression of each level (NaN when the table has none)."""
+    if "achieved_compression" not in cells or cells.empty:
+        return np.full(len(levels), np.nan)
+    w = cells.assign(weighted=cells["achieved_compression"] * cells["n"])
+    g = w.groupby(LEVEL_KEYS, observed=True)[["weighted", "n"]].sum()
+    mean = (g["weighted"] / g["n"]).rename("achieved")
+    return levels.join(mean, on=LEVEL_KEYS)["achieved"].to_numpy(float)
 
 
 def _interpolated_boundary(cr: np.ndarray, p: np.ndarray, preserved: np.ndarray, alpha: float) -> float:
@@ -140,8 +151,9 @@ def max_compression(comparison: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
     significantly worse than dense, not below the score floor); 1.0 when no level is, NaN when the
     comparison cannot be made at all (``note`` says why). ``max_compression_interp`` places the
     boundary between measured levels by linear interpolation of the p-value (see
-    :func:`_interpolated_boundary`). ``n_levels`` counts the levels tested, ``n_excluded`` those
-    excluded by the score floor or too few samples.
+    :func:`_interpolated_boundary`); ``max_compression_achieved`` is the compression the method
+    really computed at that level (NaN at 1.0 or without density records). ``n_levels`` counts
+    the levels tested, ``n_excluded`` those excluded by the score floor or too few samples.
     """
     rows = []
     for key, g in comparison.sort_values(LEVEL_KEYS).groupby(GROUP_KEYS, sort=True, observed=True):
@@ -164,9 +176,11 @@ def max_compression(comparison: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
             interp = _interpolated_boundary(cr, g["p_value"].to_numpy(float), preserved, alpha)
             if not preserved.any():
                 note = "every sparse level is significantly worse than dense or excluded"
-        rows.append((*key, dense_mean, len(g), int((status != OK).sum()), value, interp, note))
+        achieved = g["achieved_compression"].to_numpy(float)[cr == value] if np.isfinite(value) else []
+        achieved = float(achieved[0]) if len(achieved) else np.nan
+        rows.append((*key, dense_mean, len(g), int((status != OK).sum()), value, interp, achieved, note))
     cols = [*GROUP_KEYS, "dense_mean", "n_levels", "n_excluded", "max_compression", "max_compression_interp"]
-    return pd.DataFrame(rows, columns=[*cols, "note"])
+    return pd.DataFrame(rows, columns=[*cols, "max_compression_achieved", "note"])
 
 
 def max_compression_summary(table: pd.DataFrame) -> pd.DataFrame:
