@@ -155,3 +155,20 @@ def test_by_length_grid():
     df = flops_by_length({"m": small()}, np.array([1024, 2048]), compression_ratios=(1.0, 10.0))
     assert len(df) == 2 * 2 * 2  # phases x compressions x lengths
     assert (df["flops_total"] >= df["flops_linear"]).all()
+
+
+def test_crossover_length_is_where_attention_equals_the_linear_part():
+    from sparse_frontier.analysis.flops import LINEAR_COMPONENTS, crossover_length, crossover_table
+
+    s = small()
+    # per token linear FLOPS: 2dV + 2dV + layers * (2d(H+2Hkv)dh + 2 H dh d + 6 d f) = 160+160+2*(384+128+768)
+    c = 160 + 160 + 2 * (2 * 8 * 4 * 4 + 2 * 2 * 4 * 8 + 6 * 8 * 16)
+    k = 2 * 2 * 19
+    assert crossover_length(s, "decode") == pytest.approx(c / k - 1)
+    assert crossover_length(s, "prefill") == pytest.approx(2 * c / k - 1)
+    assert crossover_length(s, "prefill", causal=False) == pytest.approx(c / k)
+    for phase in ("prefill", "decode"):
+        b = flops_breakdown(s, phase, crossover_length(s, phase))
+        assert b["attention"] == pytest.approx(sum(b[name] for name in LINEAR_COMPONENTS))
+    table = crossover_table({"m": s})
+    assert list(table["phase"]) == ["prefill", "decode"]

@@ -31,6 +31,7 @@ rule analysis_flops:
     output:
         **analysis_paths.table_paths("flops"),
         **analysis_paths.table_paths("flops_by_length"),
+        **analysis_paths.table_paths("flops_crossover"),
     log:
         "results/logs/analysis/flops.log",
     conda:

@@ -23,6 +23,7 @@ report_figure = lambda name: {
 rule figure_flops_vs_length:
     input:
         data="results/tables/flops_by_length.parquet",
+        crossover="results/tables/flops_crossover.parquet",
     output:
         **report_figure("flops_vs_length"),
     log:

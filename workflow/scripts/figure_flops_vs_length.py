@@ -8,4 +8,5 @@ from sparse_frontier.io import log_to_file
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 log_to_file(sm.log[0])
-save_all(flops_vs_length_chart(pd.read_parquet(sm.input.data)), sm.output)
+chart = flops_vs_length_chart(pd.read_parquet(sm.input.data), pd.read_parquet(sm.input.crossover))
+save_all(chart, sm.output)

@@ -118,7 +118,11 @@ def run_library(root: Path, scores_path: Path, study: SyntheticStudy) -> dict[st
     timed(
         "figure flops_vs_length",
         lambda: fig(
-            "flops_vs_length", flops_vs_length_chart(pd.read_parquet(outputs.flops_by_length_parquet))
+            "flops_vs_length",
+            flops_vs_length_chart(
+                pd.read_parquet(outputs.flops_by_length_parquet),
+                pd.read_parquet(outputs.flops_crossover_parquet),
+            ),
         ),
     )
     timed(

@@ -281,6 +281,33 @@ def flops_by_length(
     return pd.concat(rows, ignore_index=True)
 
 
+def crossover_length(shape: ModelShape, phase: str, causal: bool = True) -> float:
+    """The length at which dense attention FLOPS equal the linear part (Figure 12's regime change).
+
+    Prefill: linear = L·c with c the per-token linear FLOPS, attention = ℓ·H·(4 d_h + 3)·P(L), so
+    the causal count gives L = 2c / k - 1 and the full square L = c / k, with k = ℓ·H·(4 d_h + 3).
+    Decode: the linear part is c and attention k·(L + 1), so L = c / k - 1.
+    """
+    per_token = flops_breakdown(shape, "decode", 1.0)  # every linear term is per token
+    c = float(sum(per_token[name] for name in LINEAR_COMPONENTS))
+    k = shape.num_layers * shape.num_heads * (4 * shape.head_dim + 3)
+    if phase == "prefill":
+        return 2 * c / k - 1 if causal else c / k
+    if phase == "decode":
+        return c / k - 1
+    raise ValueError(f"phase must be 'prefill' or 'decode', got {phase!r}.")
+
+
+def crossover_table(shapes: Mapping[str, ModelShape], causal: bool = True) -> pd.DataFrame:
+    """Per model and phase: the length where attention overtakes the linear part (dense)."""
+    rows = [
+        {"model": m, "phase": ph, "crossover_length": crossover_length(s, ph, causal)}
+        for m, s in shapes.items()
+        for ph in ("prefill", "decode")
+    ]
+    return pd.DataFrame(rows, columns=["model", "phase", "crossover_length"])
+
+
 def shape_table(shapes: Mapping[str, ModelShape]) -> pd.DataFrame:
     """The shapes the FLOPS were computed from, one row per model (for the record)."""
     return pd.DataFrame([{"model": m, **asdict(s)} for m, s in shapes.items()])

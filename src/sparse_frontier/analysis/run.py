@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import as_cells, cell_means
-from .flops import ModelShape, flops_by_length, flops_table
+from .flops import ModelShape, crossover_table, flops_by_length, flops_table
 from .frontier import isoflops_points, resolve_phase_methods
 from .methods import best_methods
 from .scaling import metric_matrix, scaling_data, scaling_laws
@@ -58,7 +58,8 @@ def flops_step(scores: pd.DataFrame, shapes: Mapping[str, ModelShape], causal: b
     table = flops_table(shapes, cells, causal=causal)
     studied = sorted(int(n) for n in cells["length"].unique())
     by_length = flops_by_length(shapes, figure12_lengths(studied), causal=causal)
-    return StepResult({"flops": table, "flops_by_length": by_length})
+    crossover = crossover_table(shapes, causal=causal)
+    return StepResult({"flops": table, "flops_by_length": by_length, "flops_crossover": crossover})
 
 
 def isoflops_step(

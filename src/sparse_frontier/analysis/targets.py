@@ -15,6 +15,7 @@ FIGURE_EXTS = ("png", "svg", "html")
 #: Result tables written as Parquet + Markdown + LaTeX: name -> caption.
 TABLES = {
     "flops": "FLOPS per model, phase, method, length and compression (Appendix D), by component.",
+    "flops_crossover": "Length where dense attention FLOPS overtake the linear part, per model and phase.",
     "isoflops": "isoFLOPS points: mean score over tasks vs FLOPS, Pareto frontier marked (RQ1, Figure 2).",
     "max_compression": "Maximum compression not significantly worse than dense, one-tailed Welch (RQ2).",
     "max_compression_summary": "Maximum compression across tasks: mean, std and minimum (RQ2, Figure 3).",

@@ -1,20 +1,28 @@
 """Paper Figure 12 (Appendix D): FLOPS against sequence length per model, prefill and decode.
 
 Solid lines are dense, dashed lines sparse at the given compressions (indexing cost included); the
-thin grey line per model is the linear part alone (embedding, projections, MLP, output layer), so the
-length where the total leaves it marks the move from the linear- to the quadratic-dominated regime.
+faint line per model is the linear part alone (embedding, projections, MLP, output layer), and the
+dotted vertical line the length where dense attention overtakes it: the move from the linear- to
+the quadratic-dominated regime.
 """
 
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from .style import PANEL_HEIGHT, PANEL_WIDTH, empty_chart, natural_order
 
 
-def flops_vs_length_chart(data: pd.DataFrame) -> alt.FacetChart | alt.Chart:
-    """Chart from :func:`sparse_frontier.analysis.flops.flops_by_length` (log-log, one panel per phase)."""
+def flops_vs_length_chart(
+    data: pd.DataFrame, crossover: pd.DataFrame | None = None
+) -> alt.FacetChart | alt.Chart:
+    """Chart from :func:`sparse_frontier.analysis.flops.flops_by_length` (log-log, one panel per phase).
+
+    crossover: :func:`sparse_frontier.analysis.flops.crossover_table`; each model's crossover length
+    is drawn as a dotted vertical line in its colour.
+    """
     if data.empty:
         return empty_chart("No model configs: no FLOPS to draw.")
     data = data.assign(
@@ -26,19 +34,29 @@ def flops_vs_length_chart(data: pd.DataFrame) -> alt.FacetChart | alt.Chart:
     linear = data[data["compression_ratio"] == 1].assign(
         configuration="linear part only", flops_total=lambda d: d["flops_linear"]
     )
-    long = pd.concat([data, linear], ignore_index=True)[
-        ["model", "phase", "length", "configuration", "flops_total"]
-    ]
-    configs = list(dict.fromkeys(long["configuration"]))
+    cols = ["model", "phase", "length", "configuration", "flops_total"]
+    parts = [data[cols], linear[cols]]
+    if crossover is not None and len(crossover):
+        lo, hi = data["length"].min(), data["length"].max()
+        shown = crossover[(crossover["crossover_length"] >= lo) & (crossover["crossover_length"] <= hi)]
+        parts.append(
+            shown.assign(length=shown["crossover_length"], configuration="crossover", flops_total=np.nan)[
+                cols
+            ]
+        )
+    long = pd.concat(parts, ignore_index=True)
+    configs = [c for c in dict.fromkeys(long["configuration"]) if c != "crossover"]
     x = alt.X("length:Q", scale=alt.Scale(type="log", base=2), title="sequence length (tokens)")
     y = alt.Y("flops_total:Q", scale=alt.Scale(type="log"), title="FLOPS", axis=alt.Axis(format=".0e"))
-    chart = (
-        alt.Chart(long)
+    colour = alt.Color("model:N", title="model", sort=natural_order(long["model"]))
+    base = alt.Chart().properties(width=PANEL_WIDTH * 2, height=PANEL_HEIGHT * 2)
+    lines = (
+        base.transform_filter(alt.datum.configuration != "crossover")
         .mark_line(strokeWidth=1.6)
         .encode(
             x=x,
             y=y,
-            color=alt.Color("model:N", title="model", sort=natural_order(long["model"])),
+            color=colour,
             strokeDash=alt.StrokeDash("configuration:N", sort=configs, title="configuration"),
             opacity=alt.condition(
                 alt.datum.configuration == "linear part only", alt.value(0.45), alt.value(1.0)
@@ -51,8 +69,18 @@ def flops_vs_length_chart(data: pd.DataFrame) -> alt.FacetChart | alt.Chart:
                 alt.Tooltip("flops_total:Q", format=".3e"),
             ],
         )
-        .properties(width=PANEL_WIDTH * 2, height=PANEL_HEIGHT * 2)
+    )
+    rules = (
+        base.transform_filter(alt.datum.configuration == "crossover")
+        .mark_rule(strokeDash=[1, 3], strokeWidth=1.5)
+        .encode(
+            x=x,
+            color=colour,
+            tooltip=["model:N", "phase:N", alt.Tooltip("length:Q", format=",.0f", title="crossover length")],
+        )
+    )
+    return (
+        alt.layer(lines, rules, data=long)
         .facet(column=alt.Column("phase:N", sort=["prefill", "decode"], title="phase"))
         .resolve_scale(y="independent")
     )
-    return chart
