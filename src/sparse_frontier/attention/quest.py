@@ -29,10 +29,19 @@ def page_bounds(
     no visible key gets min = +inf and max = -inf, which ``page_scores`` turns into -inf.
     """
     hkv, s, d = k.shape
+    if key_mask is None:
+        # Min and max are exact in the keys' own dtype: reduce full pages in place, no float copy.
+        full = s // page_size
+        pages = k[:, : full * page_size].view(hkv, full, page_size, d)
+        low, high = pages.amin(2).float(), pages.amax(2).float()
+        if s % page_size:
+            tail = k[:, full * page_size :]
+            low = torch.cat([low, tail.amin(1, keepdim=True).float()], 1)
+            high = torch.cat([high, tail.amax(1, keepdim=True).float()], 1)
+        return low, high
     n_pages = math.ceil(s / page_size)
     pad = n_pages * page_size - s
-    visible = torch.ones(hkv, s, dtype=torch.bool, device=k.device) if key_mask is None else key_mask
-    visible = torch.nn.functional.pad(visible, (0, pad), value=False)[..., None]
+    visible = torch.nn.functional.pad(key_mask, (0, pad), value=False)[..., None]
     kf = torch.nn.functional.pad(k.float(), (0, 0, 0, pad))
     low = kf.masked_fill(~visible, float("inf")).view(hkv, n_pages, page_size, d).amin(2)
     high = kf.masked_fill(~visible, float("-inf")).view(hkv, n_pages, page_size, d).amax(2)
