@@ -8,6 +8,8 @@ lock (envs/inference.pip-lock.txt, the full PyPI closure) agrees with the env fi
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import re
 import subprocess
@@ -178,89 +180,106 @@ IMPLICIT = {"pandas": {"pyarrow"}, "altair": {"vl-convert-python"}}
 # Packages whose modules are looked up by name at run time (registries) or chosen by config.
 REGISTRIES = ("sparse_frontier.tasks", "sparse_frontier.attention")
 ENGINE_MODULES = ("sparse_frontier.engines.hf", "sparse_frontier.engines.vllm")
+SRC = ROOT / "src"
 
-IMPORT_PROBE = r"""
-import ast, importlib, importlib.metadata, importlib.util, json, pkgutil, sys
-from pathlib import Path
 
-root = Path(sys.argv[1]); scripts = json.loads(sys.argv[2]); extra = json.loads(sys.argv[3])
-registries = json.loads(sys.argv[4])
-sys.path.insert(0, str(root / "src"))
+def file_imports(path: Path) -> list[tuple[str, bool]]:
+    """(absolute module name, optional) of every import in a file, those inside functions too.
 
-def imports(path):
-    # (top-level name, optional) of every import in a file, nested ones too; `optional` when it
-    # sits in a try whose handler catches ImportError (the code copes without the package).
-    tree = ast.parse(Path(path).read_text())
-    optional = set()
+    `optional` marks imports inside a `try` that catches ImportError: the code copes without them.
+    `from X import y` yields X and X.y (y may be a submodule).
+    """
+    tree = ast.parse(path.read_text())
+    optional: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Try):
-            names = []
+            caught = []
             for handler in node.handlers:
-                t = handler.type
-                names += [t] if isinstance(t, ast.Name) else list(getattr(t, "elts", []))
-            if any(getattr(n, "id", "") in ("ImportError", "ModuleNotFoundError") for n in names):
+                kind = handler.type
+                caught += [kind] if isinstance(kind, ast.Name) else list(getattr(kind, "elts", []))
+            if any(getattr(n, "id", "") in ("ImportError", "ModuleNotFoundError") for n in caught):
                 optional |= {id(n) for part in node.body for n in ast.walk(part)}
+    # The package a relative import starts from: a module's parent, or an __init__'s own package.
+    package = ".".join(path.relative_to(SRC).parts[:-1]) if path.is_relative_to(SRC) else ""
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name.split(".")[0], id(node) in optional
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module.split(".")[0], id(node) in optional
+            found += [(alias.name, id(node) in optional) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append((module, id(node) in optional))
+            found += [(f"{module}.{alias.name}", id(node) in optional) for alias in node.names]
+    return found
 
-def ours(module):
-    return module in ("sparse_frontier", "kernels")
 
-wanted = set(extra)
-for script in scripts:
-    for node in ast.walk(ast.parse(Path(script).read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sparse_frontier"):
-            wanted.add(node.module)
-for module in sorted(wanted):
-    try:
-        importlib.import_module(module)
-    except ImportError as err:  # a package of another env (vllm here): seen below through the AST
-        print("unimportable", module, err, file=sys.stderr)
-for package in registries:
-    if package in sys.modules:
-        for info in pkgutil.iter_modules(sys.modules[package].__path__, package + "."):
-            importlib.import_module(info.name)
-files = set(scripts)
-for module in list(sys.modules.values()):
-    path = getattr(module, "__file__", None) or ""
-    if "/sparse_frontier/" in path or path.startswith(str(root)):
-        files.add(path)
-for module in extra:
-    spec = importlib.util.find_spec(module)
-    if spec and spec.origin:
-        files.add(spec.origin)
-        if spec.submodule_search_locations:
-            for sub in Path(spec.origin).parent.rglob("*.py"):
-                files.add(str(sub))
-needed = {name for f in files for name, optional in imports(f)
-          if not optional and not ours(name) and name not in sys.stdlib_module_names}
-dists = importlib.metadata.packages_distributions()
-print(json.dumps(sorted({(dists.get(name) or [name])[0] for name in needed})))
-"""
+def module_path(module: str) -> Path | None:
+    base = SRC.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def third_party_imports(scripts: list[Path], extra: tuple[str, ...] = ()) -> set[str]:
+    """Top-level third-party modules the scripts need: their imports, followed through the library.
+
+    Static (no import runs), so packages of another env (vllm) are seen without being installed.
+    """
+    todo = [(module, False) for module in extra]
+    for script in scripts:
+        todo += file_imports(script)
+    seen: set[str] = set()
+    needed: set[str] = set()
+    while todo:
+        module, optional = todo.pop()
+        top = module.split(".")[0]
+        if optional or module in seen or not top:
+            continue
+        seen.add(module)
+        if top not in ("sparse_frontier", "kernels"):
+            if top not in sys.stdlib_module_names:
+                needed.add(top)
+            continue
+        path = module_path(module)
+        if path is None:
+            continue  # a name imported from a module, not a module
+        parts = module.split(".")
+        for i in range(2, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            todo.append((".".join(parts[:i]), False))
+        todo += file_imports(path)
+        for registry in REGISTRIES:
+            if module == registry or module.startswith(registry + "."):
+                folder = SRC.joinpath(*registry.split("."))
+                todo += [(f"{registry}.{p.stem}", False) for p in folder.glob("*.py") if p.stem != "__init__"]
+    return needed
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
 def test_env_holds_what_its_rules_import(name, rule_envs):
-    """Imports the code of every rule naming this env and lists the third-party packages it uses."""
+    """Every third-party package the code of the rules naming this env imports is in the env."""
     env_file = f"envs/{name}.yaml"
-    scripts = sorted({str(ROOT / script) for env, script, _ in rule_envs.values() if env == env_file})
-    assert scripts, f"no rule uses envs/{name}.yaml"
-    extra = list(ENGINE_MODULES) if any("inference.py" in s for s in scripts) else []
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROBE, str(ROOT), json.dumps(scripts), json.dumps(extra),
-         json.dumps(list(REGISTRIES))],
-        capture_output=True, text=True, timeout=180, cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    needed = {normalize(d) for d in json.loads(done.stdout.splitlines()[-1])}
+    scripts = sorted({ROOT / script for env, script, _ in rule_envs.values() if env == env_file})
+    assert scripts, f"no rule uses {env_file}"
+    extra = ENGINE_MODULES if any(s.name == "inference.py" for s in scripts) else ()
+    distributions = importlib.metadata.packages_distributions()
+    needed = {normalize((distributions.get(m) or [m])[0]) for m in third_party_imports(scripts, extra)}
     for package, implied in IMPLICIT.items():
         if package in needed:
             needed |= implied
-    # triton ships inside torch's wheel (and the kernels fall back to their references without it).
+    # triton ships with torch's wheel (and the kernels fall back to their references without it).
     needed.discard("triton")
     missing = sorted(needed - set(env_pins(name)))
-    assert not missing, f"envs/{name}.yaml lacks {missing}, imported by {[Path(s).name for s in scripts]}"
+    assert not missing, f"{env_file} lacks {missing}, imported by {[s.name for s in scripts]}"
+
+
+def test_import_scan_sees_the_library_and_skips_optional_imports():
+    """The scan itself: the inference script reaches torch through the library and vllm through its
+    engine; the analysis scripts do not reach vllm (it is imported only when chosen)."""
+    scripts = ROOT / "workflow" / "scripts"
+    inference = third_party_imports([scripts / "inference.py"], ENGINE_MODULES)
+    assert {"torch", "pandas", "vllm"} <= inference
+    assert "vllm" not in third_party_imports([scripts / "evaluate.py"])
