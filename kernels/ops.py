@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 from .block_sparse.reference import block_sparse_attention_reference
-from .common.checks import check_index, check_mask, check_qkv
-from .quest.reference import quest_decode_attention_reference
+from .common.checks import check_index, check_mask, check_qkv, check_triton_head_dim
+from .quest.reference import quest_decode_attention_reference, quest_page_scores_reference
 from .vertical_slash.reference import vertical_slash_attention_reference
 
 
@@ -38,6 +38,7 @@ def block_sparse_attention(
     s = k.shape[1]
     check_mask(op, "block_mask", block_mask, (hq, _cdiv(t, block_size), _cdiv(s, block_size)), q.device)
     if q.is_cuda:
+        check_triton_head_dim(op, q.shape[-1])
         from .block_sparse.triton_block_sparse import block_sparse_attention_triton
 
         return block_sparse_attention_triton(q, k, v, block_mask, block_size)
@@ -59,6 +60,7 @@ def vertical_slash_attention(
     check_index(op, "vertical_idx", vertical_idx, hq, s, q.device)
     check_index(op, "slash_idx", slash_idx, hq, s, q.device)
     if q.is_cuda:
+        check_triton_head_dim(op, q.shape[-1])
         from .vertical_slash.triton_vertical_slash import vertical_slash_attention_triton
 
         return vertical_slash_attention_triton(q, k, v, vertical_idx, slash_idx)
@@ -88,7 +90,36 @@ def quest_decode_attention(
     if key_mask is not None:
         check_mask(op, "key_mask", key_mask, (k.shape[0], s), q.device)
     if q.is_cuda:
+        check_triton_head_dim(op, q.shape[-1])
         from .quest.triton_quest import quest_decode_attention_triton
 
         return quest_decode_attention_triton(q, k, v, page_mask, page_size, key_mask)
     return quest_decode_attention_reference(q, k, v, page_mask, page_size, key_mask)
+
+
+def quest_page_scores(q: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Quest's per-page upper bound of q.k (paper A.1.6): the scores its top-k page selection ranks.
+
+    q: [Hq, 1, D]; low, high: [Hkv, P, D] per-page channel min / max of the keys (+inf / -inf for a page
+    with no visible key). Returns [Hq, P] float32, -inf for empty pages. Triton on CUDA, PyTorch otherwise.
+    """
+    op = "quest_page_scores"
+    if (
+        q.dim() != 3
+        or q.shape[1] != 1
+        or low.dim() != 3
+        or low.shape != high.shape
+        or low.shape[2] != q.shape[2]
+    ):
+        raise ValueError(
+            f"{op}: expected q [Hq, 1, D] and low/high [Hkv, P, D]; got {tuple(q.shape)}, "
+            f"{tuple(low.shape)}, {tuple(high.shape)}."
+        )
+    if q.shape[0] % low.shape[0]:
+        raise ValueError(f"{op}: query heads ({q.shape[0]}) must be a multiple of kv heads ({low.shape[0]}).")
+    if q.is_cuda:
+        check_triton_head_dim(op, q.shape[-1])
+        from .quest.triton_quest import quest_page_scores_triton
+
+        return quest_page_scores_triton(q, low, high)
+    return quest_page_scores_reference(q, low, high)

@@ -51,3 +51,12 @@ def check_index(op: str, name: str, idx: torch.Tensor, hq: int, upper: int, devi
             f"{op}: {name} holds {int(idx.max())}, beyond the valid range [0, {upper}); "
             "use negative values only as padding."
         )
+
+
+def check_triton_head_dim(op: str, d: int) -> None:
+    """The Triton kernels tile the head dim with tl.arange, which needs a power of two >= 16."""
+    if d < 16 or d & (d - 1):
+        raise ValueError(
+            f"{op}: the Triton kernel needs head_dim a power of two >= 16, got {d}; zero-pad q, k, v to the "
+            "next power of two D' and multiply q by sqrt(D'/D), or run on CPU tensors (PyTorch reference)."
+        )

@@ -35,3 +35,22 @@ def quest_decode_attention_reference(
         return keep[None, :].expand(len(rows), s)
 
     return masked_attention(q, k, v, row_mask)
+
+
+def quest_page_scores_reference(q: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Quest's upper bound of q.k over each page (Tang et al., 2024), as in paper A.1.6.
+
+    q [Hq, 1, D]; low, high [Hkv, P, D] per-page channel-wise min / max of the keys (a page with no
+    visible key has low = +inf) -> [Hq, P] float32 scores, -inf for empty pages.
+    sum_d max(q_d * low_d, q_d * high_d) = relu(q) . high + min(q, 0) . low, since low <= high.
+    """
+    hq, _, d = q.shape
+    hkv, p, _ = low.shape
+    qg = q.float().reshape(hkv, hq // hkv, d)
+    empty = torch.isinf(low).all(-1)  # [Hkv, P]
+    low = low.float().masked_fill(empty[..., None], 0.0)
+    high = high.float().masked_fill(empty[..., None], 0.0)
+    scores = torch.bmm(qg.clamp(min=0), high.transpose(1, 2)) + torch.bmm(
+        qg.clamp(max=0), low.transpose(1, 2)
+    )
+    return scores.masked_fill(empty[:, None, :], float("-inf")).reshape(hq, p)

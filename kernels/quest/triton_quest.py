@@ -111,14 +111,18 @@ def quest_decode_merge_kernel(
     stride_oh,
     n_split,
     SPLIT_BLOCK: tl.constexpr,
+    DIM_BLOCK: tl.constexpr,
     HEAD_DIM: tl.constexpr,
 ):
-    """Merge split partial softmaxes: out = sum_i 2^(m_i - m) acc_i / sum_i 2^(m_i - m) l_i."""
+    """Merge split partial softmaxes: out = sum_i 2^(m_i - m) acc_i / sum_i 2^(m_i - m) l_i.
+
+    One program per (head, DIM_BLOCK slice of the head dim), so the merge spreads over many SMs.
+    """
     h = tl.program_id(0)
-    dims = tl.arange(0, HEAD_DIM)
+    dims = tl.program_id(1) * DIM_BLOCK + tl.arange(0, DIM_BLOCK)
     m_run = tl.full([], float("-inf"), dtype=tl.float32)
     l_run = tl.zeros([], dtype=tl.float32)
-    acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    acc = tl.zeros([DIM_BLOCK], dtype=tl.float32)
     for s0 in range(0, n_split, SPLIT_BLOCK):
         splits = s0 + tl.arange(0, SPLIT_BLOCK)
         ok = splits < n_split
@@ -187,7 +191,72 @@ def quest_decode_attention_triton(
         num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     out = torch.empty_like(q) if out is None else out
-    quest_decode_merge_kernel[(hq,)](
-        m_part, l_part, o_part, out, out.stride(0), n_split, SPLIT_BLOCK=32, HEAD_DIM=d, num_warps=4
-    )
+    dim_block = min(32, d)
+    quest_decode_merge_kernel[(hq, d // dim_block)](
+        m_part, l_part, o_part, out, out.stride(0), n_split,
+        SPLIT_BLOCK=min(128, triton.next_power_of_2(n_split)), DIM_BLOCK=dim_block, HEAD_DIM=d, num_warps=4,
+    )  # fmt: skip
     return out
+
+
+@triton.jit
+def quest_page_scores_kernel(
+    Q,  # [Hq, 1, D]
+    LOW,  # [Hkv, P, D] float32 per-page channel minimum (+inf for a page with no visible key)
+    HIGH,  # [Hkv, P, D] float32 per-page channel maximum
+    SCORES,  # out [Hq, P] float32
+    stride_qh,
+    stride_bh,
+    stride_bp,
+    n_pages,
+    GROUP: tl.constexpr,
+    GROUP_PAD: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    """Quest's page upper bounds for the query heads of one kv head over BLOCK_P pages, as two
+    small matrix products: relu(q) . high + min(q, 0) . low (exact float32, no tf32)."""
+    kv_h = tl.program_id(0)
+    pages = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)  # [BLOCK_P]
+    page_ok = pages < n_pages
+    heads = tl.arange(0, GROUP_PAD)
+    head_ok = heads < GROUP
+    dims = tl.arange(0, HEAD_DIM)
+    q = tl.load(
+        Q + (kv_h * GROUP + heads)[:, None] * stride_qh + dims[None, :], mask=head_ok[:, None], other=0.0
+    )
+    q = q.to(tl.float32)  # [GROUP_PAD, D]
+    offsets = kv_h * stride_bh + pages[:, None] * stride_bp + dims[None, :]
+    low = tl.load(LOW + offsets, mask=page_ok[:, None], other=0.0)  # [BLOCK_P, D]
+    high = tl.load(HIGH + offsets, mask=page_ok[:, None], other=0.0)
+    empty = tl.max(low, 1) == float("inf")  # [BLOCK_P]: all channels +inf
+    low = tl.where(empty[:, None], 0.0, low)
+    high = tl.where(empty[:, None], 0.0, high)
+    scores = tl.dot(tl.maximum(q, 0.0), tl.trans(high), input_precision="ieee")
+    scores += tl.dot(tl.minimum(q, 0.0), tl.trans(low), input_precision="ieee")  # [GROUP_PAD, BLOCK_P]
+    scores = tl.where(empty[None, :], float("-inf"), scores)
+    tl.store(
+        SCORES + (kv_h * GROUP + heads)[:, None] * n_pages + pages[None, :],
+        scores,
+        mask=head_ok[:, None] & page_ok[None, :],
+    )
+
+
+def quest_page_scores_triton(q: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """q [Hq, 1, D]; low/high [Hkv, P, D] float32 page bounds -> [Hq, P] float32 Quest scores.
+
+    Same function as quest.reference.quest_page_scores_reference, one launch, reading each page
+    summary once per kv head (GQA heads share it).
+    """
+    hq, _, d = q.shape
+    hkv, n_pages, _ = low.shape
+    group = hq // hkv
+    low, high = low.float().contiguous(), high.float().contiguous()
+    scores = torch.empty(hq, n_pages, dtype=torch.float32, device=q.device)
+    block_p = 32
+    quest_page_scores_kernel[(hkv, triton.cdiv(n_pages, block_p))](
+        q, low, high, scores, q.stride(0), low.stride(0), low.stride(1), n_pages,
+        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), BLOCK_P=block_p, HEAD_DIM=d,
+        num_warps=4,
+    )  # fmt: skip
+    return scores

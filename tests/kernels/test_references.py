@@ -152,3 +152,25 @@ def test_bad_inputs_say_what_is_wrong():
         quest_decode_attention(q, k, v, torch.ones(4, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="more queries"):
         block_sparse_attention(q, k[:, :10], v[:, :10], torch.ones(4, 2, 1, dtype=torch.bool))
+
+
+def test_triton_head_dim_rule_is_explained():
+    from sparse_frontier.kernels.common.checks import check_triton_head_dim
+
+    check_triton_head_dim("op", 128)
+    with pytest.raises(ValueError, match="power of two"):
+        check_triton_head_dim("op", 80)
+
+
+def test_quest_page_scores_are_the_max_over_channel_bounds():
+    from sparse_frontier.kernels.ops import quest_page_scores
+
+    g = torch.Generator().manual_seed(9)
+    q = torch.randn(6, 1, 8, generator=g)
+    low = torch.randn(2, 5, 8, generator=g)
+    high = low + torch.rand(2, 5, 8, generator=g)
+    low[1, 2], high[1, 2] = float("inf"), float("-inf")
+    qg = q.view(2, 3, 1, 8)
+    expected = torch.maximum(qg * low[:, None], qg * high[:, None]).sum(-1).view(6, 5)
+    expected[3:, 2] = float("-inf")
+    torch.testing.assert_close(quest_page_scores(q, low, high), expected)

@@ -22,8 +22,11 @@ from sparse_frontier.kernels.block_sparse.triton_block_sparse import (
     block_sparse_attention_from_index,
     build_block_sparse_index,
 )
-from sparse_frontier.kernels.quest.reference import quest_decode_attention_reference
-from sparse_frontier.kernels.quest.triton_quest import quest_decode_attention_triton
+from sparse_frontier.kernels.quest.reference import (
+    quest_decode_attention_reference,
+    quest_page_scores_reference,
+)
+from sparse_frontier.kernels.quest.triton_quest import quest_decode_attention_triton, quest_page_scores_triton
 from sparse_frontier.kernels.vertical_slash.reference import vertical_slash_attention_reference
 from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
     build_vertical_slash_index,
@@ -180,3 +183,18 @@ def test_block_sparse_full_mask_is_dense(block_m):
     out = torch.full_like(q, float("nan"))
     block_sparse_attention_from_index(q, k, v, index, out=out)
     assert _rel_err(out, block_sparse_attention_reference(*_upcast(q, k, v), block_mask)) < REL_TOL
+
+
+@pytest.mark.parametrize("hq,hkv,t,s,d", DECODE)
+def test_quest_page_scores_match_reference(hq, hkv, t, s, d):
+    q, k, _, g = _inputs(hq, hkv, 1, s, d, seed=s + 3)
+    n_pages = math.ceil(s / 16)
+    padded = torch.nn.functional.pad(k.float(), (0, 0, 0, n_pages * 16 - s), value=float("nan"))
+    pages = padded.view(hkv, n_pages, 16, d)
+    low, high = pages.nan_to_num(float("inf")).amin(2), pages.nan_to_num(float("-inf")).amax(2)
+    low[:, 0], high[:, 0] = float("inf"), float("-inf")  # a page with no visible key
+    out = quest_page_scores_triton(q, low, high)
+    ref = quest_page_scores_reference(q.float(), low, high)
+    assert torch.equal(torch.isinf(out), torch.isinf(ref)) and torch.all(out[:, 0] == float("-inf"))
+    finite = torch.isfinite(ref)
+    torch.testing.assert_close(out[finite], ref[finite], rtol=1e-4, atol=1e-3)
