@@ -146,3 +146,11 @@ def test_phase_method_choice_follows_config_or_best():
     chosen, notes = resolve_phase_methods(means, {"prefill": "block", "decode": "missing"})
     assert chosen == {"prefill": "block", "decode": "quest"}
     assert len(notes) == 1 and "missing" in notes[0]
+
+
+def test_tied_methods_are_all_named():
+    rows = [cell("m", "dense", "dense", 1, "t", 1.0)]
+    rows += curve_rows("vs", "prefill", "t", "retrieval", {2: 0.5})
+    rows += curve_rows("block", "prefill", "t", "retrieval", {2: 0.5})
+    table = best_methods(pd.DataFrame(rows), by="task")
+    assert table["best_method"].item() == "block = vs" and table["margin"].item() == 0.0

@@ -32,8 +32,9 @@ def best_methods(means: pd.DataFrame, by: str = "category") -> pd.DataFrame:
 
     by: "category" (the paper's retrieval vs high scope/dispersion grouping of ``task_category``)
     or "task". Columns: phase, the group column, compression_ratio, one ``score_<method>`` column per
-    method of the phase, best_method, best_score, runner_up, margin (best minus runner-up; NaN with a
-    single method), n_points (configurations averaged per method).
+    method of the phase, best_method (methods tied at the top joined by " = "), best_score, runner_up,
+    margin (best minus runner-up; NaN with a single method), n_points (configurations averaged per
+    method).
     """
     interp = interpolate_on_grid(means)
     if by == "category":
@@ -67,7 +68,9 @@ def best_methods(means: pd.DataFrame, by: str = "category") -> pd.DataFrame:
         g = g.sort_values("mean", ascending=False)
         row = dict(zip(["phase", group, "compression_ratio"], key, strict=True))
         row.update({f"score_{m}": s for m, s in zip(g["method"], g["mean"], strict=True)})
-        row["best_method"] = g["method"].iloc[0]
+        # methods tied at the top are all named: no winner is invented among equals
+        top = g.loc[np.isclose(g["mean"], g["mean"].iloc[0], rtol=0, atol=1e-12), "method"]
+        row["best_method"] = " = ".join(sorted(top))
         row["best_score"] = g["mean"].iloc[0]
         row["runner_up"] = g["method"].iloc[1] if len(g) > 1 else ""
         row["margin"] = g["mean"].iloc[0] - g["mean"].iloc[1] if len(g) > 1 else np.nan
