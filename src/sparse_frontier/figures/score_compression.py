@@ -51,10 +51,19 @@ def score_vs_compression_chart(data: pd.DataFrame, title: str | None = None) -> 
         alt.Tooltip("compression_ratio:Q", format=".2f"),
         alt.Tooltip("score:Q", format=".3f"),
     ]
+    # In the HTML, clicking a method in the legend highlights it in every panel.
+    pick = alt.selection_point(fields=["method"], bind="legend")
+    fade = alt.condition(pick, alt.value(1.0), alt.value(0.15))
     base = alt.Chart().properties(width=PANEL_WIDTH, height=PANEL_HEIGHT)
     sparse = base.transform_filter(alt.datum.kind == "sparse")
-    lines = sparse.mark_line(strokeWidth=1.8).encode(x=x, y=y, color=colour, tooltip=tooltip)
-    points = sparse.mark_point(filled=True, size=28).encode(x=x, y=y, color=colour, tooltip=tooltip)
+    lines = (
+        sparse.mark_line(strokeWidth=1.8)
+        .encode(x=x, y=y, color=colour, opacity=fade, tooltip=tooltip)
+        .add_params(pick)
+    )
+    points = sparse.mark_point(filled=True, size=28).encode(
+        x=x, y=y, color=colour, opacity=fade, tooltip=tooltip
+    )
     dense = (
         base.transform_filter(alt.datum.kind == "dense")
         .mark_rule(strokeDash=[5, 3], strokeWidth=1.5)
