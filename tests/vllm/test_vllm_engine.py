@@ -98,11 +98,16 @@ def test_batched_requests_get_their_own_pattern(vllm_engine, prompts, name):
 
 def test_switching_methods_reuses_the_model(vllm_engine, prompts, dense_tokens):
     llm = vllm_engine.llm
+    vllm_engine.set_method(None)
+    switches = vllm_engine.switches
     sparse = vllm_engine.generate(prompts, get_method("vertical_slash", 5.0), MAX_NEW_TOKENS)
+    again = vllm_engine.generate(prompts, get_method("vertical_slash", 5.0), MAX_NEW_TOKENS)
+    assert vllm_engine.switches == switches + 1  # an equal configuration is not sent again
     back = vllm_engine.generate(prompts, get_method("dense"), MAX_NEW_TOKENS)
+    assert vllm_engine.switches == switches + 2
     assert vllm_engine.llm is llm
     assert [g.output_ids for g in back] == dense_tokens
-    assert [g.output_ids for g in sparse] != dense_tokens
+    assert [g.output_ids for g in sparse] == [g.output_ids for g in again] != dense_tokens
 
 
 def test_generation_records_timings_and_counts(vllm_engine, prompts):

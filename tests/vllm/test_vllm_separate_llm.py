@@ -53,6 +53,8 @@ def test_tensor_parallel_two_gives_the_same_tokens(vllm_engine, vllm_model_dir, 
     tp2 = run_script("tp2", vllm_model_dir, prompts, tmp_path, {"VLLM_CPU_OMP_THREADS_BIND": "0|1"})
     # Each rank holds half the heads (4 query / 2 KV heads in the model).
     assert [(h["num_heads"], h["num_kv_heads"]) for h in tp2["heads"]] == [(2, 1), (2, 1)]
+    # The child's first method came through additional_config (no switch RPC), the rest by RPC.
+    assert tp2["switches_after"][:2] == [0, 1]
     for key in (k for k in tp2 if "@" in k and not k.endswith(":density")):
         name, ratio = key.split("@")
         gens = vllm_engine.generate(prompts, get_method(name, float(ratio)), MAX_NEW_TOKENS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-METHODS = [("dense", 1.0), ("block_sparse", 5.0), ("snapkv", 5.0), ("quest", 5.0),
+METHODS = [("block_sparse", 5.0), ("dense", 1.0), ("snapkv", 5.0), ("quest", 5.0),
            ("vertical_slash", 5.0), ("flexprefill", 5.0), ("ada_snapkv", 5.0)]
 
 
@@ -35,10 +35,13 @@ def main(mode: str, model_dir: str, prompts_path: str, out_path: str, max_new_to
         from sparse_frontier.attention import get_method
         from sparse_frontier.engines.vllm import VllmEngine
 
-        engine = VllmEngine(model_dir, tensor_parallel_size=2, dtype="float32", max_model_len=4096)
+        # The first method arrives through additional_config, not by RPC.
+        engine = VllmEngine(model_dir, tensor_parallel_size=2, dtype="float32", max_model_len=4096,
+                            method=get_method(*METHODS[0]))
         result["heads"] = engine.local_heads()
         for name, ratio in METHODS:
             gens = engine.generate(prompts, get_method(name, ratio), max_new_tokens)
+            result.setdefault("switches_after", []).append(engine.switches)
             result[f"{name}@{ratio}"] = [g.output_ids for g in gens]
             result[f"{name}@{ratio}:density"] = [g.density for g in gens]
         engine.close()

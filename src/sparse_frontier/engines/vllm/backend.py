@@ -125,7 +125,6 @@ def _slice_common(cm: Any, a: int, b: int, qsl: list[int]) -> Any:
 
 def plan_batch(runtime: SparseRuntime, cm: Any, builder: Any) -> BatchPlan | None:
     """Route one step's requests; None when no method is active or the batch is not real."""
-    runtime.load_from_vllm_config()
     if not runtime.active:
         return None
     method = runtime.method

@@ -53,14 +53,16 @@ class VllmEngine:
 
     model_dir: a Hugging Face model folder.   tensor_parallel_size: GPUs (or CPU ranks).
     dtype: vLLM's dtype ("auto", "float32", "bfloat16", ...).   max_model_len: longest prompt +
-    output (default: the model's).   settings: any other ``vllm.LLM`` argument; the ones in
-    ``FORCED`` are overridden with a warning, since exact sparse attention needs them.
+    output (default: the model's).   method: the method the workers start with (sent through
+    ``additional_config``; later batches switch by RPC).   settings: any other ``vllm.LLM``
+    argument; the ones in ``FORCED`` are overridden with a warning (exact sparse attention needs them).
     """
 
     name = "vllm"
 
     def __init__(self, model_dir: str, tensor_parallel_size: int = 1, dtype: str = "auto",
-                 max_model_len: int | None = None, seed: int = 0, **settings: Any) -> None:
+                 max_model_len: int | None = None, seed: int = 0, method: AttentionMethod | None = None,
+                 **settings: Any) -> None:
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -81,7 +83,8 @@ class VllmEngine:
         if not current_platform.is_cpu():
             settings.setdefault("attention_config", {"backend": "CUSTOM"})
         extra = dict(settings.pop("additional_config", None) or {})
-        extra[CONFIG_KEY] = {"method": None}
+        start_spec = _spec_of(method)
+        extra[CONFIG_KEY] = {"method": start_spec}
         self.tokenizer = load_tokenizer(str(model_dir))
         self.llm = LLM(
             model=str(model_dir),
@@ -95,17 +98,21 @@ class VllmEngine:
             **settings,
         )
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self._spec: dict | None | bool = False  # False: nothing sent yet
-        self.set_method(None)
+        # Every worker reads its starting method from additional_config and binds its runner.
+        self.llm.collective_rpc("sparse_bind")
+        self._spec = start_spec
+        #: configuration switches sent to the workers so far (one collective_rpc each)
+        self.switches = 0
         #: the merged worker counters of the last batch, in prompt order (for tests and logs)
         self.last_stats: list[dict] = []
 
     def set_method(self, method: AttentionMethod | None) -> None:
         """Make every worker use ``method`` (None or dense: the wrapped kernel) from now on."""
-        spec = None if method is None or method.phase == "dense" else method_to_spec(method)
+        spec = _spec_of(method)
         if spec != self._spec:
             self.llm.collective_rpc("sparse_configure", args=(spec,))
             self._spec = spec
+            self.switches += 1
 
     def close(self) -> None:
         """Stop vLLM's engine core and workers now (instead of at interpreter exit)."""
@@ -162,6 +169,11 @@ class VllmEngine:
                 decode_ms=decode_ms,
             ))
         return results
+
+
+def _spec_of(method: AttentionMethod | None) -> dict | None:
+    """What the workers receive: None for dense (the wrapped kernel alone)."""
+    return None if method is None or method.phase == "dense" else method_to_spec(method)
 
 
 def _timings(metrics: Any) -> tuple[float, float]:

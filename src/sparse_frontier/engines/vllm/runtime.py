@@ -71,7 +71,6 @@ class SparseRuntime:
         self.method: AttentionMethod | None = None
         self.runner: Any = None
         self.requests: dict[str, RequestState] = {}
-        self._from_config_checked = False
 
     # -- configuration -------------------------------------------------------------------
 
@@ -79,19 +78,17 @@ class SparseRuntime:
         """Switch the method for the next batches; stale per-request state is dropped."""
         self.method = method_from_spec(spec)
         self.requests.clear()
-        self._from_config_checked = True
 
-    def load_from_vllm_config(self) -> None:
-        """First use in a process: take the method named in ``additional_config``, if any."""
-        if self._from_config_checked:
-            return
-        self._from_config_checked = True
-        from vllm.config import get_current_vllm_config
+    def bind(self, runner: Any, vllm_config: Any) -> None:
+        """Attach this worker's model runner and take the run's method from ``additional_config``.
 
-        extra = get_current_vllm_config().additional_config or {}
+        ``additional_config["sparse_frontier"]["method"]`` is the spec the run starts with
+        (``spec.method_to_spec``; absent or None = dense).
+        """
+        self.runner = runner
+        extra = vllm_config.additional_config or {}
         settings = extra.get(CONFIG_KEY, {}) if isinstance(extra, dict) else {}
-        if settings.get("method") is not None:
-            self.method = method_from_spec(settings["method"])
+        self.configure(settings.get("method"))
 
     @property
     def active(self) -> bool:

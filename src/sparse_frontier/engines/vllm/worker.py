@@ -21,6 +21,12 @@ register()
 class SparseWorkerExtension:
     """Mixed into vLLM's worker class; ``self`` is the worker (it has ``model_runner``, ``rank``)."""
 
+    def sparse_bind(self) -> dict[str, Any]:
+        """Start: hand the runtime this worker's model runner and the method in ``additional_config``."""
+        runtime = get_runtime()
+        runtime.bind(self.model_runner, self.vllm_config)  # type: ignore[attr-defined]
+        return {"rank": int(getattr(self, "rank", 0)), "method": repr(runtime.method)}
+
     def sparse_configure(self, spec: dict | None) -> dict[str, Any]:
         """Use the method ``spec`` (see ``spec.method_to_spec``; None = dense) from the next step on."""
         runtime = get_runtime()
