@@ -34,7 +34,7 @@ def test_density_matches_target_and_mask(s, ratio):
     assert selected[:, open_rows].max() - selected[:, open_rows].min() <= 1
 
 
-@pytest.mark.parametrize("t,s", [(1000, 1000), (997, 1000), (40, 1000), (5, 5)])
+@pytest.mark.parametrize("t,s", [(1000, 1000), (997, 1000), (40, 1000), (5, 5), (1, 32), (17, 48)])
 def test_first_and_diagonal_blocks_always_kept(t, s):
     q, k, _ = random_qkv(2, 1, s, d=8, t=t)
     mask = select_blocks(q, k, top_k=0.0)
@@ -94,3 +94,11 @@ def test_bad_parameters_are_named():
         get_method("block_sparse", 2, block_size=0)
     with pytest.raises(ValueError, match="compression_ratio"):
         get_method("block_sparse", 0.5)
+
+
+@pytest.mark.parametrize("t,s", [(1, 32), (17, 48), (16, 32), (15, 47), (100, 1000), (31, 1007)])
+@pytest.mark.parametrize("top_k", [0.5, 1.3, 3.0, 50.0])
+def test_pair_count_is_exact_for_any_alignment(t, s, top_k):
+    q, k, _ = random_qkv(2, 1, s, d=8, t=t)
+    mask = select_blocks(q, k, top_k)
+    assert block_pairs(top_k, BlockGeometry.of(t, s, 16), 16, s) * 2 == block_sparse_pairs(mask, t, s)

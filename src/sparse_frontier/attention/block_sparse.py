@@ -109,14 +109,17 @@ def select_blocks(
     group = hq // hkv
     geo = BlockGeometry.of(t, s, block, q.device)
     nqb, nkb = geo.rows.shape[0], geo.n_key_blocks
-    kb = torch.arange(nkb, device=q.device)[None, :]
-    forced = (kb == 0) | ((kb >= geo.n_full[:, None]) & (kb <= geo.last_block[:, None]))  # [nqb, nkb]
-    mask = forced[None].expand(hq, nqb, nkb).clone()
+    # Forced blocks: the first key block and the (one or two) blocks the causal boundary crosses.
+    # Written by index into a zeroed mask: a broadcast copy of a [nqb, nkb] pattern is far slower.
+    mask = torch.zeros(hq, nqb, nkb, dtype=torch.bool, device=q.device)
+    mask[:, :, 0] = True
+    crossed = (geo.n_full <= geo.last_block)[:, None]  # False: the row ends on a block edge
+    boundary = torch.stack([geo.n_full, geo.last_block], 1).masked_fill(~crossed, 0)  # [nqb, 2]
+    mask.scatter_(2, boundary[None].expand(hq, nqb, 2), True)
     n_sel = blocks_per_query_block(top_k, geo)
     k_max = int(n_sel.max()) if nqb else 0
     if k_max == 0:
         return mask
-    hidden = ~((kb >= 1) & (kb < geo.n_full[:, None]))  # [nqb, nkb] not selectable
     q_pool, k_pool = _pool(q, block), _pool(k, block)  # [Hq, nqb, D], [Hkv, nkb, D] float32
     # Causality leaves the upper triangle of the block grid empty, so rows go in bands, each
     # scored only against the key blocks its last row can select (about half the work).
@@ -125,6 +128,8 @@ def select_blocks(
     n_full = geo.n_full.tolist()
     for r0, r1 in zip(edges[:-1], edges[1:], strict=True):
         cols = n_full[r1 - 1]
+        stair = max(n_full[r0], 1)  # every row of the band can select all blocks 1..stair-1
+        beyond = torch.arange(cols, device=q.device)[None, :] >= geo.n_full[r0:r1, None]  # [rows, cols]
         band_sel = n_sel[r0:r1]
         k_band = int(band_sel.max())
         if k_band == 0:
@@ -137,7 +142,11 @@ def select_blocks(
             k1 = min(hkv, k0 + kv_per_chunk)
             qg = q_pool[k0 * group : k1 * group, r0:r1].reshape(k1 - k0, group * (r1 - r0), d)
             scores = matmul_f32(qg, k_pool[k0:k1, :cols].transpose(1, 2), q.dtype)
-            scores = scores.view(-1, r1 - r0, cols).masked_fill_(hidden[r0:r1, :cols], float("-inf"))
+            scores = scores.view(-1, r1 - r0, cols)
+            # Not selectable: block 0 (forced) and, per row, blocks from n_full on (boundary or
+            # future); the latter only exist in the band's last few columns.
+            scores[..., 0] = float("-inf")
+            scores[..., stair:].masked_fill_(beyond[:, stair:cols], float("-inf"))
             values, top = scores.topk(k_band, dim=-1, sorted=False)  # [h, rows, k_band]
             keep = values > float("-inf")
             weakest = values.masked_fill(~keep, float("inf")).argmin(-1, keepdim=True)  # [h, rows, 1]
