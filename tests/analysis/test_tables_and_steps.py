@@ -200,3 +200,14 @@ def test_figures_of_nothing_say_so(tmp_path):
         )
     save_chart(max_compression_chart(summary), tmp_path / "m.svg")
     assert "No maximum compression" in (tmp_path / "m.svg").read_text()
+
+
+def test_dense_only_study_writes_every_table(tmp_path):
+    scores = synthetic_scores(tiny_study(methods={}))
+    steps = run_all(scores, {"m": 1.0})
+    notes = " ".join(n for s in steps.values() for n in s.notes)
+    assert "no sparse cells" in notes
+    for step in steps.values():
+        for name, df in step.tables.items():
+            write_table(df, tmp_path / f"{name}.parquet", tmp_path / f"{name}.md", tmp_path / f"{name}.tex")
+            assert (tmp_path / f"{name}.md").exists()
