@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,33 +44,32 @@ def test_shipped_configs_validate(name):
 def test_schema_rejects_and_names_the_mistake(mutate, named):
     config = copy.deepcopy(load("config.yaml"))
     mutate(config)
-    with pytest.raises(Exception) as err:
+    with pytest.raises(WorkflowError) as err:
         validate(config, SCHEMA)
     assert named in str(err.value)
+
+
+def dry_run_fails(config: dict, tmp_path) -> str:
+    """Plan ``config`` with snakemake; it must fail before planning any job. Returns its output."""
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(configfile)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode != 0
+    assert "Job stats" not in run.stdout
+    return run.stdout + run.stderr
 
 
 def test_bad_key_stops_snakemake_before_any_job(tmp_path):
     config = load("config.yaml")
     config["sampels"] = 3
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(config))
-    run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert run.returncode != 0
-    assert "sampels" in run.stdout + run.stderr
-    assert "Job stats" not in run.stdout
+    assert "sampels" in dry_run_fails(config, tmp_path)
 
 
 def test_unknown_method_parameter_stops_snakemake_with_its_name(tmp_path):
     config = load("config.yaml")
     config["methods"]["block_sparse"]["params"] = {"blok_size": 32}
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(config))
-    run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert run.returncode != 0
-    assert "methods.block_sparse: unknown parameter in ['blok_size']" in run.stdout + run.stderr
+    output = dry_run_fails(config, tmp_path)
+    assert "methods.block_sparse: unknown parameter in ['blok_size']" in output
