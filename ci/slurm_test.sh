@@ -308,17 +308,27 @@ snake "$run1" "${profile_args[@]}" "$@" || die "the default workflow failed unde
 mapfile -t jobids < <(submitted_jobids "$run1")
 ((${#jobids[@]} > 0)) || die "no job was submitted to Slurm (see $run1)"
 planned=$(grep -oE '^total +[0-9]+' "$run1" | head -1 | awk '{print $2}')
-localrules=$(grep -cE '^localrule ' "$run1" || true)
-log "workflow done: ${#jobids[@]} Slurm jobs, $localrules local rules, $planned jobs planned"
-[[ "$((${#jobids[@]} + localrules))" == "$planned" ]] ||
-    die "planned $planned jobs but Slurm ran ${#jobids[@]} and $localrules were local (see $run1)"
-job_state() {
-    if [[ "$ACCOUNTING" == 1 ]]; then sacct -X -n -P -j "$1" -o State 2>/dev/null | head -1
-    else squeue --noheader --states=all --jobs "$1" -o %T 2>/dev/null; fi
-}
+remote=$(grep -cE '^\s*rule [A-Za-z0-9_]+:' "$run1" || true)  # grouped jobs are indented
+localrules=$(grep -cE '^localrule [A-Za-z0-9_]+:' "$run1" || true)
+finished=$(grep -cE '^Finished jobid' "$run1" || true)
+log "workflow done: $planned jobs planned, $finished finished; $remote ran in ${#jobids[@]} Slurm jobs, $localrules locally"
+[[ -n "$planned" && "$finished" == "$planned" && "$((remote + localrules))" == "$planned" ]] ||
+    die "planned $planned jobs, finished $finished, ran $remote under Slurm and $localrules locally (see $run1)"
+((remote >= ${#jobids[@]})) || die "more Slurm jobs (${#jobids[@]}) than workflow jobs sent to Slurm ($remote)"
+# Final state of every Slurm job (sacct with accounting, squeue otherwise: MinJobAge keeps finished
+# jobs listed), in one query, retried: on a loaded machine a single RPC can time out.
+states=$STATE/logs/job-states.txt
+for _ in 1 2 3 4 5; do
+    if [[ "$ACCOUNTING" == 1 ]]; then
+        sacct -X -n -P -o JobIDRaw,State >"$states" 2>>"$STATE/logs/job-states.err" && break
+    else
+        squeue --noheader --states=all -o '%i|%T' >"$states" 2>>"$STATE/logs/job-states.err" && break
+    fi
+    sleep 3
+done
 for id in "${jobids[@]}"; do
-    state=$(job_state "$id" || true)
-    [[ "$state" == COMPLETED ]] || die "Slurm job $id is '$state', not COMPLETED"
+    state=$(awk -F'|' -v id="$id" '$1 == id {print $2}' "$states")
+    [[ "$state" == COMPLETED ]] || die "Slurm job $id is '$state', not COMPLETED (see $states)"
 done
 # Every output of the DAG exists and is not empty.
 snakemake --summary "${profile_args[@]}" "$@" >"$STATE/logs/summary.tsv" 2>"$STATE/logs/summary.log" ||
