@@ -84,7 +84,7 @@ def resolve_phase_methods(
 def isoflops_points(means: pd.DataFrame, flops: pd.DataFrame, methods: dict[str, str]) -> pd.DataFrame:
     """One row per (length, phase, model, CR) point of Figure 2, with its FLOPS and frontier flag.
 
-    means: :func:`curves.cell_means` output; flops: :func:`flops.flops_table` output; methods: phase
+    means: the cell table (:func:`cells.cell_means`); flops: :func:`flops.flops_table` output; methods: phase
     -> method. Dense (CR 1) points of every model are part of both phases. The score is the mean
     over tasks, using only tasks measured for every point of the panel (``n_tasks`` says how many),
     so a missing cell does not move one point. ``on_frontier`` marks the Pareto frontier per panel.
@@ -112,9 +112,9 @@ def isoflops_points(means: pd.DataFrame, flops: pd.DataFrame, methods: dict[str,
         )
     sel = pd.concat(parts, ignore_index=True)
     point = ["length", "phase", "model", "method", "compression_ratio"]
-    n_points = sel.groupby(["length", "phase"])[point].apply(lambda g: len(g.drop_duplicates()))
+    n_points = sel[point].drop_duplicates().groupby(["length", "phase"]).size()
     per_task = sel.groupby(["length", "phase", "task"]).size()
-    # tasks present at every point of the panel
+    # tasks present at every point of the panel (cells are unique per point and task)
     full = per_task.reset_index(name="n").merge(
         n_points.rename("n_points").reset_index(), on=["length", "phase"]
     )
