@@ -324,12 +324,13 @@ class SparseImplMixin:
         width = int(counts.max())
         state.kept += float(counts.sum())
         state.cached += float(keep.numel())
-        # Stable sort: kept positions first, in prompt order.
-        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]  # [Hkv, W]
-        index = order.T[:, :, None].expand(-1, -1, key.shape[-1])  # [W, Hkv, D]
-        slots = slots_for(plan.common.block_table_tensor[i], torch.arange(width), kv_cache.shape[2])
-        self._write_cache(layer, key.gather(0, index).contiguous(), value.gather(0, index).contiguous(),
-                          kv_cache, slots)
+        if not bool(keep.all()):  # keeping everything leaves the cache as it is
+            # Stable sort: kept positions first, in prompt order.
+            order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]  # [Hkv, W]
+            index = order.T[:, :, None].expand(-1, -1, key.shape[-1])  # [W, Hkv, D]
+            slots = slots_for(plan.common.block_table_tensor[i], torch.arange(width), kv_cache.shape[2])
+            self._write_cache(layer, key.gather(0, index).contiguous(), value.gather(0, index).contiguous(),
+                              kv_cache, slots)
         uniform = bool((counts == width).all())
         state.compactions[layer.layer_name] = LayerCompaction(width, None if uniform else counts)
 
