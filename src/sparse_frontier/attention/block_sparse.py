@@ -70,11 +70,14 @@ def blocks_per_query_block(top_k: float, geometry: BlockGeometry) -> torch.Tenso
     """[nqb] selected key blocks per query block for a fractional ``top_k``.
 
     Block b gets floor(top_k + phase_b) with phase_b evenly spread in [0, 1), capped at what it
-    can select; each entry is non-decreasing in top_k, so the total is too (bisection works).
+    can select; each entry is non-decreasing in top_k, so the total is too (the search relies on it).
     """
+    return torch.from_numpy(_chosen(top_k, geometry)).to(geometry.rows.device)
+
+
+def _chosen(top_k: float, geometry: BlockGeometry) -> np.ndarray:
     _, selectable, phase = geometry.host
-    k_b = np.minimum(np.floor(top_k + phase).astype(np.int64), selectable)
-    return torch.from_numpy(k_b).to(geometry.rows.device)
+    return np.minimum(np.floor(top_k + phase).astype(np.int64), selectable)
 
 
 def _pool(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -162,8 +165,8 @@ class BlockSparse(AttentionMethod):
     """Block-Sparse prefill attention (Jiang et al., 2024; paper A.1.1).
 
     block_size: tile side in tokens (paper: 16).
-    Budget parameter: ``top_k`` key blocks per query block beyond the forced ones, found by
-    bisection at call time so that computed causal pairs / all causal pairs = 1 / compression_ratio.
+    Budget parameter: ``top_k`` key blocks per query block beyond the forced ones (fractional),
+    searched at call time so that computed causal pairs / all causal pairs = 1 / compression_ratio.
     Shapes: prefill(q [Hq,T,D], k [Hkv,S,D], v [Hkv,S,D]) -> out [Hq,T,D].
     """
 
@@ -212,6 +215,6 @@ def block_pairs(top_k: float, geometry: BlockGeometry, block: int, s: int) -> in
     rows x block pairs exactly; nothing is counted twice. Host arithmetic (numpy): it runs
     inside the budget search, many times per call.
     """
-    rows, selectable, phase = geometry.host
-    chosen = np.minimum(np.floor(top_k + phase).astype(np.int64), selectable)
-    return causal_pairs(int(rows.sum()), s) - int(((selectable - chosen) * rows).sum()) * block
+    rows, selectable, _ = geometry.host
+    skipped = (selectable - _chosen(top_k, geometry)) * rows
+    return causal_pairs(int(rows.sum()), s) - int(skipped.sum()) * block
