@@ -53,7 +53,7 @@ def env_pins(name: str) -> dict[str, tuple[str, str]]:
     pins: dict[str, tuple[str, str]] = {}
     for dep in load_env(name)["dependencies"]:
         if isinstance(dep, dict):
-            assert set(dep) == {"pip"}, f"envs/{name}.yaml: unexpected mapping {dep}"
+            assert set(dep) == {"pip"} and dep["pip"], f"envs/{name}.yaml: {dep} is not a list under `pip:`"
             for line in dep["pip"]:
                 match = PIP_PIN.match(line)
                 assert match, f"envs/{name}.yaml: pip entry '{line}' is not an exact `name==version` pin"
