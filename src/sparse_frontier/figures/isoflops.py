@@ -36,11 +36,18 @@ def isoflops_chart(points: pd.DataFrame) -> alt.FacetChart | alt.Chart:
         "on_frontier:N",
     ]
     base = alt.Chart().properties(width=PANEL_WIDTH * 1.4, height=PANEL_HEIGHT * 1.4)
-    pts = base.mark_point(filled=True, size=55, opacity=0.85).encode(
-        x=x,
-        y=y,
-        color=alt.Color("model:N", title="model", sort=natural_order(data["model"])),
-        tooltip=tooltip,
+    # In the HTML, clicking a model in the legend highlights its points in every panel.
+    pick = alt.selection_point(fields=["model"], bind="legend")
+    pts = (
+        base.mark_point(filled=True, size=55)
+        .encode(
+            x=x,
+            y=y,
+            color=alt.Color("model:N", title="model", sort=natural_order(data["model"])),
+            opacity=alt.condition(pick, alt.value(0.85), alt.value(0.12)),
+            tooltip=tooltip,
+        )
+        .add_params(pick)
     )
     ring = (
         base.transform_filter(alt.datum.on_frontier)
