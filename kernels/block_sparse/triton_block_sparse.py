@@ -123,8 +123,6 @@ def block_sparse_attention_fwd_kernel(
     q = tl.load(
         Q + h * stride_qh + rows[:, None] * stride_qt + dims[None, :], mask=rows[:, None] < T, other=0.0
     )
-    # Fold 1/sqrt(D) and log2(e) into q once: scores come out in exp2 units, one multiply per row element.
-    q = (q * qk_scale).to(Q.dtype.element_ty)
     row_block = tl.arange(0, BLOCK_M) // KEY_BLOCK  # [BLOCK_M] query block of each row inside the tile
     ALL_ROWS: tl.constexpr = (1 << (BLOCK_M // KEY_BLOCK)) - 1
     first_pos = tile * BLOCK_M + (S - T)
@@ -153,7 +151,7 @@ def block_sparse_attention_fwd_kernel(
         v = tl.load(
             V + kv_h * stride_vh + keys[:, None] * stride_vs + dims[None, :], mask=key_ok[:, None], other=0.0
         )
-        s = tl.dot(q, tl.trans(k))  # [BLOCK_M, BLOCK_N], already in log2 units
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N] in log2 units
         # Most chunks lie wholly in the past of the tile's first query and are kept by every query
         # block of the tile (a listed bit pattern of all ones): they need no per-element mask.
         every_row = tl.min(tl.where(valid, bits, 0), 0) == ALL_ROWS

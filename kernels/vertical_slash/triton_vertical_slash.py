@@ -213,8 +213,6 @@ def vertical_slash_attention_fwd_kernel(
     q = tl.load(
         Q + h * stride_qh + rows[:, None] * stride_qt + dims[None, :], mask=rows[:, None] < T, other=0.0
     )
-    # Fold 1/sqrt(D) and log2(e) into q once: scores come out in exp2 units, one multiply per row element.
-    q = (q * qk_scale).to(Q.dtype.element_ty)
     k_base = K + kv_h * stride_kh
     v_base = V + kv_h * stride_vh
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -229,7 +227,7 @@ def vertical_slash_attention_fwd_kernel(
         keys = tl.load(VERTS + h * stride_verts_h + slot, mask=valid, other=0)  # [BLOCK_N] ascending
         k = tl.load(k_base + keys[:, None] * stride_ks + dims[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(v_base + keys[:, None] * stride_vs + dims[None, :], mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k))  # [BLOCK_M, BLOCK_N], already in log2 units
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N] in log2 units
         if not ((c0 + BLOCK_N <= n_vert) & (tl.max(keys, 0) <= p0)):  # else: every pair is causal
             s = tl.where(valid[None, :] & (keys[None, :] <= qpos[:, None]), s, float("-inf"))
         m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
@@ -245,7 +243,7 @@ def vertical_slash_attention_fwd_kernel(
         valid = (keys >= 0) & (keys <= key_hi)
         k = tl.load(k_base + keys[:, None] * stride_ks + dims[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(v_base + keys[:, None] * stride_vs + dims[None, :], mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k))
+        s = tl.dot(q, tl.trans(k)) * qk_scale
         whole = (ks >= 0) & (ks + BLOCK_N - 1 <= key_hi) & full_tile
         verts_in = tl.load(prefix_base + tl.minimum(tl.maximum(ks + BLOCK_N, 0), S)) - tl.load(
             prefix_base + tl.minimum(tl.maximum(ks, 0), S)
