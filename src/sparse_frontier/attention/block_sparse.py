@@ -20,7 +20,7 @@ import torch
 from ..kernels.ops import block_sparse_attention
 from . import register
 from .base import AttentionMethod, AttentionResult, causal_pairs, dense_attention
-from .common import MAX_CHUNK_ELEMENTS, check_positive_int, check_shapes, matmul_f32, search_float
+from .common import MAX_CHUNK_ELEMENTS, check_positive_int, check_shapes, search_float
 
 #: Fractional part of the golden ratio: spreads the rounding of a fractional k evenly over
 #: query blocks (a low-discrepancy sequence), so calibration is finer than one block per row.
@@ -94,6 +94,18 @@ def _pool(x: torch.Tensor, block: int) -> torch.Tensor:
     return pooled
 
 
+def _rank_scores(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Pooled block scores [B, M, D] @ [B, D, N], used only to rank blocks.
+
+    On CUDA with a half-precision model they stay in the model's dtype, as in MInference: the
+    top-k then scans half the bytes (it is most of the index-building time at 128K tokens).
+    Elsewhere float32.
+    """
+    if a.is_cuda and dtype in (torch.bfloat16, torch.float16):
+        return torch.bmm(a.to(dtype), b.to(dtype))
+    return torch.bmm(a, b)
+
+
 def select_blocks(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -144,7 +156,7 @@ def select_blocks(
         for k0 in range(0, hkv, kv_per_chunk):
             k1 = min(hkv, k0 + kv_per_chunk)
             qg = q_pool[k0 * group : k1 * group, r0:r1].reshape(k1 - k0, group * (r1 - r0), d)
-            scores = matmul_f32(qg, k_pool[k0:k1, :cols].transpose(1, 2), q.dtype)
+            scores = _rank_scores(qg, k_pool[k0:k1, :cols].transpose(1, 2), q.dtype)
             scores = scores.view(-1, r1 - r0, cols)
             # Not selectable: block 0 (forced) and, per row, blocks from n_full on (boundary or
             # future); the latter only exist in the band's last few columns.
