@@ -39,6 +39,7 @@ KEEP_WORK=${SF_SLURM_KEEP_WORK:-0}
 NODE=$(hostname -s)
 CLUSTER=sparsefrontier
 MARKER="# managed by sparse-frontier ci/slurm_test.sh"
+POLICY_RC="" # set while our policy-rc.d blocks init scripts during apt-get install
 T0=$(date +%s)
 
 log() { printf '[slurm-test %4ds] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
@@ -119,6 +120,7 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     [[ $rc -ne 0 ]] && show_logs
+    [[ -n "$POLICY_RC" ]] && rm -f "$POLICY_RC"
     stop_all
     restore_confs
     [[ "$KEEP_WORK" == 1 ]] || rm -rf "$STATE/work" "$STATE/failing"
@@ -165,9 +167,16 @@ for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | gr
 if ((${#missing[@]})); then
     log "installing ${missing[*]} from Debian"
     export DEBIAN_FRONTEND=noninteractive
+    # Keep the packages' init scripts from starting daemons of their own: this script starts them.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        POLICY_RC=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC" && chmod +x "$POLICY_RC"
+    fi
     timeout 600 apt-get update -qq >"$STATE/logs/apt.log" 2>&1 || die "apt-get update failed (see $STATE/logs/apt.log)"
-    timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$STATE/logs/apt.log" 2>&1 ||
-        die "apt-get install ${missing[*]} failed (see $STATE/logs/apt.log)"
+    installed=0
+    timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$STATE/logs/apt.log" 2>&1 && installed=1
+    if [[ -n "$POLICY_RC" ]]; then rm -f "$POLICY_RC"; POLICY_RC=""; fi
+    ((installed)) || die "apt-get install ${missing[*]} failed (see $STATE/logs/apt.log)"
 fi
 if pgrep -x slurmctld >/dev/null && [[ ! -f "$STATE/pids/slurmctld.pid" ]]; then
     die "a slurmctld that this script did not start is running; stop it first (it would clash on port 6817)."
@@ -196,9 +205,12 @@ if [[ "$ACCOUNTING" == 1 ]]; then
     mkdir -p "$db"
     mariadb-install-db --user=root --datadir="$db/data" --auth-root-authentication-method=socket \
         >"$STATE/logs/mariadb-install.log" 2>&1 || die "mariadb-install-db failed (see $STATE/logs/mariadb-install.log)"
-    start_daemon mariadbd "$STATE/logs/mariadbd.log" /usr/sbin/mariadbd /usr/sbin/mariadbd --user=root --datadir="$db/data" \
-        --socket="$db/mysqld.sock" --pid-file="$db/mysqld.pid" --skip-networking --log-error="$STATE/logs/mariadbd.log"
-    wait_for 60 "mariadbd" mariadb --socket="$db/mysqld.sock" -e "select 1"
+    # The default socket path, where slurmdbd's client library looks for a server on localhost.
+    mkdir -p /run/mysqld
+    start_daemon mariadbd "$STATE/logs/mariadbd.log" /usr/sbin/mariadbd /usr/sbin/mariadbd --no-defaults --user=root \
+        --datadir="$db/data" --socket=/run/mysqld/mysqld.sock --pid-file="$db/mysqld.pid" --skip-networking \
+        --log-error="$STATE/logs/mariadbd.log"
+    wait_for 60 "mariadbd" mariadb --socket=/run/mysqld/mysqld.sock -e "select 1"
     cat >"$STATE/etc/slurmdbd.conf" <<EOF
 $MARKER
 AuthType=auth/munge
@@ -212,14 +224,9 @@ StoragePort=3306
 StorageUser=root
 StorageLoc=slurm_acct_db
 EOF
-    # slurmdbd reaches MariaDB through the socket named in the client config it reads.
-    mkdir -p /etc/mysql/conf.d
-    printf '[client]\nsocket=%s\n' "$db/mysqld.sock" >"$STATE/etc/client.cnf"
-    ln -sfn "$STATE/etc/client.cnf" /etc/mysql/conf.d/zz-sparse-frontier-slurm.cnf
     chmod 600 "$STATE/etc/slurmdbd.conf"
     install_conf slurmdbd.conf
     start_daemon slurmdbd "$STATE/logs/slurmdbd.log" /usr/sbin/slurmdbd /usr/sbin/slurmdbd -D
-    wait_for 60 "slurmdbd" sacctmgr -n show cluster
     accounting_lines="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/linux"
@@ -268,13 +275,16 @@ printf '%s\nNodeName=%s Name=gpu File=%s\n' "$MARKER" "$NODE" "$gpu_files" >"$ST
 install_conf slurm.conf
 install_conf gres.conf
 
+if [[ "$ACCOUNTING" == 1 ]]; then
+    # The cluster, an account and root's association exist before slurmctld registers.
+    wait_for 60 "slurmdbd (sacctmgr)" sacctmgr -n show cluster
+    sacctmgr -i add cluster "$CLUSTER" >>"$STATE/logs/sacctmgr.log" 2>&1
+    sacctmgr -i add account sparsefrontier Cluster="$CLUSTER" Description=ci Organization=ci \
+        >>"$STATE/logs/sacctmgr.log" 2>&1
+    sacctmgr -i add user root Account=sparsefrontier Cluster="$CLUSTER" >>"$STATE/logs/sacctmgr.log" 2>&1
+fi
 start_daemon slurmctld "$STATE/logs/slurmctld.log" /usr/sbin/slurmctld /usr/sbin/slurmctld -D -i
 wait_for 60 "slurmctld (scontrol ping)" bash -c 'scontrol ping | grep -q UP'
-if [[ "$ACCOUNTING" == 1 ]]; then
-    sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
-    sacctmgr -i add account sparsefrontier Cluster="$CLUSTER" Description=ci Organization=ci >/dev/null 2>&1 || true
-    sacctmgr -i add user root Account=sparsefrontier Cluster="$CLUSTER" >/dev/null 2>&1 || true
-fi
 start_daemon slurmd "$STATE/logs/slurmd.log" /usr/sbin/slurmd /usr/sbin/slurmd -D
 node_idle() { [[ "$(sinfo -h -n "$NODE" -o %T)" == idle* ]]; }
 wait_for 60 "node $NODE to be idle (sinfo)" node_idle
