@@ -255,3 +255,18 @@ def test_paper_grid_plans_the_expected_jobs(tmp_path):
         (model, length): EXPECTED_GPUS[model][i] for model in models for i, length in enumerate(lengths)
     }
     assert math.isclose(planned[("qwen2.5-72b", 128000)]["runtime"], config["cluster"]["max_runtime_min"])
+
+
+def test_shards_keep_each_job_within_half_the_limit(paper):
+    config, fn = paper
+    half = config["cluster"]["max_runtime_min"] / 2
+    load = config["cluster"]["model_load_min"]
+    for model in config["models"]:
+        for length in config["lengths"]:
+            shards = fn["inference_shards"](config, model, length)
+            compute = fn["estimated_minutes"](config, model, length) - load
+            assert load + compute / shards <= half  # each shard fits, with room for a doubled retry
+            if shards > 1:  # and one shard fewer would not
+                assert load + compute / (shards - 1) > half
+    small = load_config("config.yaml")
+    assert resource_functions(small)["inference_shards"](small, "tiny-qwen2", 1024) == 1

@@ -176,6 +176,17 @@ def inference_over_time_limit(cfg):
     return over
 
 
+def inference_shards(cfg, model, length):
+    """Jobs the cells of one (model, length) would need so that each fits half the time limit
+    (the second attempt asks for twice the time). Not wired yet: the inference rule runs one job
+    per (model, length); this is the count a sharded rule would use (docs/cluster.md).
+    """
+    limit = _cluster_settings(cfg)["max_runtime_min"] / 2
+    load = _cluster_settings(cfg)["model_load_min"]
+    compute = estimated_minutes(cfg, model, length) - load
+    return max(1, math.ceil(compute / max(limit - load, 1)))
+
+
 # ---- the callables the inference rule names in `resources:` (Snakemake passes wildcards, attempt)
 
 
