@@ -75,7 +75,7 @@ def qwen_tokenizer(cache_dir: Path):
 
 def synthetic_qa_source(dataset: str, out: Path, seed: int = 0) -> Path:
     """A normalised QA source of the real one's shape, from story chapters (timing only)."""
-    chapters_per_doc, n_docs = {"squad": (1, 1500), "quality": (40, 120), "toefl": (6, 200)}[dataset]
+    chapters_per_doc, n_docs = {"squad": (1, 1500), "quality": (40, 120), "toefl": (8, 200)}[dataset]
     rng = random.Random(f"bench-{dataset}-{seed}")
     rows = []
     for d in range(n_docs):
