@@ -63,6 +63,8 @@ def test_split_items(answer, items):
         ("D: nothing", "D"),
         ("Option b", "B"),
         ("The correct choice is (C)", "C"),
+        ("The correct answer is C", "C"),
+        ("it has to be vitamin d", None),  # a lower-case last letter is a word, not a choice
         ("a", "A"),
         ("a large house", None),  # the article "a", not option A
         ("E", None),  # out of range for 4 options

@@ -74,19 +74,20 @@ _LETTER_ALONE = re.compile(r"^\(?([A-Za-z])\)?$")
 _LETTER_LEAD = re.compile(r"^\(?([A-Z])(?:\)|[.:](?:\s|$)|\s+[-–—]\s)")
 _LETTER_NAMED = re.compile(r"\b(?:option|choice|letter)\s*\(?([A-Za-z])\)?(?![A-Za-z])", re.IGNORECASE)
 _LETTER_PAREN = re.compile(r"\(([A-Za-z])\)")
+_LETTER_LAST = re.compile(r"(?:^|\s)([A-Z])[.)]?$")  # "... the correct one is C"
 
 
 def extract_choice(answer: str, n_options: int) -> str | None:
     """The option letter chosen in an answer line, upper-case, or None if none is stated.
 
     Accepts ``B``, ``(b)``, ``B) text``, ``B. text``, ``B: text``, ``Option B``, ``choice (b)``,
-    ``the correct one is (C)``.
+    ``the correct one is (C)``, ``the correct one is C``.
     A lower-case letter counts only when it stands alone or is named as an option, so that an
     answer starting with the article "a" is not read as option A.
     """
     valid = {chr(ord("A") + i) for i in range(n_options)}
     candidate = _clean(answer)
-    for pattern in (_LETTER_ALONE, _LETTER_LEAD, _LETTER_NAMED, _LETTER_PAREN):
+    for pattern in (_LETTER_ALONE, _LETTER_LEAD, _LETTER_NAMED, _LETTER_PAREN, _LETTER_LAST):
         match = pattern.search(candidate)
         if match and match.group(1).upper() in valid:
             return match.group(1).upper()
