@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from sparse_frontier.tasks.length import LengthFitter
+from sparse_frontier.tasks.base import FittedTask, Instance
+from sparse_frontier.tasks.length import LengthFitter, UnitsTooCoarse
 from sparse_frontier.tasks.prompt import count_tokens
 
 WORDS = "river stone lantern market silver quiet orchard harbor window meadow".split()
@@ -57,3 +58,37 @@ def test_chat_template_is_applied_and_counted(chat_tokenizer):
     assert fitted.prompt.endswith("<|im_start|>assistant\n")
     assert fitted.n_tokens == count_tokens(chat_tokenizer, fitted.prompt)
     assert 0.95 * 2048 <= fitted.n_tokens <= 2048
+
+
+class _CoarseTask(FittedTask):
+    """Units of 400 words (~600 tokens: no count fits a 1K target) with a one-word fallback."""
+
+    name = "coarse_test"
+    metric = "exact_match"
+    category = "retrieval"
+
+    def make_instance(self, rng, length, sample_id):
+        words = [rng.choice(WORDS) for _ in range(20000)]
+        chunk = 400
+
+        def coarse(n):
+            return "Header.\n" + " ".join(words[: n * chunk])
+
+        def fine(n):
+            return "Header.\n" + " ".join(words[:n])
+
+        fallback = Instance(fine, ("x",), len(words), {"unit": "word"})
+        return Instance(coarse, ("x",), len(words) // chunk, {"unit": "chunk"}, fallback)
+
+    def score(self, output, gold):
+        return 0.0
+
+
+def test_fallback_units_used_when_units_are_too_coarse(tiny_tokenizer):
+    samples = _CoarseTask().generate(tiny_tokenizer, 1024, 3, seed=0)
+    for sample in samples:
+        assert sample.meta["unit"] == "word"
+        assert 0.95 * 1024 <= sample.n_tokens <= 1024
+        assert sample.meta["fit_calls"] <= 14
+    with pytest.raises(UnitsTooCoarse):  # without a fallback the error stands
+        LengthFitter(tiny_tokenizer, 1024).fit(_CoarseTask().make_instance(random.Random(0), 1024, 0).render)

@@ -110,18 +110,21 @@ class FittedTask(Task):
         if n < 0:
             raise ValueError(f"The number of samples must be >= 0, got {n}.")
         self.prepare(tokenizer, length, n, seed)
-        fitter = LengthFitter(tokenizer, length)
+        # Fallback units are of another size, so they learn their own tokens-per-unit rate.
+        fitter, fine_fitter = LengthFitter(tokenizer, length), LengthFitter(tokenizer, length)
         samples = []
         for sample_id in range(n):
             instance = self.make_instance(sample_rng(self.name, seed, length, sample_id), length, sample_id)
             try:
                 fitted = fitter.fit(instance.render, instance.max_units)
-            except UnitsTooCoarse:
+                calls = fitted.n_calls
+            except UnitsTooCoarse as err:
                 if instance.fallback is None:
                     raise
                 instance = instance.fallback
-                fitted = fitter.fit(instance.render, instance.max_units)
+                fitted = fine_fitter.fit(instance.render, instance.max_units)
+                calls = err.n_calls + fitted.n_calls
             gold, meta = instance.resolve(fitted.n_units)
-            meta.update(n_units=fitted.n_units, fit_calls=fitted.n_calls)
+            meta.update(n_units=fitted.n_units, fit_calls=calls)
             samples.append(Sample(sample_id, fitted.prompt, gold, fitted.n_tokens, meta))
         return samples

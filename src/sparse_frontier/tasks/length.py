@@ -33,6 +33,10 @@ _MAX_MEASUREMENTS = 24
 class UnitsTooCoarse(ValueError):
     """No unit count lands in the window: one unit is larger than the window."""
 
+    def __init__(self, message: str, n_calls: int):
+        super().__init__(message)
+        self.n_calls = n_calls  # tokenizer calls spent before giving up
+
 
 @dataclass(frozen=True)
 class FittedPrompt:
@@ -103,7 +107,8 @@ class LengthFitter:
                     raise UnitsTooCoarse(
                         f"No filler count fits {self.low}-{self.length} tokens: {below[0]} units give "
                         f"{below[1]} tokens and {above[0]} give {above[1]}; one unit is too coarse for "
-                        "this target length, so use a longer target length."
+                        "this target length, so use a longer target length.",
+                        calls,
                     )
             if max_units is not None and n > max_units:
                 if below[0] >= max_units:
