@@ -9,6 +9,7 @@ the workers' per-request counters come back to the right prompt.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -69,6 +70,12 @@ class VllmEngine:
         from ...models import _check_source, load_tokenizer
 
         _check_source(str(model_dir))
+        # The plugin names a step's requests through the V1 model runner's persistent batch
+        # (``input_batch.req_ids``); on GPUs vLLM 0.32 defaults to Model Runner V2, which keeps
+        # its batch local to ``execute_model``. Inherited by the engine-core and worker processes.
+        if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0").lower() in ("1", "true"):
+            raise ValueError("engine 'vllm' needs vLLM's V1 model runner; unset VLLM_USE_V2_MODEL_RUNNER.")
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
         for key, value in FORCED.items():
             if key in settings and settings[key] != value:
                 log.warning("vllm engine: %s=%r ignored; sparse attention needs %s=%r.",

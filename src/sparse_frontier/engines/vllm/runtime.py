@@ -85,6 +85,11 @@ class SparseRuntime:
         ``additional_config["sparse_frontier"]["method"]`` is the spec the run starts with
         (``spec.method_to_spec``; absent or None = dense).
         """
+        if not (hasattr(runner, "input_batch") and hasattr(runner, "requests")):
+            raise RuntimeError(
+                f"{type(runner).__name__} has no persistent input batch; the sparse plugin needs vLLM's "
+                "V1 model runner (VLLM_USE_V2_MODEL_RUNNER=0, which VllmEngine sets)."
+            )
         self.runner = runner
         extra = vllm_config.additional_config or {}
         settings = extra.get(CONFIG_KEY, {}) if isinstance(extra, dict) else {}

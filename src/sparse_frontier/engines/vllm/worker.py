@@ -30,7 +30,8 @@ class SparseWorkerExtension:
     def sparse_configure(self, spec: dict | None) -> dict[str, Any]:
         """Use the method ``spec`` (see ``spec.method_to_spec``; None = dense) from the next step on."""
         runtime = get_runtime()
-        runtime.runner = self.model_runner  # type: ignore[attr-defined]
+        if runtime.runner is None:
+            raise RuntimeError("sparse_configure before sparse_bind; construct the engine with VllmEngine.")
         runtime.configure(spec)
         return {"rank": int(getattr(self, "rank", 0)), "method": repr(runtime.method)}
 
