@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from .base import PHASES, AttentionMethod, AttentionResult, analysis_phase, causal_pairs, dense_attention
 
 METHODS: dict[str, type[AttentionMethod]] = {}
@@ -30,7 +32,15 @@ def get_method(name: str, compression_ratio: float = 1.0, **params) -> Attention
     if name not in METHODS:
         known = ", ".join(sorted(METHODS))
         raise KeyError(f"Unknown attention method '{name}'; choose one of: {known}.")
-    return METHODS[name](compression_ratio=compression_ratio, **params)
+    cls = METHODS[name]
+    allowed = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "compression_ratio"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(
+            f"Method '{name}' has no parameter {', '.join(unknown)}; "
+            f"its parameters are: {', '.join(sorted(allowed)) or 'none'}."
+        )
+    return cls(compression_ratio=compression_ratio, **params)
 
 
 __all__ = [
