@@ -82,6 +82,6 @@ def test_density_report_prints_one_row_per_method_length_and_ratio(capsys):
 
 
 def test_unknown_parameter_names_the_method_and_its_parameters():
-    with pytest.raises(ValueError, match="approx_window"):
+    with pytest.raises(TypeError, match="approx_window"):
         get_method("vertical_slash", 2, window=512)
     assert get_method("vertical_slash", 2, approx_window=512).approx_window == 512

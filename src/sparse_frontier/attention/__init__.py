@@ -36,7 +36,8 @@ def get_method(name: str, compression_ratio: float = 1.0, **params) -> Attention
     allowed = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "compression_ratio"}
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise ValueError(
+        # TypeError, as for any unexpected keyword: callers (the pipeline) catch it to name the config key.
+        raise TypeError(
             f"Method '{name}' has no parameter {', '.join(unknown)}; "
             f"its parameters are: {', '.join(sorted(allowed)) or 'none'}."
         )
