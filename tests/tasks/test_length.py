@@ -78,7 +78,7 @@ class _CoarseTask(FittedTask):
             return "Header.\n" + " ".join(words[:n])
 
         fallback = Instance(fine, ("x",), len(words), {"unit": "word"})
-        return Instance(coarse, ("x",), len(words) // chunk, {"unit": "chunk"}, fallback)
+        return Instance(coarse, ("x",), len(words) // chunk, {"unit": "chunk"}, lambda _below: fallback)
 
     def score(self, output, gold):
         return 0.0

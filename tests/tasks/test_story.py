@@ -37,9 +37,24 @@ def test_determinism(task, tiny_tokenizer):
     assert_deterministic(task, tiny_tokenizer, 8192)
 
 
-def test_filtering_has_exactly_three_purchase_free_chapters(tiny_tokenizer):
+def test_short_targets_fill_with_a_neutral_prologue(tiny_tokenizer):
+    used = 0
+    for name in ["story_multihop", "story_filtering"]:
+        samples = get_task(name).generate(tiny_tokenizer, 2048, 4, seed=5)
+        assert_lengths(samples, tiny_tokenizer, 2048)
+        for sample in samples:
+            context = context_of(sample.prompt)
+            prologue = context.split("Chapter 1\n")[0]
+            assert (sample.meta["prologue_sentences"] > 0) == prologue.startswith("Prologue\n")
+            assert not BUYING.search(prologue) and "Chapter" not in prologue
+            used += sample.meta["prologue_sentences"] > 0
+    assert used, "at 2K one chapter overshoots the window, so some sample needs the prologue"
+
+
+@pytest.mark.parametrize("length", [2048, 16384])
+def test_filtering_has_exactly_three_purchase_free_chapters(tiny_tokenizer, length):
     task = get_task("story_filtering")
-    for sample in task.generate(tiny_tokenizer, 16384, 4, seed=1):
+    for sample in task.generate(tiny_tokenizer, length, 4, seed=1):
         chapters = _chapters(sample.prompt)
         no_purchase = {str(i) for i, text in chapters.items() if not BUYING.search(text)}
         assert no_purchase == set(sample.gold) and len(sample.gold) == 3
@@ -47,9 +62,10 @@ def test_filtering_has_exactly_three_purchase_free_chapters(tiny_tokenizer):
             assert re.search(r"\b(gave|present|handed|found|discovered|admired|showed)\b", chapters[int(i)])
 
 
-def test_multihop_answer_is_unique(tiny_tokenizer):
+@pytest.mark.parametrize("length", [2048, 16384])
+def test_multihop_answer_is_unique(tiny_tokenizer, length):
     task = get_task("story_multihop")
-    for sample in task.generate(tiny_tokenizer, 16384, 4, seed=2):
+    for sample in task.generate(tiny_tokenizer, length, 4, seed=2):
         chapters = _chapters(sample.prompt)
         target = sample.meta["target_item"]
         holding = [i for i, text in chapters.items() if re.search(rf"\b{target}\b", text)]

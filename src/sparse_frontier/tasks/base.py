@@ -67,16 +67,17 @@ class Instance:
     max_units: the most filler units the instance can supply (None: unbounded)
     meta:      flat, Parquet-friendly facts about the sample (str, int, float, lists of str),
                or a function of the unit count returning them
-    fallback:  the same sample with finer filler units, used only when no count of these
-               units lands in the window (e.g. QA cut at words when sentences are too long
-               for a short target)
+    fallback:  used only when no count of these units lands in the window: a function of
+               the largest count below the window returning the same sample with finer
+               filler units (QA: cut at words instead of sentences; Story: that many
+               chapters plus prologue sentences)
     """
 
     render: Callable[[int], str]
     gold: tuple[str, ...] | Callable[[int], tuple[str, ...]]
     max_units: int | None = None
     meta: dict | Callable[[int], dict] = field(default_factory=dict)
-    fallback: Instance | None = None
+    fallback: Callable[[int], Instance] | None = None
 
     def resolve(self, n_units: int) -> tuple[tuple[str, ...], dict]:
         """The gold answers and meta of the prompt rendered with ``n_units`` filler units."""
@@ -121,7 +122,7 @@ class FittedTask(Task):
             except UnitsTooCoarse as err:
                 if instance.fallback is None:
                     raise
-                instance = instance.fallback
+                instance = instance.fallback(err.below_units)
                 fitted = fine_fitter.fit(instance.render, instance.max_units)
                 calls = err.n_calls + fitted.n_calls
             gold, meta = instance.resolve(fitted.n_units)

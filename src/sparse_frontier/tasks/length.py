@@ -33,9 +33,10 @@ _MAX_MEASUREMENTS = 24
 class UnitsTooCoarse(ValueError):
     """No unit count lands in the window: one unit is larger than the window."""
 
-    def __init__(self, message: str, n_calls: int):
+    def __init__(self, message: str, n_calls: int, below_units: int):
         super().__init__(message)
         self.n_calls = n_calls  # tokenizer calls spent before giving up
+        self.below_units = below_units  # the largest unit count found below the window
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class LengthFitter:
                         f"{below[1]} tokens and {above[0]} give {above[1]}; one unit is too coarse for "
                         "this target length, so use a longer target length.",
                         calls,
+                        below[0],
                     )
             if max_units is not None and n > max_units:
                 if below[0] >= max_units:

@@ -147,6 +147,35 @@ _CLOSING = (
 )
 # Items: any describing word goes with any noun; metals only with things that can be metal
 # (no "silver hat"). Unique within a story, so the item list bounds the number of chapters.
+# Opening sentences about the journey: no place, person, item or transaction, so a prologue of
+# any length changes no answer. Short targets use them to fill what a whole chapter overshoots.
+PROLOGUE = (
+    "{name} had dreamed of this journey for years.",
+    "The map was old and creased from much folding.",
+    "{name} packed light: a change of clothes, a water flask and a notebook.",
+    "Friends had warned that the roads were long and the inns far apart.",
+    "None of that mattered once the decision was made.",
+    "On the last evening at home, {name} sat by the window and listened to the rain.",
+    "The plan was simple: go where the roads led and write everything down.",
+    "Each evening {name} would record the day in the notebook, chapter by chapter.",
+    "The first morning was grey, with a cold wind from the north.",
+    "{name} closed the gate, looked back once, and set off.",
+    "The road wound between fields and low stone walls.",
+    "Birds rose from the hedges as {name} walked past.",
+    "By midday the clouds had cleared and the sun was warm.",
+    "It felt strange and wonderful to have nowhere to be.",
+    "{name} stopped to rest under a wide oak tree.",
+    "A cart passed, its driver nodding a silent greeting.",
+    "The hills ahead looked blue in the afternoon haze.",
+    "{name} thought about the people at home and smiled.",
+    "There would be much to tell them on the return.",
+    "The evening light turned the fields to gold.",
+    "Somewhere far off, a dog was barking.",
+    "{name} counted the milestones to pass the time.",
+    "The air smelled of cut grass and wood smoke.",
+    "It was the beginning of a long journey.",
+)
+
 ITEM_ADJECTIVES = (
     "red blue green yellow black white grey brown purple orange small large tiny heavy old antique "
     "worn plain simple ornate elegant rustic sturdy delicate painted"
@@ -275,10 +304,22 @@ class Story:
         body = " ".join(s.format(**fields) for s in sentences)
         return f"Chapter {chapter.index}\n{body}"
 
-    def render(self, chapters: list[ChapterFacts], kinds: dict[int, str] | None = None) -> str:
-        """The story text; ``kinds`` maps chapter indices to overriding transaction kinds."""
+    def render(
+        self, chapters: list[ChapterFacts], kinds: dict[int, str] | None = None, prologue: int = 0
+    ) -> str:
+        """The story text.
+
+        kinds:    chapter index -> transaction kind overriding the drawn one
+        prologue: number of opening sentences (from :data:`PROLOGUE`) before Chapter 1
+        """
+        if prologue > len(PROLOGUE):
+            raise ValueError(f"A prologue has at most {len(PROLOGUE)} sentences, {prologue} were asked.")
         kinds = kinds or {}
-        return "\n\n".join(self.render_chapter(c, kinds.get(c.index)) for c in chapters)
+        parts = [self.render_chapter(c, kinds.get(c.index)) for c in chapters]
+        if prologue:
+            opening = " ".join(s.format(name=self.name) for s in PROLOGUE[:prologue])
+            parts.insert(0, f"Prologue\n{opening}")
+        return "\n\n".join(parts)
 
 
 def pick_chapters(fractions: list[float], n_chapters: int, lowest: int = 1) -> list[int]:

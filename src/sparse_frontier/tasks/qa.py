@@ -153,7 +153,7 @@ class _QATask(FittedTask):
             "question says which one. Your task is to answer the question using that document."
         )
 
-        def instance(stream: _Stream, fallback: Instance | None) -> Instance:
+        def instance(stream: _Stream, fallback: Callable[[int], Instance] | None) -> Instance:
             def layout(n_units: int) -> tuple[list[str], int]:
                 docs = stream.take(n_units)
                 position = round(depth * len(docs))
@@ -177,7 +177,8 @@ class _QATask(FittedTask):
 
             return Instance(render, gold, stream.total(), meta, fallback)
 
-        return instance(_Stream(distractors), instance(_Stream(distractors, word_ends), None))
+        by_words = instance(_Stream(distractors, word_ends), None)
+        return instance(_Stream(distractors), lambda _below: by_words)
 
     def pose(self, row) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
         """(question text, answer format, rules, gold) for one source row."""

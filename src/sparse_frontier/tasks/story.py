@@ -16,7 +16,9 @@ Paper, Appendix A.2.3 (narratives in :mod:`.narrative`; the length fitter's unit
 
 Which chapters the questions name is drawn as fractions of the story once per sample, so the
 chapters move proportionally as the length fitter grows the story; gold answers are read
-from the chapters the final prompt contains.
+from the chapters the final prompt contains. The length fitter's unit is a chapter; at short
+targets, where one chapter overshoots the 5% window, the story keeps the most chapters that
+fit and a prologue of journey sentences (no place, person, item or purchase) fills the rest.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from . import register
 from .answers import extract_answer, split_items
 from .base import FittedTask, Instance
 from .metrics import exact_match, iou, item_matches
-from .narrative import ChapterFacts, Story, pick_chapters
+from .narrative import PROLOGUE, ChapterFacts, Story, pick_chapters
 from .prompt import build_prompt
 
 
@@ -69,25 +71,44 @@ class _StoryTask(FittedTask):
             "an item. Read the story carefully and answer the question about it."
         )
 
-        def posed(n_units: int) -> tuple[list[ChapterFacts], _Posed]:
-            chapters = story.take(self.min_chapters + n_units)
-            return chapters, self.pose(story, chapters, choices)
+        def instance(extra_chapters: int | None) -> Instance:
+            """Units are chapters; or, with ``extra_chapters`` fixed, prologue sentences."""
 
-        def render(n_units: int) -> str:
-            chapters, p = posed(n_units)
-            context = story.render(chapters, p.overrides)
-            return build_prompt(instructions, context, p.question, p.answer_format, p.rules)
+            def layout(n_units: int) -> tuple[int, int]:  # (chapters, prologue sentences)
+                if extra_chapters is None:
+                    return self.min_chapters + n_units, 0
+                return self.min_chapters + extra_chapters, n_units
 
-        def meta(n_units: int) -> dict:
-            _, p = posed(n_units)
-            return {"traveller": story.name, "n_chapters": self.min_chapters + n_units, **p.meta}
+            def posed(n_units: int) -> tuple[list[ChapterFacts], int, _Posed]:
+                n_chapters, prologue = layout(n_units)
+                chapters = story.take(n_chapters)
+                return chapters, prologue, self.pose(story, chapters, choices)
 
-        return Instance(
-            render=render,
-            gold=lambda n_units: posed(n_units)[1].gold,
-            max_units=story.max_chapters - self.min_chapters,
-            meta=meta,
-        )
+            def render(n_units: int) -> str:
+                chapters, prologue, p = posed(n_units)
+                context = story.render(chapters, p.overrides, prologue)
+                return build_prompt(instructions, context, p.question, p.answer_format, p.rules)
+
+            def meta(n_units: int) -> dict:
+                chapters, prologue, p = posed(n_units)
+                return {
+                    "traveller": story.name,
+                    "n_chapters": len(chapters),
+                    "prologue_sentences": prologue,
+                    **p.meta,
+                }
+
+            return Instance(
+                render=render,
+                gold=lambda n_units: posed(n_units)[2].gold,
+                max_units=len(PROLOGUE)
+                if extra_chapters is not None
+                else story.max_chapters - self.min_chapters,
+                meta=meta,
+                fallback=None if extra_chapters is not None else instance,
+            )
+
+        return instance(None)
 
 
 _RETRIEVAL_KINDS = ("place", "person", "item")
