@@ -144,74 +144,77 @@ wait_for() { # seconds description command...: poll until the command succeeds
     die "timed out after ${limit}s waiting for $what"
 }
 
-# ---------------------------------------------------------------- setup
-[[ $EUID -eq 0 ]] || die "run as root: it installs Debian packages and starts Slurm's daemons (sudo $0)."
-command -v snakemake >/dev/null || die "snakemake is not on the PATH; install the project first (pip install -e '.[slurm]')."
-python3 -c "import snakemake_executor_plugin_slurm" 2>/dev/null ||
-    die "the Slurm executor plugin is missing; install it with pip install -e '.[slurm]'."
-[[ -f "$SOURCE/Snakefile" || -f "$SOURCE/workflow/Snakefile" ]] || die "no Snakefile under $SOURCE (SF_SLURM_SOURCE)."
+# The run is one function that bash reads whole before it starts, so editing this file during a
+# run cannot change what the run executes.
+main() {
+    # ---------------------------------------------------------------- setup
+    [[ $EUID -eq 0 ]] || die "run as root: it installs Debian packages and starts Slurm's daemons (sudo $0)."
+    command -v snakemake >/dev/null || die "snakemake is not on the PATH; install the project first (pip install -e '.[slurm]')."
+    python3 -c "import snakemake_executor_plugin_slurm" 2>/dev/null ||
+        die "the Slurm executor plugin is missing; install it with pip install -e '.[slurm]'."
+    [[ -f "$SOURCE/Snakefile" || -f "$SOURCE/workflow/Snakefile" ]] || die "no Snakefile under $SOURCE (SF_SLURM_SOURCE)."
 
-if [[ -d "$STATE/pids" ]]; then
-    log "stopping what an earlier run left behind"
-    stop_all
-    restore_confs
-fi
-rm -rf "$STATE"
-mkdir -p "$STATE"/{etc,pids,logs,backup,ctld,spool,run}
-trap cleanup EXIT INT TERM
-
-packages=(slurmctld slurmd slurm-client munge)
-[[ "$ACCOUNTING" == 1 ]] && packages+=(slurmdbd mariadb-server)
-missing=()
-for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]} from Debian"
-    export DEBIAN_FRONTEND=noninteractive
-    # Keep the packages' init scripts from starting daemons of their own: this script starts them.
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        POLICY_RC=/usr/sbin/policy-rc.d
-        printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC" && chmod +x "$POLICY_RC"
+    if [[ -d "$STATE/pids" ]]; then
+        log "stopping what an earlier run left behind"
+        stop_all
+        restore_confs
     fi
-    timeout 600 apt-get update -qq >"$STATE/logs/apt.log" 2>&1 || die "apt-get update failed (see $STATE/logs/apt.log)"
-    installed=0
-    timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$STATE/logs/apt.log" 2>&1 && installed=1
-    if [[ -n "$POLICY_RC" ]]; then rm -f "$POLICY_RC"; POLICY_RC=""; fi
-    ((installed)) || die "apt-get install ${missing[*]} failed (see $STATE/logs/apt.log)"
-fi
-if pgrep -x slurmctld >/dev/null && [[ ! -f "$STATE/pids/slurmctld.pid" ]]; then
-    die "a slurmctld that this script did not start is running; stop it first (it would clash on port 6817)."
-fi
+    rm -rf "$STATE"
+    mkdir -p "$STATE"/{etc,pids,logs,backup,ctld,spool,run}
+    trap cleanup EXIT INT TERM
 
-# ---------------------------------------------------------------- munge
-if timeout 5 bash -c 'munge -n | unmunge' >/dev/null 2>&1; then
-    log "using the munged that is already running"
-else
-    mkdir -p /run/munge /var/lib/munge /var/log/munge
-    chown munge:munge /run/munge /var/lib/munge /var/log/munge
-    if [[ ! -s /etc/munge/munge.key ]]; then mungekey --create --keyfile=/etc/munge/munge.key; fi
-    chown munge:munge /etc/munge/munge.key
-    chmod 0400 /etc/munge/munge.key
-    touch "$STATE/logs/munged.log" && chown munge "$STATE/logs/munged.log"
-    start_daemon munged "$STATE/logs/munged.log" /usr/sbin/munged \
-        setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged --foreground --force \
-        --log-file="$STATE/logs/munged.log"
-    wait_for 20 "munged" bash -c 'munge -n | unmunge'
-fi
+    packages=(slurmctld slurmd slurm-client munge)
+    [[ "$ACCOUNTING" == 1 ]] && packages+=(slurmdbd mariadb-server)
+    missing=()
+    for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]} from Debian"
+        export DEBIAN_FRONTEND=noninteractive
+        # Keep the packages' init scripts from starting daemons of their own: this script starts them.
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            POLICY_RC=/usr/sbin/policy-rc.d
+            printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC" && chmod +x "$POLICY_RC"
+        fi
+        timeout 600 apt-get update -qq >"$STATE/logs/apt.log" 2>&1 || die "apt-get update failed (see $STATE/logs/apt.log)"
+        installed=0
+        timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$STATE/logs/apt.log" 2>&1 && installed=1
+        if [[ -n "$POLICY_RC" ]]; then rm -f "$POLICY_RC"; POLICY_RC=""; fi
+        ((installed)) || die "apt-get install ${missing[*]} failed (see $STATE/logs/apt.log)"
+    fi
+    if pgrep -x slurmctld >/dev/null && [[ ! -f "$STATE/pids/slurmctld.pid" ]]; then
+        die "a slurmctld that this script did not start is running; stop it first (it would clash on port 6817)."
+    fi
 
-# ---------------------------------------------------------------- accounting (optional)
-accounting_lines="AccountingStorageType=accounting_storage/none"
-if [[ "$ACCOUNTING" == 1 ]]; then
-    db=$STATE/mysql
-    mkdir -p "$db"
-    mariadb-install-db --user=root --datadir="$db/data" --auth-root-authentication-method=socket \
-        >"$STATE/logs/mariadb-install.log" 2>&1 || die "mariadb-install-db failed (see $STATE/logs/mariadb-install.log)"
-    # The default socket path, where slurmdbd's client library looks for a server on localhost.
-    mkdir -p /run/mysqld
-    start_daemon mariadbd "$STATE/logs/mariadbd.log" /usr/sbin/mariadbd /usr/sbin/mariadbd --no-defaults --user=root \
-        --datadir="$db/data" --socket=/run/mysqld/mysqld.sock --pid-file="$db/mysqld.pid" --skip-networking \
-        --log-error="$STATE/logs/mariadbd.log"
-    wait_for 60 "mariadbd" mariadb --socket=/run/mysqld/mysqld.sock -e "select 1"
-    cat >"$STATE/etc/slurmdbd.conf" <<EOF
+    # ---------------------------------------------------------------- munge
+    if timeout 5 bash -c 'munge -n | unmunge' >/dev/null 2>&1; then
+        log "using the munged that is already running"
+    else
+        mkdir -p /run/munge /var/lib/munge /var/log/munge
+        chown munge:munge /run/munge /var/lib/munge /var/log/munge
+        if [[ ! -s /etc/munge/munge.key ]]; then mungekey --create --keyfile=/etc/munge/munge.key; fi
+        chown munge:munge /etc/munge/munge.key
+        chmod 0400 /etc/munge/munge.key
+        touch "$STATE/logs/munged.log" && chown munge "$STATE/logs/munged.log"
+        start_daemon munged "$STATE/logs/munged.log" /usr/sbin/munged \
+            setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged --foreground --force \
+            --log-file="$STATE/logs/munged.log"
+        wait_for 20 "munged" bash -c 'munge -n | unmunge'
+    fi
+
+    # ---------------------------------------------------------------- accounting (optional)
+    accounting_lines="AccountingStorageType=accounting_storage/none"
+    if [[ "$ACCOUNTING" == 1 ]]; then
+        db=$STATE/mysql
+        mkdir -p "$db"
+        mariadb-install-db --user=root --datadir="$db/data" --auth-root-authentication-method=socket \
+            >"$STATE/logs/mariadb-install.log" 2>&1 || die "mariadb-install-db failed (see $STATE/logs/mariadb-install.log)"
+        # The default socket path, where slurmdbd's client library looks for a server on localhost.
+        mkdir -p /run/mysqld
+        start_daemon mariadbd "$STATE/logs/mariadbd.log" /usr/sbin/mariadbd /usr/sbin/mariadbd --no-defaults --user=root \
+            --datadir="$db/data" --socket=/run/mysqld/mysqld.sock --pid-file="$db/mysqld.pid" --skip-networking \
+            --log-error="$STATE/logs/mariadbd.log"
+        wait_for 60 "mariadbd" mariadb --socket=/run/mysqld/mysqld.sock -e "select 1"
+        cat >"$STATE/etc/slurmdbd.conf" <<EOF
 $MARKER
 AuthType=auth/munge
 DbdHost=localhost
@@ -224,24 +227,24 @@ StoragePort=3306
 StorageUser=root
 StorageLoc=slurm_acct_db
 EOF
-    chmod 600 "$STATE/etc/slurmdbd.conf"
-    install_conf slurmdbd.conf
-    start_daemon slurmdbd "$STATE/logs/slurmdbd.log" /usr/sbin/slurmdbd /usr/sbin/slurmdbd -D
-    accounting_lines="AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
-JobAcctGatherType=jobacct_gather/linux"
-fi
+        chmod 600 "$STATE/etc/slurmdbd.conf"
+        install_conf slurmdbd.conf
+        start_daemon slurmdbd "$STATE/logs/slurmdbd.log" /usr/sbin/slurmdbd /usr/sbin/slurmdbd -D
+        accounting_lines="AccountingStorageType=accounting_storage/slurmdbd
+    AccountingStorageHost=localhost
+    JobAcctGatherType=jobacct_gather/linux"
+    fi
 
-# ---------------------------------------------------------------- slurm.conf, gres.conf
-mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
-# Fake GPUs: gres.conf needs one distinct file per device (a missing File= makes the node INVAL).
-mkdir -p "$STATE/dev"
-for i in $(seq 0 $((FAKE_GPUS - 1))); do touch "$STATE/dev/fakegpu$i"; done
-gpu_files="$STATE/dev/fakegpu[0-$((FAKE_GPUS - 1))]"
-# The node advertises CPUS (default at least 8) even on a 2-core machine, so that the real profile's
-# cpus_per_task requests schedule unchanged; config_overrides makes slurmd accept a config larger than the
-# hardware. The test profile's `jobs` keeps the real concurrency low.
-cat >"$STATE/etc/slurm.conf" <<EOF
+    # ---------------------------------------------------------------- slurm.conf, gres.conf
+    mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
+    # Fake GPUs: gres.conf needs one distinct file per device (a missing File= makes the node INVAL).
+    mkdir -p "$STATE/dev"
+    for i in $(seq 0 $((FAKE_GPUS - 1))); do touch "$STATE/dev/fakegpu$i"; done
+    gpu_files="$STATE/dev/fakegpu[0-$((FAKE_GPUS - 1))]"
+    # The node advertises CPUS (default at least 8) even on a 2-core machine, so that the real profile's
+    # cpus_per_task requests schedule unchanged; config_overrides makes slurmd accept a config larger than the
+    # hardware. The test profile's `jobs` keeps the real concurrency low.
+    cat >"$STATE/etc/slurm.conf" <<EOF
 $MARKER
 ClusterName=$CLUSTER
 SlurmctldHost=$NODE
@@ -271,114 +274,117 @@ $accounting_lines
 NodeName=$NODE CPUs=$CPUS RealMemory=$mem_mb Gres=gpu:$FAKE_GPUS State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
-printf '%s\nNodeName=%s Name=gpu File=%s\n' "$MARKER" "$NODE" "$gpu_files" >"$STATE/etc/gres.conf"
-install_conf slurm.conf
-install_conf gres.conf
+    printf '%s\nNodeName=%s Name=gpu File=%s\n' "$MARKER" "$NODE" "$gpu_files" >"$STATE/etc/gres.conf"
+    install_conf slurm.conf
+    install_conf gres.conf
 
-if [[ "$ACCOUNTING" == 1 ]]; then
-    # The cluster, an account and root's association exist before slurmctld registers.
-    wait_for 60 "slurmdbd (sacctmgr)" sacctmgr -n show cluster
-    sacctmgr -i add cluster "$CLUSTER" >>"$STATE/logs/sacctmgr.log" 2>&1
-    sacctmgr -i add account sparsefrontier Cluster="$CLUSTER" Description=ci Organization=ci \
-        >>"$STATE/logs/sacctmgr.log" 2>&1
-    sacctmgr -i add user root Account=sparsefrontier Cluster="$CLUSTER" >>"$STATE/logs/sacctmgr.log" 2>&1
-fi
-start_daemon slurmctld "$STATE/logs/slurmctld.log" /usr/sbin/slurmctld /usr/sbin/slurmctld -D -i
-wait_for 60 "slurmctld (scontrol ping)" bash -c 'scontrol ping | grep -q UP'
-start_daemon slurmd "$STATE/logs/slurmd.log" /usr/sbin/slurmd /usr/sbin/slurmd -D
-node_idle() { [[ "$(sinfo -h -n "$NODE" -o %T)" == idle* ]]; }
-wait_for 60 "node $NODE to be idle (sinfo)" node_idle
-log "cluster up: $(sinfo -h -o '%P %D %T %c CPUs %m MB %G')"
-
-# ---------------------------------------------------------------- the workflow, in a copy of the tree
-unset SNAKEMAKE_PROFILE # only the profiles named below
-snake() { # logfile args...: run snakemake under a time limit, return its status
-    local logfile=$1
-    shift
-    set +e
-    timeout --kill-after=30 "$RUN_TIMEOUT" snakemake "$@" >"$logfile" 2>&1
-    local rc=$?
-    set -e
-    return $rc
-}
-submitted_jobids() { grep -oE 'submitted with SLURM jobid [0-9]+' "$1" | awk '{print $NF}'; }
-
-mkdir -p "$STATE/work"
-# Tracked files plus untracked ones git does not ignore: what a checkout of this tree would hold.
-(cd "$SOURCE" && { git ls-files -z --cached --others --exclude-standard 2>/dev/null || find . -type f -print0; } |
-    tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$STATE/work"
-cd "$STATE/work"
-profile_args=(--profile "$REPO/profiles/slurm" --workflow-profile "$REPO/profiles/slurm-test")
-# With accounting, poll through sacct as a real cluster would (the test profile says squeue).
-[[ "$ACCOUNTING" == 1 ]] && profile_args+=(--slurm-status-command sacct)
-
-log "default workflow under Slurm (limit ${RUN_TIMEOUT}s): snakemake ${profile_args[*]} $*"
-run1=$STATE/logs/workflow-run.log
-snake "$run1" "${profile_args[@]}" "$@" || die "the default workflow failed under Slurm (status $?; see $run1)"
-mapfile -t jobids < <(submitted_jobids "$run1")
-((${#jobids[@]} > 0)) || die "no job was submitted to Slurm (see $run1)"
-planned=$(grep -oE '^total +[0-9]+' "$run1" | head -1 | awk '{print $2}')
-remote=$(grep -cE '^\s*rule [A-Za-z0-9_]+:' "$run1" || true)  # grouped jobs are indented
-localrules=$(grep -cE '^localrule [A-Za-z0-9_]+:' "$run1" || true)
-finished=$(grep -cE '^Finished jobid' "$run1" || true)
-log "workflow done: $planned jobs planned, $finished finished; $remote ran in ${#jobids[@]} Slurm jobs, $localrules locally"
-[[ -n "$planned" && "$finished" == "$planned" && "$((remote + localrules))" == "$planned" ]] ||
-    die "planned $planned jobs, finished $finished, ran $remote under Slurm and $localrules locally (see $run1)"
-((remote >= ${#jobids[@]})) || die "more Slurm jobs (${#jobids[@]}) than workflow jobs sent to Slurm ($remote)"
-# Final state of every Slurm job (sacct with accounting, squeue otherwise: MinJobAge keeps finished
-# jobs listed), in one query, retried: on a loaded machine a single RPC can time out.
-states=$STATE/logs/job-states.txt
-for _ in 1 2 3 4 5; do
     if [[ "$ACCOUNTING" == 1 ]]; then
-        sacct -X -n -P -o JobIDRaw,State >"$states" 2>>"$STATE/logs/job-states.err" && break
-    else
-        squeue --noheader --states=all -o '%i|%T' >"$states" 2>>"$STATE/logs/job-states.err" && break
+        # The cluster, an account and root's association exist before slurmctld registers.
+        wait_for 60 "slurmdbd (sacctmgr)" sacctmgr -n show cluster
+        sacctmgr -i add cluster "$CLUSTER" >>"$STATE/logs/sacctmgr.log" 2>&1
+        sacctmgr -i add account sparsefrontier Cluster="$CLUSTER" Description=ci Organization=ci \
+            >>"$STATE/logs/sacctmgr.log" 2>&1
+        sacctmgr -i add user root Account=sparsefrontier Cluster="$CLUSTER" >>"$STATE/logs/sacctmgr.log" 2>&1
     fi
-    sleep 3
-done
-for id in "${jobids[@]}"; do
-    state=$(awk -F'|' -v id="$id" '$1 == id {print $2}' "$states")
-    [[ "$state" == COMPLETED ]] || die "Slurm job $id is '$state', not COMPLETED (see $states)"
-done
-# Every output of the DAG exists and is not empty.
-snakemake --summary "${profile_args[@]}" "$@" >"$STATE/logs/summary.tsv" 2>"$STATE/logs/summary.log" ||
-    die "snakemake --summary failed (see $STATE/logs/summary.log)"
-checked=0
-# Columns: output_file date rule log-file(s) status plan; empty fields, so no `read` on tabs.
-while IFS=$'\x1f' read -r file rule status; do
-    [[ -z "$file" ]] && continue
-    [[ -e "$file" ]] || die "output $file of rule $rule is missing"
-    if [[ -f "$file" && ! -s "$file" ]]; then die "output $file of rule $rule is empty"; fi
-    [[ "$status" == ok ]] || die "output $file of rule $rule has status '$status' after the run"
-    checked=$((checked + 1))
-done < <(awk -F'\t' 'NR > 1 {print $1 "\x1f" $3 "\x1f" $5}' "$STATE/logs/summary.tsv")
-((checked > 0)) || die "snakemake --summary listed no outputs"
-log "all $checked outputs exist and are up to date"
-rerun=$STATE/logs/workflow-rerun.log
-snake "$rerun" "${profile_args[@]}" "$@" || die "the rerun of the finished workflow failed (see $rerun)"
-grep -q "Nothing to be done" "$rerun" && [[ -z "$(submitted_jobids "$rerun")" ]] ||
-    die "the rerun of the finished workflow did work again (see $rerun)"
-log "rerun: nothing to be done"
+    start_daemon slurmctld "$STATE/logs/slurmctld.log" /usr/sbin/slurmctld /usr/sbin/slurmctld -D -i
+    wait_for 60 "slurmctld (scontrol ping)" bash -c 'scontrol ping | grep -q UP'
+    start_daemon slurmd "$STATE/logs/slurmd.log" /usr/sbin/slurmd /usr/sbin/slurmd -D
+    node_idle() { [[ "$(sinfo -h -n "$NODE" -o %T)" == idle* ]]; }
+    wait_for 60 "node $NODE to be idle (sinfo)" node_idle
+    log "cluster up: $(sinfo -h -o '%P %D %T %c CPUs %m MB %G')"
 
-# ---------------------------------------------------------------- failure, resume, multi-GPU
-fail_dir=$STATE/failing
-mkdir -p "$fail_dir"
-cd "$fail_dir"
-fail_args=(--snakefile "$REPO/tests/slurm/failing/Snakefile" "${profile_args[@]}" --retries 0)
-touch FAIL # the rule `flaky` fails while this file exists
-fail_log=$STATE/logs/failing-run.log
-if snake "$fail_log" "${fail_args[@]}"; then die "the workflow with a failing rule exited 0 (see $fail_log)"; fi
-grep -q "Error in rule flaky" "$fail_log" || die "Snakemake did not name the failing rule 'flaky' (see $fail_log)"
-[[ -s out/prepared.txt ]] || die "the job before the failure did not finish (see $fail_log)"
-prepared_mtime=$(stat -c %Y out/prepared.txt)
-log "failing rule: Snakemake exited non-zero and named rule flaky"
-rm -f FAIL
-resume_log=$STATE/logs/failing-resume.log
-snake "$resume_log" "${fail_args[@]}" || die "the rerun after the failure did not complete (see $resume_log)"
-[[ "$(stat -c %Y out/prepared.txt)" == "$prepared_mtime" ]] || die "the rerun redid the finished job 'prepare'"
-grep -qE '^rule prepare:' "$resume_log" && die "the rerun submitted the finished job 'prepare' again"
-[[ "$(submitted_jobids "$resume_log" | wc -l)" == 1 ]] || die "the rerun should submit exactly one job (see $resume_log)"
-# `prepare` asked for 2 GPUs; Slurm must have granted two fake GPUs to its job.
-gpus=$(sed -n 's/^gpus_on_node=//p' out/prepared.txt)
-[[ "$gpus" == 2 ]] || die "a job asking for gpu=2 was given '$gpus' GPUs by Slurm (see out/prepared.txt)"
-log "rerun after failure: only 'flaky' ran again; the gpu=2 job was given $gpus GPUs"
+    # ---------------------------------------------------------------- the workflow, in a copy of the tree
+    unset SNAKEMAKE_PROFILE # only the profiles named below
+    snake() { # logfile args...: run snakemake under a time limit, return its status
+        local logfile=$1
+        shift
+        set +e
+        timeout --kill-after=30 "$RUN_TIMEOUT" snakemake "$@" >"$logfile" 2>&1
+        local rc=$?
+        set -e
+        return $rc
+    }
+    submitted_jobids() { grep -oE 'submitted with SLURM jobid [0-9]+' "$1" | awk '{print $NF}'; }
+
+    mkdir -p "$STATE/work"
+    # Tracked files plus untracked ones git does not ignore: what a checkout of this tree would hold.
+    (cd "$SOURCE" && { git ls-files -z --cached --others --exclude-standard 2>/dev/null || find . -type f -print0; } |
+        tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$STATE/work"
+    cd "$STATE/work"
+    profile_args=(--profile "$REPO/profiles/slurm" --workflow-profile "$REPO/profiles/slurm-test")
+    # With accounting, poll through sacct as a real cluster would (the test profile says squeue).
+    [[ "$ACCOUNTING" == 1 ]] && profile_args+=(--slurm-status-command sacct)
+
+    log "default workflow under Slurm (limit ${RUN_TIMEOUT}s): snakemake ${profile_args[*]} $*"
+    run1=$STATE/logs/workflow-run.log
+    snake "$run1" "${profile_args[@]}" "$@" || die "the default workflow failed under Slurm (status $?; see $run1)"
+    mapfile -t jobids < <(submitted_jobids "$run1")
+    ((${#jobids[@]} > 0)) || die "no job was submitted to Slurm (see $run1)"
+    planned=$(grep -oE '^total +[0-9]+' "$run1" | head -1 | awk '{print $2}')
+    remote=$(grep -cE '^\s*rule [A-Za-z0-9_]+:' "$run1" || true)  # grouped jobs are indented
+    localrules=$(grep -cE '^localrule [A-Za-z0-9_]+:' "$run1" || true)
+    finished=$(grep -cE '^Finished jobid' "$run1" || true)
+    log "workflow done: $planned jobs planned, $finished finished; $remote ran in ${#jobids[@]} Slurm jobs, $localrules locally"
+    [[ -n "$planned" && "$finished" == "$planned" && "$((remote + localrules))" == "$planned" ]] ||
+        die "planned $planned jobs, finished $finished, ran $remote under Slurm and $localrules locally (see $run1)"
+    ((remote >= ${#jobids[@]})) || die "more Slurm jobs (${#jobids[@]}) than workflow jobs sent to Slurm ($remote)"
+    # Final state of every Slurm job (sacct with accounting, squeue otherwise: MinJobAge keeps finished
+    # jobs listed), in one query, retried: on a loaded machine a single RPC can time out.
+    states=$STATE/logs/job-states.txt
+    for _ in 1 2 3 4 5; do
+        if [[ "$ACCOUNTING" == 1 ]]; then
+            sacct -X -n -P -o JobIDRaw,State >"$states" 2>>"$STATE/logs/job-states.err" && break
+        else
+            squeue --noheader --states=all -o '%i|%T' >"$states" 2>>"$STATE/logs/job-states.err" && break
+        fi
+        sleep 3
+    done
+    for id in "${jobids[@]}"; do
+        state=$(awk -F'|' -v id="$id" '$1 == id {print $2}' "$states")
+        [[ "$state" == COMPLETED ]] || die "Slurm job $id is '$state', not COMPLETED (see $states)"
+    done
+    # Every output of the DAG exists and is not empty.
+    snakemake --summary "${profile_args[@]}" "$@" >"$STATE/logs/summary.tsv" 2>"$STATE/logs/summary.log" ||
+        die "snakemake --summary failed (see $STATE/logs/summary.log)"
+    checked=0
+    # Columns: output_file date rule log-file(s) status plan; empty fields, so no `read` on tabs.
+    while IFS=$'\x1f' read -r file rule status; do
+        [[ -z "$file" ]] && continue
+        [[ -e "$file" ]] || die "output $file of rule $rule is missing"
+        if [[ -f "$file" && ! -s "$file" ]]; then die "output $file of rule $rule is empty"; fi
+        [[ "$status" == ok ]] || die "output $file of rule $rule has status '$status' after the run"
+        checked=$((checked + 1))
+    done < <(awk -F'\t' 'NR > 1 {print $1 "\x1f" $3 "\x1f" $5}' "$STATE/logs/summary.tsv")
+    ((checked > 0)) || die "snakemake --summary listed no outputs"
+    log "all $checked outputs exist and are up to date"
+    rerun=$STATE/logs/workflow-rerun.log
+    snake "$rerun" "${profile_args[@]}" "$@" || die "the rerun of the finished workflow failed (see $rerun)"
+    grep -q "Nothing to be done" "$rerun" && [[ -z "$(submitted_jobids "$rerun")" ]] ||
+        die "the rerun of the finished workflow did work again (see $rerun)"
+    log "rerun: nothing to be done"
+
+    # ---------------------------------------------------------------- failure, resume, multi-GPU
+    fail_dir=$STATE/failing
+    mkdir -p "$fail_dir"
+    cd "$fail_dir"
+    fail_args=(--snakefile "$REPO/tests/slurm/failing/Snakefile" "${profile_args[@]}" --retries 0)
+    touch FAIL # the rule `flaky` fails while this file exists
+    fail_log=$STATE/logs/failing-run.log
+    if snake "$fail_log" "${fail_args[@]}"; then die "the workflow with a failing rule exited 0 (see $fail_log)"; fi
+    grep -q "Error in rule flaky" "$fail_log" || die "Snakemake did not name the failing rule 'flaky' (see $fail_log)"
+    [[ -s out/prepared.txt ]] || die "the job before the failure did not finish (see $fail_log)"
+    prepared_mtime=$(stat -c %Y out/prepared.txt)
+    log "failing rule: Snakemake exited non-zero and named rule flaky"
+    rm -f FAIL
+    resume_log=$STATE/logs/failing-resume.log
+    snake "$resume_log" "${fail_args[@]}" || die "the rerun after the failure did not complete (see $resume_log)"
+    [[ "$(stat -c %Y out/prepared.txt)" == "$prepared_mtime" ]] || die "the rerun redid the finished job 'prepare'"
+    grep -qE '^rule prepare:' "$resume_log" && die "the rerun submitted the finished job 'prepare' again"
+    [[ "$(submitted_jobids "$resume_log" | wc -l)" == 1 ]] || die "the rerun should submit exactly one job (see $resume_log)"
+    # `prepare` asked for 2 GPUs; Slurm must have granted two fake GPUs to its job.
+    gpus=$(sed -n 's/^gpus_on_node=//p' out/prepared.txt)
+    [[ "$gpus" == 2 ]] || die "a job asking for gpu=2 was given '$gpus' GPUs by Slurm (see out/prepared.txt)"
+    log "rerun after failure: only 'flaky' ran again; the gpu=2 job was given $gpus GPUs"
+}
+
+main "$@"
