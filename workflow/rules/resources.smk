@@ -187,7 +187,7 @@ def inference_shards(cfg, model, length):
     return max(1, math.ceil(compute / max(limit - load, 1)))
 
 
-# ---- the callables the inference rule names in `resources:` (Snakemake passes wildcards, attempt)
+# ---- what the inference job asks Slurm for, named in its `resources` (Snakemake passes wildcards, attempt)
 
 
 def inference_gpus(wildcards):
