@@ -11,7 +11,7 @@ import torch
 
 from sparse_frontier.attention import METHODS, get_method
 from sparse_frontier.engines.vllm.cache_io import probe_block_layout, read_kv, slots_for
-from sparse_frontier.engines.vllm.engine import density_of, merge_rank_stats
+from sparse_frontier.engines.vllm.engine import FORCED, density_of, exact_settings, merge_rank_stats
 from sparse_frontier.engines.vllm.spec import method_from_spec, method_to_spec
 
 get_method("dense")  # load the built-in methods into the registry
@@ -117,3 +117,18 @@ def test_merge_sums_ranks_and_density_follows_the_phase():
     assert density_of("kv-compression", merged) == pytest.approx(0.25)
     assert density_of("dense", merged) == 1.0
     assert density_of("decode", {"computed": 0.0, "total": 0.0}) == 1.0
+
+
+def test_exact_settings_force_what_sparse_attention_needs(caplog):
+    user = {"enable_prefix_caching": True, "max_num_batched_tokens": 512, "gpu_memory_utilization": 0.8,
+            "attention_backend": "FLASHINFER"}
+    with caplog.at_level("WARNING"):
+        out = exact_settings(user, max_model_len=4096, on_gpu=True)
+    assert {k: out[k] for k in FORCED} == FORCED
+    assert out["max_num_batched_tokens"] == 4096
+    assert out["gpu_memory_utilization"] == 0.8
+    assert out["attention_config"] == {"backend": "CUSTOM"} and "attention_backend" not in out
+    assert user["enable_prefix_caching"] is True  # the caller's dict is left alone
+    text = caplog.text
+    assert "enable_prefix_caching" in text and "max_num_batched_tokens" in text and "FLASHINFER" in text
+    assert "attention_config" not in exact_settings({}, None, on_gpu=False)

@@ -27,6 +27,37 @@ WORKER_EXTENSION = "sparse_frontier.engines.vllm.worker.SparseWorkerExtension"
 FORCED = {"enforce_eager": True, "enable_prefix_caching": False, "enable_chunked_prefill": False}
 
 
+def exact_settings(settings: dict[str, Any], max_model_len: int | None, on_gpu: bool) -> dict[str, Any]:
+    """``vllm.LLM`` settings with what exact sparse attention needs forced; each override is logged.
+
+    FORCED keys; ``max_num_batched_tokens >= max_model_len`` (a prompt is never split); on GPUs
+    the sparse FLASH_ATTN wrapper, registered as the ``CUSTOM`` backend (on CPUs the plugin
+    wraps CPU_ATTN, the only backend there).
+    """
+    out = dict(settings)
+    for key, value in FORCED.items():
+        if key in out and out[key] != value:
+            log.warning("vllm engine: %s=%r ignored; sparse attention needs %s=%r.",
+                        key, out[key], key, value)
+        out[key] = value
+    if max_model_len is not None:
+        batched = out.get("max_num_batched_tokens")
+        if batched is not None and batched < max_model_len:
+            log.warning("vllm engine: max_num_batched_tokens=%d raised to max_model_len=%d so a prompt is "
+                        "never split.", batched, max_model_len)
+        out["max_num_batched_tokens"] = max(batched or 0, max_model_len)
+    if on_gpu:
+        backend = out.pop("attention_backend", None)
+        config = dict(out.get("attention_config") or {})
+        chosen = backend or config.get("backend")
+        if chosen not in (None, "CUSTOM"):
+            log.warning("vllm engine: attention backend %r ignored; the sparse methods run in the CUSTOM "
+                        "backend (a FLASH_ATTN wrapper).", chosen)
+        config["backend"] = "CUSTOM"
+        out["attention_config"] = config
+    return out
+
+
 def density_of(phase: str, stats: dict[str, float]) -> float:
     """Achieved density in the method's phase (engines/base.py), from summed worker counters."""
     if phase in ("prefill", "decode"):
@@ -76,19 +107,7 @@ class VllmEngine:
         if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0").lower() in ("1", "true"):
             raise ValueError("engine 'vllm' needs vLLM's V1 model runner; unset VLLM_USE_V2_MODEL_RUNNER.")
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
-        for key, value in FORCED.items():
-            if key in settings and settings[key] != value:
-                log.warning("vllm engine: %s=%r ignored; sparse attention needs %s=%r.",
-                            key, settings[key], key, value)
-            settings[key] = value
-        if max_model_len is not None:
-            batched = settings.get("max_num_batched_tokens")
-            if batched is not None and batched < max_model_len:
-                log.warning("vllm engine: max_num_batched_tokens=%d raised to max_model_len=%d so a prompt "
-                            "is never split.", batched, max_model_len)
-            settings["max_num_batched_tokens"] = max(batched or 0, max_model_len)
-        if not current_platform.is_cpu():
-            settings.setdefault("attention_config", {"backend": "CUSTOM"})
+        settings = exact_settings(settings, max_model_len, on_gpu=not current_platform.is_cpu())
         extra = dict(settings.pop("additional_config", None) or {})
         start_spec = _spec_of(method)
         extra[CONFIG_KEY] = {"method": start_spec}
