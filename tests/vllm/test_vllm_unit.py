@@ -132,3 +132,24 @@ def test_exact_settings_force_what_sparse_attention_needs(caplog):
     text = caplog.text
     assert "enable_prefix_caching" in text and "max_num_batched_tokens" in text and "FLASHINFER" in text
     assert "attention_config" not in exact_settings({}, None, on_gpu=False)
+
+
+def test_plugin_registers_both_wrappers_idempotently():
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
+    from vllm.v1.attention.backends.flash_attn import FlashAttentionImpl
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    from sparse_frontier.engines.vllm.backend import SparseImplMixin
+    from sparse_frontier.engines.vllm.plugin import register
+
+    register()
+    register()  # vLLM may load the plugin more than once per process
+    cpu = AttentionBackendEnum.CPU_ATTN.get_class()
+    gpu = AttentionBackendEnum.CUSTOM.get_class()
+    assert cpu.get_name() == "CPU_ATTN" and gpu.get_name() == "CUSTOM"
+    cpu_impl, gpu_impl = cpu.get_impl_cls(), gpu.get_impl_cls()
+    assert issubclass(cpu_impl, SparseImplMixin) and issubclass(cpu_impl, CPUAttentionBackendImpl)
+    assert issubclass(gpu_impl, SparseImplMixin) and issubclass(gpu_impl, FlashAttentionImpl)
+    # The wrapper's methods come first, the wrapped backend's kernel stays reachable.
+    assert gpu.get_impl_cls().forward is SparseImplMixin.forward
+    assert gpu.get_impl_cls()._sparse_base is FlashAttentionImpl
