@@ -6,6 +6,7 @@ of its cell: model, method, phase, compression_ratio, task, length, sample_id, s
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, fields
 
@@ -34,6 +35,8 @@ def build_task_data(task_name: str, tokenizer, length: int, n: int, seed: int, *
             "prompt": [s.prompt for s in samples],
             "gold": [list(s.gold) for s in samples],
             "n_tokens": [s.n_tokens for s in samples],
+            # What a reader needs to check a sample by eye (needle keys, chapters, ...).
+            "meta": [json.dumps(s.meta, sort_keys=True, default=str) for s in samples],
         }
     )
     bad = df[(df.n_tokens > length) | (df.n_tokens < 0.95 * length)]

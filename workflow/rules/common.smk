@@ -14,6 +14,7 @@ os.environ.update(
 )
 
 from sparse_frontier.pipeline import cells_from_config, check_cells
+from sparse_frontier.tasks.qa_sources import TASK_DATASETS
 
 MODELS = list(config["models"])
 LENGTHS = [int(length) for length in config["lengths"]]
@@ -58,6 +59,12 @@ def tokenizer_model(tokenizer):
 
 def task_data_tokenizer_input(wildcards):
     return model_build_input(tokenizer_model(wildcards.tokenizer))
+
+
+def qa_source_input(wildcards):
+    """The normalised QA dataset a qa_* task draws its documents from; nothing for other tasks."""
+    dataset = TASK_DATASETS.get(wildcards.task)
+    return [f"resources/qa/{dataset}.parquet"] if dataset else []
 
 
 def inference_data(wildcards):

@@ -3,7 +3,8 @@
 
 rule task_data:
     input:
-        task_data_tokenizer_input,
+        tokenizer=task_data_tokenizer_input,
+        source=qa_source_input,
     output:
         "results/data/{tokenizer}/{task}/{length}.parquet",
     log:
