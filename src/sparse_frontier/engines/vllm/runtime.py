@@ -13,6 +13,7 @@ is compacted (kept tokens first) and decoding reads ``kept + generated`` slots.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ import torch
 
 from ...attention import AttentionMethod
 from .spec import CONFIG_KEY, method_from_spec
+
+log = logging.getLogger(__name__)
 
 #: SamplingParams.extra_args key under which the engine tags each request.
 REQUEST_TAG = "sparse_frontier_request"
@@ -114,7 +117,15 @@ class SparseRuntime:
 
     def start_request(self, req_id: str, prompt_len: int) -> RequestState:
         """A request's prefill begins (again, after a preemption): fresh state."""
-        params = self.runner.requests[req_id].sampling_params
+        cached = self.runner.requests[req_id]
+        prompt_tokens = len(cached.prompt_token_ids or ())
+        if prompt_len > prompt_tokens > 0:
+            # vLLM preempted this request and recomputes prompt + outputs in one prefill: the
+            # method now sees its outputs as prompt, unlike an uninterrupted run (docs/vllm.md).
+            log.warning("sparse_frontier: request %s was preempted and is recomputed (%d tokens, prompt %d); "
+                        "give the KV cache more room or lower max_num_seqs for exact runs.",
+                        req_id, prompt_len, prompt_tokens)
+        params = cached.sampling_params
         extra = (params.extra_args or {}) if params is not None else {}
         state = RequestState(tag=str(extra.get(REQUEST_TAG, req_id)), prompt_len=prompt_len)
         self.requests[req_id] = state
