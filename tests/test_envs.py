@@ -1,8 +1,8 @@
 """The conda envs under envs/ (issue 7, point 3), checked without reaching conda's channels.
 
 Every rule that runs code names an env that exists; every package is pinned exactly; the pins
-agree with pyproject.toml (except where vLLM forces otherwise, listed below with the reason);
-the env of each rule holds every third-party package its code imports; the inference env's pip
+satisfy pyproject.toml and agree across envs (but numpy, which vLLM holds below 2.4 for
+inference); the env of each rule holds every third-party package its code imports; the inference env's pip
 lock (envs/inference.pip-lock.txt, the full PyPI closure) agrees with the env file.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +30,6 @@ ENV_NAMES = ("data", "inference", "analysis")
 CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-cpu": "torch", "pytorch-gpu": "torch"}
 # Not Python distributions, or the installer itself: no counterpart in pyproject.toml.
 NOT_PYPI = {"python", "pip"}
-# vLLM 0.32.0's own bounds (from its metadata and mistral_common's, resolved with pip; see the
-# header of envs/inference.pip-lock.txt) force these below pyproject.toml's pins.
-VLLM_FORCED = {
-    ("inference", "transformers"): "vllm 0.32.0 requires transformers>=5.16.1,<5.20",
-    ("inference", "numpy"): "mistral_common (vllm dependency) requires numpy<2.4 on Python <= 3.12",
-}
 CONDA_PIN = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+) =(?P<version>\d+(?:\.\d+){1,3}(?:\.post\d+)?)$")
 PIP_PIN = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)==(?P<version>\d+(?:\.\d+)+(?:\.post\d+)?(?:\+\w+)?)$")
 
@@ -66,18 +61,13 @@ def env_pins(name: str) -> dict[str, tuple[str, str]]:
     return pins
 
 
-def pyproject_pins() -> dict[str, str]:
-    """Exact (==) pins of pyproject.toml's dependencies and optional dependencies."""
+def pyproject_requirements() -> dict[str, Requirement]:
+    """pyproject.toml's dependencies and optional dependencies, by normalized name."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = list(project["dependencies"])
     for extra in project.get("optional-dependencies", {}).values():
         requirements += extra
-    pins = {}
-    for req in requirements:
-        match = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)$", req)
-        if match:
-            pins[normalize(match[1])] = match[2]
-    return pins
+    return {normalize(req.name): req for req in map(Requirement, requirements)}
 
 
 @pytest.fixture(scope="module")
@@ -127,28 +117,33 @@ def test_every_rule_with_code_names_an_existing_env(rule_envs):
 
 
 def test_pins_agree_with_pyproject():
-    project = pyproject_pins()
+    """Every env pin satisfies pyproject.toml: equal to an exact pin, inside a range."""
+    project = pyproject_requirements()
     mismatches = []
     for name in ENV_NAMES:
         for package, (version, _) in env_pins(name).items():
             if package in NOT_PYPI or package not in project:
                 continue
-            wanted = project[package]
-            if wanted.endswith(".*"):  # e.g. vllm==0.32.*: the env pins one release of that series
-                agrees = version.startswith(wanted[:-1])
-            else:
-                agrees = version == wanted.split("+")[0]
-            if not agrees and (name, package) not in VLLM_FORCED:
-                mismatches.append(f"envs/{name}.yaml pins {package} {version}, pyproject.toml {wanted}")
-            if agrees and (name, package) in VLLM_FORCED:
-                mismatches.append(f"envs/{name}.yaml: {package} agrees now; drop it from VLLM_FORCED")
+            if not project[package].specifier.contains(version, prereleases=True):
+                wanted = project[package]
+                mismatches.append(f"envs/{name}.yaml pins {package} {version}; pyproject.toml: {wanted}")
     assert not mismatches, "\n".join(mismatches)
-    # The inference env runs the vLLM engine at the version pyproject.toml names.
-    assert env_pins("inference")["vllm"][0].startswith(project.get("vllm", "0.32.0").rstrip("*").rstrip("."))
+    # The inference env runs the vLLM engine at the release pyproject.toml names.
+    assert project["vllm"].specifier.contains(env_pins("inference")["vllm"][0])
 
 
-def test_forced_pins_are_what_vllm_allows():
-    """The two departures from pyproject.toml sit inside vLLM 0.32.0's bounds (a real bug if not)."""
+def test_envs_agree_with_each_other():
+    """A package pinned in two envs has one version, except numpy, which vLLM holds below 2.4."""
+    versions: dict[str, set[str]] = {}
+    for name in ENV_NAMES:
+        for package, (version, _) in env_pins(name).items():
+            versions.setdefault(package, set()).add(version)
+    split = sorted(package for package, found in versions.items() if len(found) > 1)
+    assert split == ["numpy"], f"packages pinned at different versions across envs: {split}"
+
+
+def test_inference_pins_are_what_vllm_allows():
+    """vLLM 0.32.0's bounds (its metadata, and mistral_common's for numpy on Python 3.11)."""
     pins = env_pins("inference")
     transformers = tuple(int(x) for x in pins["transformers"][0].split("."))
     numpy = tuple(int(x) for x in pins["numpy"][0].split("."))
