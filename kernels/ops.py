@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from .block_select.reference import block_select_reference
 from .block_sparse.reference import block_sparse_attention_reference
 from .common.checks import check_index, check_mask, check_qkv, check_triton_head_dim
 from .quest.reference import quest_decode_attention_reference, quest_page_scores_reference
@@ -123,3 +124,45 @@ def quest_page_scores(q: torch.Tensor, low: torch.Tensor, high: torch.Tensor) ->
 
         return quest_page_scores_triton(q, low, high)
     return quest_page_scores_reference(q, low, high)
+
+
+def block_select(
+    q_pool: torch.Tensor,
+    k_pool: torch.Tensor,
+    n_sel: torch.Tensor,
+    n_full: torch.Tensor,
+    last_block: torch.Tensor,
+) -> torch.Tensor:
+    """Block-Sparse's block mask from pooled blocks (paper A.1.1): first block, causal boundary, top-n_sel.
+
+    q_pool [Hq, nqb, D], k_pool [Hkv, nkb, D] mean-pooled blocks (one float dtype); n_sel, n_full,
+    last_block [nqb] integers: blocks to select per query block, its first not fully visible key
+    block, its last visible key block. Returns [Hq, nqb, nkb] bool (see ``block_select_reference``).
+    Triton on CUDA (no score grid in memory), PyTorch otherwise.
+    """
+    op = "block_select"
+    if q_pool.dim() != 3 or k_pool.dim() != 3 or k_pool.shape[2] != q_pool.shape[2]:
+        raise ValueError(
+            f"{op}: expected q_pool [Hq, nqb, D] and k_pool [Hkv, nkb, D]; got {tuple(q_pool.shape)}, "
+            f"{tuple(k_pool.shape)}."
+        )
+    if k_pool.shape[0] == 0 or q_pool.shape[0] % k_pool.shape[0]:
+        raise ValueError(
+            f"{op}: query heads ({q_pool.shape[0]}) must be a multiple of kv heads ({k_pool.shape[0]})."
+        )
+    if not q_pool.is_floating_point() or q_pool.dtype != k_pool.dtype or q_pool.device != k_pool.device:
+        raise ValueError(
+            f"{op}: q_pool and k_pool must share one float dtype and device; got {q_pool.dtype} on "
+            f"{q_pool.device} and {k_pool.dtype} on {k_pool.device}."
+        )
+    for name, x in (("n_sel", n_sel), ("n_full", n_full), ("last_block", last_block)):
+        if x.dim() != 1 or x.shape[0] != q_pool.shape[1] or x.is_floating_point():
+            raise ValueError(
+                f"{op}: {name} must be an integer tensor of shape [{q_pool.shape[1]}], got {x.dtype} "
+                f"{tuple(x.shape)}."
+            )
+    if q_pool.is_cuda:  # any head dim: the kernel pads it to a power of two with masked loads
+        from .block_select.triton_block_select import block_select_triton
+
+        return block_select_triton(q_pool, k_pool, n_sel, n_full, last_block)
+    return block_select_reference(q_pool, k_pool, n_sel, n_full, last_block)
