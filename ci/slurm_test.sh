@@ -25,6 +25,8 @@
 #   SF_SLURM_RUN_TIMEOUT=2400                   seconds allowed for the default-workflow run
 #   SF_SLURM_SOURCE=<repo root>                 the tree to copy and run (default: this repository)
 #   SF_SLURM_KEEP_WORK=0                        1: keep the working copy of the workflow after the run
+#   SF_SLURM_INFERENCE_GPU=1                    1: the inference jobs ask for a (fake) GPU
+#                                               (tests/slurm/inference_on_gpu.yaml); 0: the default config alone
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +38,7 @@ CPUS=${SF_SLURM_CPUS:-$((REAL_CPUS > 8 ? REAL_CPUS : 8))}
 RUN_TIMEOUT=${SF_SLURM_RUN_TIMEOUT:-2400}
 SOURCE=${SF_SLURM_SOURCE:-$REPO}
 KEEP_WORK=${SF_SLURM_KEEP_WORK:-0}
+INFERENCE_GPU=${SF_SLURM_INFERENCE_GPU:-1}
 NODE=$(hostname -s)
 CLUSTER=sparsefrontier
 MARKER="# managed by sparse-frontier ci/slurm_test.sh"
@@ -230,9 +233,9 @@ EOF
         chmod 600 "$STATE/etc/slurmdbd.conf"
         install_conf slurmdbd.conf
         start_daemon slurmdbd "$STATE/logs/slurmdbd.log" /usr/sbin/slurmdbd /usr/sbin/slurmdbd -D
-        accounting_lines="AccountingStorageType=accounting_storage/slurmdbd
-    AccountingStorageHost=localhost
-    JobAcctGatherType=jobacct_gather/linux"
+        # GPUs tracked as a TRES (needs slurmdbd): a job's allocation (scontrol's TRES=) lists them.
+        accounting_lines=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost'
+        accounting_lines+=$'\nAccountingStorageTRES=gres/gpu\nJobAcctGatherType=jobacct_gather/linux'
     fi
 
     # ---------------------------------------------------------------- slurm.conf, gres.conf
@@ -312,12 +315,17 @@ EOF
         tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$STATE/work"
     cd "$STATE/work"
     profile_args=(--profile "$REPO/profiles/slurm" --workflow-profile "$REPO/profiles/slurm-test")
+    # The default config; with INFERENCE_GPU=1 its inference jobs also ask Slurm for one GPU.
+    config_args=()
+    if [[ "$INFERENCE_GPU" == 1 ]]; then
+        config_args=(--configfile config/config.yaml "$REPO/tests/slurm/inference_on_gpu.yaml")
+    fi
     # With accounting, poll through sacct as a real cluster would (the test profile says squeue).
     [[ "$ACCOUNTING" == 1 ]] && profile_args+=(--slurm-status-command sacct)
 
     log "default workflow under Slurm (limit ${RUN_TIMEOUT}s): snakemake ${profile_args[*]} $*"
     run1=$STATE/logs/workflow-run.log
-    snake "$run1" "${profile_args[@]}" "$@" || die "the default workflow failed under Slurm (status $?; see $run1)"
+    snake "$run1" "${profile_args[@]}" "${config_args[@]}" "$@" || die "the default workflow failed under Slurm (status $?; see $run1)"
     mapfile -t jobids < <(submitted_jobids "$run1")
     ((${#jobids[@]} > 0)) || die "no job was submitted to Slurm (see $run1)"
     planned=$(grep -oE '^total +[0-9]+' "$run1" | head -1 | awk '{print $2}')
@@ -343,8 +351,20 @@ EOF
         state=$(awk -F'|' -v id="$id" '$1 == id {print $2}' "$states")
         [[ "$state" == COMPLETED ]] || die "Slurm job $id is '$state', not COMPLETED (see $states)"
     done
+    if [[ "$INFERENCE_GPU" == 1 ]]; then
+        # The inference jobs (their Slurm logs sit under rule_inference/) were each given one GPU.
+        mapfile -t inference_ids < <(grep -oE 'SLURM jobid [0-9]+ \(log: [^)]*/rule_inference/' "$run1" | awk '{print $3}')
+        ((${#inference_ids[@]} > 0)) || die "no inference job went to Slurm (see $run1)"
+        for id in "${inference_ids[@]}"; do
+            # With accounting, the allocation lists the GPU (TRES=...gres/gpu=1); without, the job's
+            # GPU request (TresPerJob=gres:gpu:1), which Slurm only starts once the node grants it.
+            gpus=$(scontrol show job -o "$id" 2>/dev/null | grep -oE '(^| )(TRES|TresPerJob)=[^ ]*' | tr '\n' ' ' || true)
+            [[ "$gpus" =~ (gres/gpu=1|gres:gpu:1)($|[ ,]) ]] || die "inference job $id shows '$gpus', not one GPU"
+        done
+        log "the ${#inference_ids[@]} inference jobs each ran with one GPU of the node's fake GPUs"
+    fi
     # Every output of the DAG exists and is not empty.
-    snakemake --summary "${profile_args[@]}" "$@" >"$STATE/logs/summary.tsv" 2>"$STATE/logs/summary.log" ||
+    snakemake --summary "${profile_args[@]}" "${config_args[@]}" "$@" >"$STATE/logs/summary.tsv" 2>"$STATE/logs/summary.log" ||
         die "snakemake --summary failed (see $STATE/logs/summary.log)"
     checked=0
     # Columns: output_file date rule log-file(s) status plan; empty fields, so no `read` on tabs.
@@ -358,7 +378,7 @@ EOF
     ((checked > 0)) || die "snakemake --summary listed no outputs"
     log "all $checked outputs exist and are up to date"
     rerun=$STATE/logs/workflow-rerun.log
-    snake "$rerun" "${profile_args[@]}" "$@" || die "the rerun of the finished workflow failed (see $rerun)"
+    snake "$rerun" "${profile_args[@]}" "${config_args[@]}" "$@" || die "the rerun of the finished workflow failed (see $rerun)"
     grep -q "Nothing to be done" "$rerun" && [[ -z "$(submitted_jobids "$rerun")" ]] ||
         die "the rerun of the finished workflow did work again (see $rerun)"
     log "rerun: nothing to be done"
