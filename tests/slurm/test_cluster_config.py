@@ -270,3 +270,15 @@ def test_shards_keep_each_job_within_half_the_limit(paper):
                 assert load + compute / (shards - 1) > half
     small = load_config("config.yaml")
     assert resource_functions(small)["inference_shards"](small, "tiny-qwen2", 1024) == 1
+
+
+def test_slurm_test_override_puts_inference_on_one_gpu():
+    """tests/slurm/inference_on_gpu.yaml, layered on the default config by ci/slurm_test.sh."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config.setdefault("cluster", {}).update(
+        yaml.safe_load((ROOT / "tests" / "slurm" / "inference_on_gpu.yaml").read_text())["cluster"]
+    )
+    validate(config, SCHEMA)
+    fn = resource_functions(config)
+    cells = [(m, length) for m in config["models"] for length in config["lengths"]]
+    assert {fn["gpus_for"](config, m, length) for m, length in cells} == {1}
