@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..kernels.ops import block_sparse_attention
+from ..kernels.ops import block_select, block_sparse_attention
 from . import register
 from .base import AttentionMethod, AttentionResult, causal_pairs, dense_attention
 from .common import MAX_CHUNK_ELEMENTS, check_positive_int, check_shapes, search_float
@@ -112,18 +112,26 @@ def select_blocks(
     top_k: float,
     block: int = 16,
     max_elements: int = MAX_CHUNK_ELEMENTS,
+    fused: bool = True,
 ) -> torch.Tensor:
     """The block mask of Block-Sparse attention.
 
     q [Hq, T, D], k [Hkv, S, D] -> block_mask [Hq, ceil(T/block), ceil(S/block)] bool: the first
     key block, the key blocks on the causal boundary, and the ``top_k`` (fractional, see
     ``blocks_per_query_block``) best remaining visible key blocks by pooled q.k score.
+    On CUDA (unless ``fused=False``, kept for comparison) the fused kernel ``ops.block_select`` selects.
     """
     hq, t, d = q.shape
     hkv, s, _ = k.shape
     group = hq // hkv
     geo = BlockGeometry.of(t, s, block, q.device)
     nqb, nkb = geo.rows.shape[0], geo.n_key_blocks
+    if q.is_cuda and fused:
+        # Fused GPU selection (kernels/block_select): forced blocks + top-k without a score grid in
+        # memory; pooled blocks in the model's dtype for half models (as below), float32 accumulation.
+        dtype = q.dtype if q.dtype in (torch.bfloat16, torch.float16) else torch.float32
+        pooled = _pool(q, block).to(dtype), _pool(k, block).to(dtype)
+        return block_select(*pooled, blocks_per_query_block(top_k, geo), geo.n_full, geo.last_block)
     # Forced blocks: the first key block and the (one or two) blocks the causal boundary crosses.
     # Written by index into a zeroed mask: a broadcast copy of a [nqb, nkb] pattern is far slower.
     mask = torch.zeros(hq, nqb, nkb, dtype=torch.bool, device=q.device)
