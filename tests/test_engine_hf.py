@@ -67,15 +67,15 @@ class _EvictOddHeads(AttentionMethod):
     name: ClassVar[str] = "_evict_test"
     phase: ClassVar[str] = "kv-compression"
 
-    def evicted(self, n_kv_heads: int, length: int) -> torch.Tensor:
-        keep = torch.ones(n_kv_heads, length, dtype=torch.bool)
+    def evicted(self, n_kv_heads: int, length: int, device="cpu") -> torch.Tensor:
+        keep = torch.ones(n_kv_heads, length, dtype=torch.bool, device=device)
         for head in range(n_kv_heads):
             keep[head, 5 : length - 20 : 2 + head] = False  # head 0 drops more than head 1
         return keep
 
     def prefill(self, q, k, v) -> AttentionResult:
         pairs = causal_pairs(q.shape[1], k.shape[1]) * q.shape[0]
-        keep = self.evicted(k.shape[0], k.shape[1])
+        keep = self.evicted(k.shape[0], k.shape[1], k.device)
         return AttentionResult(dense_attention(q, k, v), pairs, pairs, keep=keep)
 
 
@@ -91,8 +91,8 @@ class _MaskOddHeads(_EvictOddHeads):
         return AttentionMethod.prefill(self, q, k, v)
 
     def decode(self, q, k, v, key_mask=None) -> AttentionResult:
-        mask = torch.ones(k.shape[0], k.shape[1], dtype=torch.bool)
-        mask[:, : self.prompt_length] = self.evicted(k.shape[0], self.prompt_length)
+        mask = torch.ones(k.shape[0], k.shape[1], dtype=torch.bool, device=k.device)
+        mask[:, : self.prompt_length] = self.evicted(k.shape[0], self.prompt_length, k.device)
         return AttentionResult(dense_attention(q, k, v, mask), 1, 1)
 
 

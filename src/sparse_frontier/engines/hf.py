@@ -78,8 +78,8 @@ def _sparse_attention(module, query, key, value, attention_mask, scaling=None, d
     else:
         key_mask = state.key_masks.get(layer)
         if key_mask is not None and key_mask.shape[1] < k.shape[1]:
-            grown = torch.ones(key_mask.shape[0], k.shape[1] - key_mask.shape[1], dtype=torch.bool)
-            key_mask = torch.cat([key_mask, grown.to(key_mask.device)], dim=1)
+            grown = key_mask.new_ones(key_mask.shape[0], k.shape[1] - key_mask.shape[1])
+            key_mask = torch.cat([key_mask, grown], dim=1)
             state.key_masks[layer] = key_mask
         result = method.decode(q, k, v, key_mask)
         state.decode_computed += result.computed
@@ -102,6 +102,7 @@ def _compact_cache(cache, state: _SequenceState) -> None:
     for layer, keep in state.keeps.items():
         cache_layer = cache.layers[layer]
         keys, values = cache_layer.keys, cache_layer.values  # [1, Hkv, S, D]
+        keep = keep.to(keys.device)
         counts = keep.sum(dim=1)  # [Hkv]
         state.kept += float(counts.sum())
         state.cached += float(keep.numel())
