@@ -13,6 +13,8 @@ from sparse_frontier.pipeline import (
     cells_from_config,
     collect_scores,
     engine_settings,
+    shard_of,
+    work_items,
 )
 
 
@@ -75,3 +77,18 @@ def test_engine_settings_follow_the_job():
     assert vllm["max_model_len"] > 16384
     with pytest.raises(ValueError, match="engine 'hf' runs on one device"):
         engine_settings("hf", dtype="float32", length=2048, tasks=["ruler_niah"], gpus=2)
+
+
+def test_shards_partition_the_work_contiguously():
+    data = pd.DataFrame({"task": ["a"] * 5 + ["b"] * 3, "prompt": ["p"] * 8})
+    cells = cells_from_config({"block_sparse": {"compression_ratios": [2, 4]}})
+    items = work_items(data, cells, batch_size=2)
+    # cell-major: every batch of the first cell before the next cell's
+    assert [item.cell.compression_ratio for item in items] == [1.0] * 5 + [2.0] * 5 + [4.0] * 5
+    assert [item.rows for item in items[:5]] == [(0, 1), (2, 3), (4,), (5, 6), (7,)]
+    for n_shards in (1, 2, 4, 15, 16):
+        shards = [shard_of(items, i, n_shards) for i in range(n_shards)]
+        assert [item for shard in shards for item in shard] == items
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    with pytest.raises(ValueError, match="Shard 3 does not exist; there are 3"):
+        shard_of(items, 3, 3)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .attention import METHODS, AttentionMethod, analysis_phase, get_method
-from .engines import Engine
 from .tasks import get_task
+
+if TYPE_CHECKING:  # torch is imported only by the steps that run attention (data and scoring need none)
+    from .attention import AttentionMethod
+    from .engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ class Cell:
     params: dict = field(default_factory=dict, hash=False, compare=False)
 
     def build(self, task: str) -> AttentionMethod:
+        from .attention import METHODS, get_method
+
         params = dict(self.params.get("default", {}))
         params.update(self.params.get("by_task", {}).get(task, {}))
         try:
@@ -106,6 +111,36 @@ def check_cells(cells: list[Cell], tasks: list[str]) -> None:
             cell.build(task)
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One engine call: a cell on a batch of one task's samples (row positions in the data)."""
+
+    cell: Cell
+    task: str
+    rows: tuple[int, ...]
+
+
+def work_items(data: pd.DataFrame, cells: list[Cell], batch_size: int) -> list[WorkItem]:
+    """Every (cell, task, batch) of one length in a fixed order: cell-major, so a job switches
+    the method as rarely as possible."""
+    items = []
+    for cell in cells:
+        for task, group in data.groupby("task", sort=True):
+            positions = list(group.index)
+            for start in range(0, len(positions), batch_size):
+                items.append(WorkItem(cell, task, tuple(positions[start : start + batch_size])))
+    return items
+
+
+def shard_of(items: list, shard: int, n_shards: int) -> list:
+    """The ``shard``-th of ``n_shards`` contiguous, near-equal slices of ``items``."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"Shard {shard} does not exist; there are {n_shards} (0 to {n_shards - 1}).")
+    size, extra = divmod(len(items), n_shards)
+    start = shard * size + min(shard, extra)
+    return items[start : start + size + (shard < extra)]
+
+
 def run_inference(
     engine: Engine,
     data: pd.DataFrame,
@@ -113,46 +148,48 @@ def run_inference(
     *,
     model: str,
     batch_size: int = 8,
+    shard: int = 0,
+    n_shards: int = 1,
 ) -> pd.DataFrame:
-    """Every cell over every sample of ``data`` (all tasks of one length); one row per sample per cell."""
+    """This shard's share of every cell over every sample of ``data`` (all tasks of one length);
+    one row per sample per cell. The shards of a (model, length) together cover each pair once."""
+    from .attention import analysis_phase
+
+    items = shard_of(work_items(data, cells, batch_size), shard, n_shards)
     tokenizer = engine.tokenizer
-    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in data.prompt]
+    prompts = {i: tokenizer(data.prompt[i], add_special_tokens=False).input_ids
+               for i in sorted({i for item in items for i in item.rows})}
     rows = []
-    total = len(cells) * len(data)
-    with tqdm(total=total, desc=f"{model} inference", unit="prompt") as bar:
-        for cell in cells:
-            for task, group in data.groupby("task", sort=True):
-                method = cell.build(task)
-                max_new_tokens = get_task(task).max_new_tokens
-                positions = list(group.index)
-                for start in range(0, len(positions), batch_size):
-                    batch = positions[start : start + batch_size]
-                    results = engine.generate([prompts[i] for i in batch], method, max_new_tokens)
-                    for i, gen in zip(batch, results, strict=True):
-                        sample = data.loc[i]
-                        rows.append(
-                            {
-                                "model": model,
-                                "method": cell.method,
-                                "phase": analysis_phase(method.phase),
-                                "compression_ratio": cell.compression_ratio,
-                                "task": task,
-                                "length": int(sample.length),
-                                "sample_id": int(sample.sample_id),
-                                "seed": int(sample.seed),
-                                "output": gen.text,
-                                "gold": list(sample.gold),
-                                "density": gen.density,
-                                "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),
-                                "n_prompt_tokens": gen.n_prompt_tokens,
-                                "n_output_tokens": len(gen.output_ids),
-                                "prefill_ms": gen.prefill_ms,
-                                "decode_ms": gen.decode_ms,
-                                "engine": engine.name,
-                            }
-                        )
-                    bar.update(len(batch))
-            log.info("cell %s x%.2f done", cell.method, cell.compression_ratio)
+    with tqdm(total=sum(len(item.rows) for item in items), desc=f"{model} inference", unit="prompt") as bar:
+        for item in items:
+            method = item.cell.build(item.task)
+            results = engine.generate(
+                [prompts[i] for i in item.rows], method, get_task(item.task).max_new_tokens
+            )
+            for i, gen in zip(item.rows, results, strict=True):
+                sample = data.loc[i]
+                rows.append(
+                    {
+                        "model": model,
+                        "method": item.cell.method,
+                        "phase": analysis_phase(method.phase),
+                        "compression_ratio": item.cell.compression_ratio,
+                        "task": item.task,
+                        "length": int(sample.length),
+                        "sample_id": int(sample.sample_id),
+                        "seed": int(sample.seed),
+                        "output": gen.text,
+                        "gold": list(sample.gold),
+                        "density": gen.density,
+                        "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),
+                        "n_prompt_tokens": gen.n_prompt_tokens,
+                        "n_output_tokens": len(gen.output_ids),
+                        "prefill_ms": gen.prefill_ms,
+                        "decode_ms": gen.decode_ms,
+                        "engine": engine.name,
+                    }
+                )
+            bar.update(len(item.rows))
     return pd.DataFrame(rows)
 
 

@@ -10,7 +10,6 @@ through the profile, and that the paper's grid plans the expected jobs.
 from __future__ import annotations
 
 import copy
-import math
 import re
 import subprocess
 import sys
@@ -131,8 +130,13 @@ def test_retries_ask_for_more_memory_and_time(paper):
     fn_small = resource_functions(small)
     runtime = [fn_small["runtime_for"](small, "qwen2.5-7b", 16384, attempt) for attempt in (1, 2)]
     assert runtime[0] == small["cluster"]["min_runtime_min"] and runtime[1] == 2 * runtime[0]
-    # The full grid's jobs exceed the partition limit and ask for exactly that limit.
+    # The full grid's work for one (model, length) exceeds the partition limit as one job...
     assert fn["runtime_for"](config, "qwen2.5-72b", 128000, 1) == config["cluster"]["max_runtime_min"]
+    # ...so it is sharded, and one shard asks for at most half the limit (room for the retry).
+    shards = fn["inference_shards"](config, "qwen2.5-72b", 128000)
+    assert shards > 1
+    half = config["cluster"]["max_runtime_min"] / 2
+    assert fn["runtime_for"](config, "qwen2.5-72b", 128000, 1, shards) <= half + 1
 
 
 def test_runtime_estimate_follows_the_work(paper):
@@ -234,7 +238,9 @@ def test_default_workflow_plans_through_the_profile(tmp_path):
         assert asked == {
             "gpu": fn["gpus_for"](config, model, length),
             "mem_mb": fn["mem_mb_for"](config, model, length, 1),
-            "runtime": fn["runtime_for"](config, model, length, 1),
+            "runtime": fn["runtime_for"](
+                config, model, length, 1, fn["inference_shards"](config, model, length)
+            ),
         }
 
 
@@ -246,15 +252,19 @@ def test_paper_grid_plans_the_expected_jobs(tmp_path):
     models, lengths, tasks = config["models"], config["lengths"], config["tasks"]
     tokenizers = {spec["tokenizer"] for spec in models.values()}
     counts = job_counts(out)
-    # One inference job (one model load) per (model, length); task data per (tokenizer, task, length).
-    assert counts["inference"] == len(models) * len(lengths)
+    # One inference job (one model load) per shard of each (model, length), shards sized to the
+    # time limit; scoring per (model, length); task data per (tokenizer, task, length).
+    fn = resource_functions(config)
+    shards = {(m, length): fn["inference_shards"](config, m, length) for m in models for length in lengths}
+    assert counts["inference"] == sum(shards.values())
     assert counts["evaluate"] == len(models) * len(lengths)
     assert counts["task_data"] == len(tokenizers) * len(tasks) * len(lengths)
     planned = inference_resources(out)
     assert {key: asked["gpu"] for key, asked in planned.items()} == {
         (model, length): EXPECTED_GPUS[model][i] for model in models for i, length in enumerate(lengths)
     }
-    assert math.isclose(planned[("qwen2.5-72b", 128000)]["runtime"], config["cluster"]["max_runtime_min"])
+    for key, asked in planned.items():
+        assert asked["runtime"] <= config["cluster"]["max_runtime_min"] / 2 + 1, key
 
 
 def test_shards_keep_each_job_within_half_the_limit(paper):

@@ -29,6 +29,7 @@ wildcard_constraints:
     tokenizer="|".join(TOKENIZERS),
     task="|".join(TASKS),
     length=r"\d+",
+    shard=r"\d+",
 
 
 def model_spec(name):
@@ -91,6 +92,17 @@ def model_path_param(wildcards):
 
 def tokenizer_path_param(wildcards):
     return model_path(tokenizer_model(wildcards.tokenizer))
+
+
+def prediction_shards(wildcards):
+    """Every inference shard of one (model, length)."""
+    n_shards = inference_shards(config, wildcards.model, wildcards.length)
+    return expand(
+        "results/predictions/{model}/{length}/shard{shard}.parquet",
+        model=wildcards.model,
+        length=wildcards.length,
+        shard=range(n_shards),
+    )
 
 
 def score_tables():

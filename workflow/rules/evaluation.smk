@@ -3,7 +3,7 @@
 
 rule evaluate:
     input:
-        "results/predictions/{model}/{length}.parquet",
+        prediction_shards,
     output:
         "results/scores/{model}/{length}.parquet",
     log:

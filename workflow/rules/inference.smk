@@ -1,5 +1,7 @@
-# Inference: one job per (model, length) loads the model once and runs every cell it owns
-# (dense + methods x compression ratios x tasks).
+# Inference: a job loads the model once and runs every cell it owns (dense + methods x
+# compression ratios x tasks) for one length. Where one job would outrun the cluster's time
+# limit, the (model, length) work is split into shards (workflow/rules/resources.smk); on one
+# machine, and for the default config, there is a single shard.
 
 
 include: "resources.smk"
@@ -10,11 +12,11 @@ rule inference:
         data=inference_data,
         model=inference_model_input,
     output:
-        "results/predictions/{model}/{length}.parquet",
+        "results/predictions/{model}/{length}/shard{shard}.parquet",
     log:
-        "results/logs/inference/{model}/{length}.log",
+        "results/logs/inference/{model}/{length}/shard{shard}.log",
     benchmark:
-        "results/benchmarks/inference/{model}/{length}.tsv"
+        "results/benchmarks/inference/{model}/{length}/shard{shard}.tsv"
     conda:
         "../../envs/inference.yaml"
     resources:
@@ -26,5 +28,6 @@ rule inference:
         engine=config["engine"],
         methods=config["methods"],
         settings=config["inference"],
+        n_shards=inference_shard_count,
     script:
         "../scripts/inference.py"

@@ -144,13 +144,14 @@ def estimated_minutes(cfg, model, length):
     return cluster["model_load_min"] + compute_min * cluster["runtime_safety"]
 
 
-def runtime_for(cfg, model, length, attempt=1):
-    """Minutes to ask for: the estimate (at least cluster.min_runtime_min) times the attempt,
-    capped at cluster.max_runtime_min (the partition's limit)."""
+def runtime_for(cfg, model, length, attempt=1, shards=1):
+    """Minutes to ask for: the estimate for one of ``shards`` equal shares of the work (the model
+    load is paid by each), at least cluster.min_runtime_min, times the attempt, capped at
+    cluster.max_runtime_min (the partition's limit)."""
     cluster = _cluster_settings(cfg)
-    wanted = (
-        max(cluster["min_runtime_min"], estimated_minutes(cfg, model, length)) * attempt
-    )
+    load = cluster["model_load_min"]
+    estimate = load + (estimated_minutes(cfg, model, length) - load) / shards
+    wanted = max(cluster["min_runtime_min"], estimate) * attempt
     return int(min(math.ceil(wanted), cluster["max_runtime_min"]))
 
 
@@ -164,22 +165,9 @@ def mem_mb_for(cfg, model, length, attempt=1):
     return int(math.ceil(need_gb * 1024 * attempt))
 
 
-def inference_over_time_limit(cfg):
-    """(model, length, estimated hours) of the inference jobs whose estimate exceeds the time limit."""
-    limit = _cluster_settings(cfg)["max_runtime_min"]
-    over = []
-    for model in cfg["models"]:
-        for length in cfg["lengths"]:
-            minutes = estimated_minutes(cfg, model, length)
-            if minutes > limit:
-                over.append((model, int(length), minutes / 60))
-    return over
-
-
 def inference_shards(cfg, model, length):
-    """Jobs the cells of one (model, length) would need so that each fits half the time limit
-    (the second attempt asks for twice the time). Not wired yet: the inference rule runs one job
-    per (model, length); this is the count a sharded rule would use (docs/cluster.md).
+    """Jobs the cells of one (model, length) are split into so that each fits half the time
+    limit (the second attempt asks for twice the time); each job loads the model once.
     """
     limit = _cluster_settings(cfg)["max_runtime_min"] / 2
     load = _cluster_settings(cfg)["model_load_min"]
@@ -199,18 +187,9 @@ def inference_mem_mb(wildcards, attempt):
 
 
 def inference_runtime(wildcards, attempt):
-    return runtime_for(config, wildcards.model, wildcards.length, attempt)
+    shards = inference_shards(config, wildcards.model, wildcards.length)
+    return runtime_for(config, wildcards.model, wildcards.length, attempt, shards)
 
 
-# Say once, when the DAG is planned, which jobs cannot finish inside the time limit.
-if not workflow.remote_exec:
-    _over = inference_over_time_limit(config)
-    if _over:
-        logger.warning(
-            f"{len(_over)} inference job(s) are estimated to run longer than cluster.max_runtime_min="
-            f"{config['cluster']['max_runtime_min']} min and will ask for that limit: "
-            + ", ".join(
-                f"{model}@{length} ~{hours:.0f} h" for model, length, hours in _over
-            )
-            + ". Raise the limit, add GPUs (models.<name>.resources.gpus) or split the work."
-        )
+def inference_shard_count(wildcards):
+    return inference_shards(config, wildcards.model, wildcards.length)

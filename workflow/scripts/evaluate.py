@@ -6,4 +6,5 @@ from sparse_frontier.io import log_to_file, write_parquet
 from sparse_frontier.pipeline import score_predictions
 
 log_to_file(snakemake.log[0])  # noqa: F821 (snakemake is injected)
-write_parquet(score_predictions(pd.read_parquet(snakemake.input[0])), snakemake.output[0])  # noqa: F821
+predictions = pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True)  # noqa: F821
+write_parquet(score_predictions(predictions), snakemake.output[0])  # noqa: F821

@@ -19,5 +19,13 @@ settings = engine_settings(
 engine = load_engine(sm.params.engine, sm.params.path, **settings)
 cells = cells_from_config(sm.params.methods)
 batch_size = sm.params.settings["batch_size"]
-predictions = run_inference(engine, data, cells, model=sm.wildcards.model, batch_size=batch_size)
+predictions = run_inference(
+    engine,
+    data,
+    cells,
+    model=sm.wildcards.model,
+    batch_size=batch_size,
+    shard=int(sm.wildcards.shard),
+    n_shards=sm.params.n_shards,
+)
 write_parquet(predictions, sm.output[0])
