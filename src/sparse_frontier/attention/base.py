@@ -126,12 +126,8 @@ class AttentionMethod:
     ) -> AttentionResult:
         """One new query (T == 1) against the cache; ``key_mask`` hides evicted or padded slots."""
         check_shapes(q, k, v)
-        s = k.shape[1] if key_mask is None else None
         out = dense_attention(q, k, v, key_mask)
-        hq, group = q.shape[0], q.shape[0] // k.shape[0]
-        visible = (
-            s * hq
-            if s is not None
-            else float(key_mask.sum().item()) * group
-        )
-        return AttentionResult(out, visible, visible)
+        group = q.shape[0] // k.shape[0]
+        # Pairs read: every visible key of each query head's kv head.
+        visible = k.shape[1] * k.shape[0] if key_mask is None else float(key_mask.sum())
+        return AttentionResult(out, visible * group, visible * group)
