@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 
 from . import register
+from .common import head_group
 from .snapkv import SnapKV, forced_tokens, top_per_row
 
 
@@ -50,6 +51,17 @@ class AdaSnapKV(SnapKV):
         minimum = self.head_minimum(capacity, s)
         keep = top_per_row(scores, minimum - int(forced[0].sum()), forced)
         # The shared remainder: one top-k over the whole layer, so a head with many strong
-        # tokens takes budget from heads whose attention is concentrated on few.
-        flat = top_per_row(scores.reshape(1, -1), (capacity - minimum) * hkv, keep.reshape(1, -1))
-        return flat.view(hkv, s)
+        # tokens takes budget from heads whose attention is concentrated on few. Under tensor
+        # parallelism the layer's heads are spread over ranks: the candidates of every rank are
+        # gathered (rank order = head order) and each rank keeps its own slice of the one top-k.
+        group = head_group()
+        if group.size == 1:
+            flat = top_per_row(scores.reshape(1, -1), (capacity - minimum) * hkv, keep.reshape(1, -1))
+            return flat.view(hkv, s)
+        candidates = group.gather(scores.masked_fill(keep, float("-inf")))  # [Hkv * size, S]
+        n = (capacity - minimum) * candidates.shape[0]
+        if n <= 0:
+            return keep
+        chosen = candidates.reshape(1, -1).topk(n, dim=1).indices[0] - group.rank * hkv * s
+        mine = chosen[(chosen >= 0) & (chosen < hkv * s)]
+        return keep.reshape(-1).index_fill(0, mine, True).view(hkv, s)

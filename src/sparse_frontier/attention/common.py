@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +110,55 @@ def smooth(scores: torch.Tensor, kernel: int) -> torch.Tensor:
     ones = torch.ones_like(flat[:1])
     counts = F.avg_pool1d(ones, kernel, stride=1, padding=pad, count_include_pad=True) * kernel
     return (summed / counts)[..., : scores.shape[-1]].reshape(scores.shape)
+
+
+@dataclass(frozen=True)
+class HeadGroup:
+    """How this process's heads relate to the layer's: the cross-rank reductions of a budget search.
+
+    Under tensor parallelism (vLLM, ``tensor_parallel_size > 1``) each rank holds a contiguous
+    slice of every layer's heads (rank r: heads r*H_local .. (r+1)*H_local - 1). Methods whose
+    budget is ONE decision over all heads of a layer (Vertical-Slash's and FlexPrefill's search
+    on the layer's pair count, Ada-SnapKV's layer-wide top-k; paper A.1.2, A.1.3, A.1.5) reduce
+    their per-head quantities through this group, so every rank takes the decision one process
+    holding all heads would take.
+
+    sum:    tensor -> the same-shape elementwise sum over the ranks (identity for one rank).
+    gather: [H_local, ...] -> [H_local * size, ...], the ranks' tensors stacked in rank order.
+    rank, size: this rank and the number of ranks sharing the heads.
+    Every rank must call ``sum``/``gather`` in the same order (collectives); the searches do,
+    because every branch they take depends only on reduced values and on shapes.
+    """
+
+    sum: Callable[[torch.Tensor], torch.Tensor]
+    gather: Callable[[torch.Tensor], torch.Tensor]
+    rank: int = 0
+    size: int = 1
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+#: One process holds every head (the HF engine, vLLM at tensor parallel 1): no communication.
+LOCAL_HEADS = HeadGroup(_identity, _identity)
+_head_group = LOCAL_HEADS
+
+
+def set_head_group(group: HeadGroup | None) -> None:
+    """Install this process's head group (None: all heads are local). The vLLM worker calls it."""
+    global _head_group
+    _head_group = LOCAL_HEADS if group is None else group
+
+
+def head_group() -> HeadGroup:
+    """The head group budget searches reduce through (``LOCAL_HEADS`` unless a worker installed one)."""
+    return _head_group
+
+
+def layer_sum(value: torch.Tensor) -> float:
+    """A per-rank partial (e.g. this rank's pair count, 0-dim) summed over the layer's ranks, as a float."""
+    return float(_head_group.sum(value))
 
 
 #: Budget searches stop once the count is this close to the target (relative): far inside the

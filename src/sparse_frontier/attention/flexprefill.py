@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 
 from . import register
-from .common import check_positive_int, search_float, search_int
+from .common import check_positive_int, layer_sum, search_float, search_int
 from .vertical_slash import VerticalSlash, VerticalSlashIndex
 
 
@@ -67,7 +67,8 @@ class FlexPrefill(VerticalSlash):
 
     def budgets(self, index: VerticalSlashIndex, target: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
         def pairs(gamma: float, min_budget: int) -> float:
-            return float(index.pairs(*self.counts(index, gamma, min_budget)).sum())
+            # Summed over tensor-parallel ranks: gamma and min_budget are the layer's (common.head_group).
+            return layer_sum(index.pairs(*self.counts(index, gamma, min_budget)).sum())
 
         if pairs(0.0, self.min_budget) >= target:
             budget = search_int(lambda m: pairs(0.0, m), 0, self.min_budget, target)

@@ -21,7 +21,7 @@ import torch
 from ..kernels.ops import vertical_slash_attention
 from . import register
 from .base import AttentionMethod, AttentionResult, causal_pairs, dense_attention
-from .common import check_positive_int, check_shapes, search_int, window_probs
+from .common import check_positive_int, check_shapes, head_group, layer_sum, search_int, window_probs
 
 
 def vertical_slash_scores(q: torch.Tensor, k: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,7 +161,11 @@ class VerticalSlash(AttentionMethod):
         return VerticalSlashIndex.build(vertical, slash, q.shape[1], self.sinks, self.local)
 
     def budgets(self, index: VerticalSlashIndex, target: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Per-head (n_vertical [Hq], n_slash [Hq]) whose total pairs are closest to ``target``."""
+        """Per-head (n_vertical [Hq], n_slash [Hq]) whose total pairs are closest to ``target``.
+
+        ``target`` counts the whole layer's heads; the pairs of the local heads are summed over the
+        tensor-parallel ranks (``common.head_group``), so every rank finds the n one rank would.
+        """
         hq = index.vertical_order.shape[0]
         base_v = torch.full((hq,), index.n_forced_vertical, device=index.vertical_order.device)
         base_s = torch.full_like(base_v, index.n_forced_slash)
@@ -169,13 +173,15 @@ class VerticalSlash(AttentionMethod):
         def counts(n: int) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.clamp(base_v + n, max=index.s), torch.clamp(base_s + n, max=index.s)
 
-        n = search_int(lambda n: float(index.pairs(*counts(n)).sum()), 0, index.s, target)
+        n = search_int(lambda n: layer_sum(index.pairs(*counts(n)).sum()), 0, index.s, target)
         return *counts(n), {"n": n}
 
     def plan(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, dict]:
         """Index building: (vertical_idx [Hq,NV], slash_idx [Hq,NS], computed pairs, budget info)."""
         index = self.index(q, k)
-        target = causal_pairs(q.shape[1], k.shape[1]) * q.shape[0] / self.compression_ratio
+        # The budget is the layer's: all its query heads, of which this rank holds an equal share.
+        layer_heads = q.shape[0] * head_group().size
+        target = causal_pairs(q.shape[1], k.shape[1]) * layer_heads / self.compression_ratio
         n_vertical, n_slash, info = self.budgets(index, target)
         computed = float(index.pairs(n_vertical, n_slash).sum())
         v_idx, s_idx = index.indices(n_vertical, n_slash)

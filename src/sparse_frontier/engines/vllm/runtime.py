@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ...attention import AttentionMethod
+from ...attention.common import HeadGroup, set_head_group
 from .spec import CONFIG_KEY, method_from_spec
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class SparseRuntime:
                 "V1 model runner (VLLM_USE_V2_MODEL_RUNNER=0, which VllmEngine sets)."
             )
         self.runner = runner
+        set_head_group(tensor_parallel_heads())
         extra = vllm_config.additional_config or {}
         settings = extra.get(CONFIG_KEY, {}) if isinstance(extra, dict) else {}
         self.configure(settings.get("method"))
@@ -139,6 +141,38 @@ class SparseRuntime:
                 out[state.tag] = state.stats()
                 del self.requests[req_id]
         return out
+
+
+def tensor_parallel_heads() -> HeadGroup | None:
+    """The head group of this worker's tensor-parallel ranks, None when it holds every head.
+
+    Budget searches that decide one budget per layer (Vertical-Slash, FlexPrefill, Ada-SnapKV)
+    sum and gather through it, so TP > 1 takes the same decisions as TP 1 (docs/vllm.md). The
+    collectives go straight to ``torch.distributed`` on vLLM's TP groups: the gloo ``cpu_group``
+    for CPU tensors, the ``device_group`` (NCCL) for GPU ones, both exact for int64 counts
+    (vLLM's own CPU all-reduce path is meant for activations, not integer counts).
+    """
+    import torch.distributed as dist
+    from vllm.distributed.parallel_state import get_tp_group
+
+    tp = get_tp_group()
+    if tp.world_size == 1:
+        return None
+
+    def group_of(x: torch.Tensor) -> Any:
+        return tp.cpu_group if x.device.type == "cpu" else tp.device_group
+
+    def tp_sum(x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out, group=group_of(x))
+        return out
+
+    def tp_gather(x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(tp.world_size)]
+        dist.all_gather(parts, x.contiguous(), group=group_of(x))
+        return torch.cat(parts, 0)
+
+    return HeadGroup(tp_sum, tp_gather, rank=tp.rank_in_group, size=tp.world_size)
 
 
 _RUNTIME = SparseRuntime()
