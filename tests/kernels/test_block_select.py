@@ -16,11 +16,6 @@ TRITON_INTERPRET=1, in a subprocess (the variable must be set before triton is i
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -37,13 +32,7 @@ from sparse_frontier.kernels import ops
 from sparse_frontier.kernels.block_select.reference import block_select_reference, block_select_scores
 from sparse_frontier.kernels.block_sparse.reference import block_sparse_pairs
 
-ON_GPU = torch.cuda.is_available()
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-needs_kernel = pytest.mark.skipif(
-    not (ON_GPU or INTERPRET), reason="needs a CUDA GPU (or TRITON_INTERPRET=1 for the small CPU cases)"
-)
-DEVICE = "cuda" if ON_GPU else "cpu"
-DTYPE = torch.bfloat16 if ON_GPU else torch.float16  # the CPU interpreter mishandles bf16
+from .kernel_env import DEVICE, DTYPE, ON_GPU, needs_kernel
 
 # (Hq, Hkv, T, S, D, top_k): GQA 7:1, 4:1, 1:1; ragged lengths (not multiples of 16); T < S with
 # S - T off the block grid (two boundary blocks); top_k 0, fractional, and above every row's reach.
@@ -250,17 +239,3 @@ def test_method_on_gpu_uses_exact_budget(s, ratio):
         qp, kp, blocks_per_query_block(info["top_k"], geo), geo.n_full, geo.last_block
     )
     assert_same_selection(mask, ref, qp, kp, geo)
-
-
-@pytest.mark.skipif(ON_GPU or INTERPRET, reason="the kernel tests run natively here")
-def test_kernel_tests_under_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "kernel", str(Path(__file__))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout

@@ -9,24 +9,23 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+from .kernel_env import INTERPRET, ON_GPU
+
+HERE = Path(__file__).parent
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="test_triton_kernels.py runs natively on this GPU")
-def test_triton_kernels_under_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    here = Path(__file__).parent
+@pytest.mark.skipif(ON_GPU or INTERPRET, reason="the kernel tests run natively here")
+@pytest.mark.parametrize(
+    "selection",
+    [["test_triton_kernels.py"], ["test_block_select.py", "-k", "kernel"]],
+    ids=["attention_kernels", "block_select"],
+)
+def test_kernel_tests_under_interpreter(selection):
+    target, *options = selection
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(here / "test_triton_kernels.py"),
-        ],
-        env=env,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / target), *options],
+        env=dict(os.environ, TRITON_INTERPRET="1"),
         capture_output=True,
         text=True,
         timeout=600,

@@ -9,7 +9,6 @@ element the kernel forgets to write fails the test.
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -33,14 +32,9 @@ from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
     vertical_slash_attention_from_index,
 )
 
-ON_GPU = torch.cuda.is_available()
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-pytestmark = pytest.mark.skipif(
-    not (ON_GPU or INTERPRET), reason="needs a CUDA GPU (or TRITON_INTERPRET=1 for the small CPU cases)"
-)
-DEVICE = "cuda" if ON_GPU else "cpu"
-# bf16 on the GPU; the CPU interpreter mishandles bf16, so it checks the same code in float16.
-DTYPE = torch.bfloat16 if ON_GPU else torch.float16
+from .kernel_env import DEVICE, DTYPE, ON_GPU, needs_kernel
+
+pytestmark = needs_kernel
 # ||out - ref|| / ||ref|| with the reference in float32 on the same (rounded) inputs.
 REL_TOL = 1e-2 if ON_GPU else 2e-3
 
