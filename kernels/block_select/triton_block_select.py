@@ -2,23 +2,40 @@
 
 Same function as ``reference.block_select_reference``, without a score grid in memory and without
 a sort. A program owns one query head and BLOCK_M query blocks (rows). It recomputes its rows'
-pooled scores tile by tile from the pooled q/k (tensor cores, float32 accumulation) in a few passes:
+pooled scores tile by tile from the pooled q/k (tensor cores, float32 accumulation); every such
+*full pass* over the causal key range costs about the same, so the design counts full passes.
 
-1. min, max, mean and variance of each row's selectable scores;
-2. a per-row search for the n-th largest score. Each pass counts, per row, the scores at or above
-   three thresholds inside the row's bracket [lo, hi) and keeps the part holding the n-th score
-   (invariant: count(>= lo) >= n > count(>= hi)). Counts accumulate per tile position in registers
-   and are reduced once per pass, so a score costs a few instructions per pass. The first pass
-   brackets a Gaussian guess of the n-th score (mean + z * std, z the normal quantile of n / m);
-   the next ones cut the bracket in quarters by value (fast on smooth score distributions), the
-   last ones in the float's order-preserving integer key (guaranteed: 16 passes cover 32 bits).
-   A row is done when count(>= lo) == n, or when lo and hi are adjacent floats, i.e. lo IS the
-   n-th score and several scores tie at it;
-3. one pass that writes the row's mask: scores > lo, then scores == lo in key-block order while the
-   row still needs some (ties go to lower key blocks, like the reference's stable sort), plus the
-   forced first block and causal-boundary blocks; every mask entry of the row is written.
+Both kernels below find, per row, the n-th largest selectable score t by narrowing a bracket
+[lo, hi) of order-preserving float keys with the invariant count(>= lo) >= n > count(>= hi).
+Counting scores at or above a threshold accumulates per tile position in registers and is reduced
+once per pass, so a score costs a few instructions per threshold. A row is done when
+count(>= lo) == n, or when lo and hi are adjacent floats (lo IS the n-th score; several tie at it).
+Thresholds first cut the bracket in value (fast on smooth score distributions), then in the
+float's integer key (guaranteed: 16 passes of 2 bits cover 32 bits), see ``_threshold``.
 
-Search passes stop as soon as every row of the program is done.
+``scan`` (the first version, kept for comparison, 8-10 full passes at 128K):
+  1. min, max, mean and variance of each row's selectable scores;
+  2. a guess pass (3 thresholds around a Gaussian guess of t), then full passes cutting the bracket
+     in quarters until every row of the program is done;
+  3. one pass that writes the rows' masks (below).
+
+``compact`` (the default; 3 full passes when the guess holds, plus cheap passes over a small buffer):
+  1. the moments, as above;
+  2. one full pass that counts 3 thresholds around the Gaussian guess AND writes every score of the
+     guessed bracket [guess - w, guess + w) to a per-row scratch buffer of ``capacity`` floats
+     (w is set so that about FILL * capacity Gaussian scores fall inside). If the row's n-th score
+     lies in that bracket and its scores fit the buffer, the row is *buffered*;
+  3. fallback, only while some active row is not buffered and its bracket holds more than
+     ``capacity`` scores: full search passes as in ``scan``; then one full pass compacts the
+     brackets of the rows not yet buffered. Correctness never depends on the capacity (capacity 0
+     degenerates into ``scan``);
+  4. the search finishes over the buffers only: count(>= x) = count(>= hi at compaction) +
+     buffered scores >= x, exact for every x inside the compacted bracket (all later thresholds are);
+  5. the writing pass.
+
+The writing pass, shared: scores > t are taken; scores == t in key-block order while the row still
+needs some (ties go to lower key blocks, like the reference's stable sort), plus the forced first
+block and causal-boundary blocks; every mask entry of the row is written.
 """
 
 from __future__ import annotations
@@ -33,8 +50,17 @@ VALUE_PASSES = 10
 MAX_PASSES = 1 + VALUE_PASSES + 16 + 1
 #: Brackets narrower than this many floats are cut in key space right away.
 KEY_SPAN_SWITCH = 4096
-#: Half-width of the first bracket around the guess, in standard deviations of the row's scores.
+#: scan: half-width of the first bracket around the guess, in standard deviations of the row's scores.
 GUESS_WIDTH = 0.1
+#: compact: default buffer capacity (float32 scores per row) and the share of it the guessed bracket
+#: is sized to fill on Gaussian scores (room for a guess that is somewhat off).
+CAPACITY = 256
+FILL = 0.5
+#: compact: the two outer thresholds of the guess pass sit this many bracket half-widths from the guess,
+#: so a row whose n-th score misses the bracket still gets a narrow fallback bracket.
+OUTER = 4.0
+#: Counters per program written when stats are asked for (see ``block_select_triton``).
+STATS = ("full_search_passes", "compaction_passes", "buffer_passes", "rows_not_buffered_by_guess", "max_fill")
 
 
 @triton.jit
@@ -73,31 +99,12 @@ def _score_tile(
 
 
 @triton.jit
-def _threshold(
-    i: tl.constexpr, p, kl, kh, guess, width, VALUE_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr
-):
-    """Key of threshold i (1..3) of search pass p for each row, inside [kl, kh]; ascending in i."""
-    kl64 = kl.to(tl.int64)
-    kh64 = kh.to(tl.int64)
-    span = kh64 - kl64
-    lo = _key_value(kl)
-    hi = _key_value(kh)
-    by_value = tl.where(p == 0, guess + width * (i - 2), lo + (hi - lo) * (i / 4))
-    by_key = kl64 + (span * i) // 4
-    use_key = (p > VALUE_PASSES) | (span <= KEY_SPAN_SWITCH)
-    key = tl.where(use_key, by_key, _order_key(by_value).to(tl.int64))
-    return tl.minimum(tl.maximum(key, kl64), kh64).to(tl.int32)
-
-
-@triton.jit
-def _block_select_kernel(
-    q_ptr, k_ptr, nsel_ptr, nfull_ptr, last_ptr, out_ptr,
-    nqb, nkb, D, group,
-    stride_qh, stride_qm, stride_kh, stride_kn, stride_oh, stride_om,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    VALUE_PASSES: tl.constexpr, MAX_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr,
-    GUESS_WIDTH: tl.constexpr, IEEE: tl.constexpr,
+def _rows(
+    q_ptr, nsel_ptr, nfull_ptr, last_ptr, nqb, D, stride_qh, stride_qm,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
+    """The program's head, rows and their geometry: (h, rows, row_ok, n_full, last, selectable,
+    nsel, extent, q [BLOCK_M, BLOCK_D])."""
     # Later query blocks see more key blocks: launch them first so the tail of the grid is short.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     h = tl.program_id(1)
@@ -114,9 +121,17 @@ def _block_select_kernel(
         mask=row_ok[:, None] & (offs_d[None, :] < D),
         other=0.0,
     )
-    k_base = k_ptr + (h // group) * stride_kh
+    return h, rows, row_ok, n_full, last, selectable, nsel, extent, q
 
-    # Pass 1: each row's bracket [min, next float above max), and the moments for the guess.
+
+@triton.jit
+def _moments(
+    q, k_base, stride_kn, n_full, nkb, D, extent, selectable, nsel,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+):  # fmt: skip
+    """One full pass: each row's bracket keys [min, next float above max), a Gaussian guess of its
+    n-th largest score (mean + z * std with P(Z > z) = n / m, Tukey's lambda approximation of the
+    normal quantile; only a starting point), the std, and the normal density at z."""
     hi_v = tl.full([BLOCK_M], float("-inf"), tl.float32)
     lo_v = tl.full([BLOCK_M], float("inf"), tl.float32)
     sum1 = tl.zeros([BLOCK_M], tl.float32)
@@ -131,60 +146,120 @@ def _block_select_kernel(
     # -0 -> +0: the bracket's keys must not split the value 0 (counts compare values).
     hi_v = tl.where(hi_v == 0.0, 0.0, hi_v)
     lo_v = tl.where(lo_v == 0.0, 0.0, lo_v)
-    kl = _order_key(lo_v)
-    kh = _order_key(hi_v) + 1
-    c_lo = selectable  # scores >= lo: all of them
-    c_hi = tl.zeros([BLOCK_M], tl.int32)  # scores >= hi: none
-    active = (nsel > 0) & (nsel < selectable)
-    # Gaussian guess of the n-th largest of m scores: mean + z * std with P(Z > z) = n / m
-    # (Tukey's lambda approximation of the normal quantile; only a starting point).
     m = tl.maximum(selectable, 1).to(tl.float32)
     mean = sum1 / m
     std = tl.sqrt(tl.maximum(sum2 / m - mean * mean, 0.0))
     tail = tl.minimum(tl.maximum(nsel.to(tl.float32) / m, 1e-6), 1.0 - 1e-6)
     zq = 4.91 * (tl.exp(0.14 * tl.log(1.0 - tail)) - tl.exp(0.14 * tl.log(tail)))
-    guess = mean + zq * std
-    width = GUESS_WIDTH * std
+    density = 0.3989422804 * tl.exp(-0.5 * zq * zq)
+    return _order_key(lo_v), _order_key(hi_v) + 1, mean + zq * std, std, density
 
-    # Pass 2: narrow each active row's bracket around its n-th score, three thresholds a pass.
-    for p in range(0, MAX_PASSES):
-        if tl.sum(active.to(tl.int32), 0) > 0:
-            k1 = _threshold(1, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k2 = _threshold(2, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k3 = _threshold(3, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
-            t1 = _key_value(k1)[:, None]
-            t2 = _key_value(k2)[:, None]
-            t3 = _key_value(k3)[:, None]
-            a1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-            a2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-            a3 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-            for n0 in range(0, extent, BLOCK_N):
-                s = _score_tile(q, k_base, stride_kn, n0, n_full, nkb, D, BLOCK_N, BLOCK_D, IEEE)
-                a1 += (s >= t1).to(tl.int32)
-                a2 += (s >= t2).to(tl.int32)
-                a3 += (s >= t3).to(tl.int32)
-            c1 = tl.sum(a1, 1)
-            c2 = tl.sum(a2, 1)
-            c3 = tl.sum(a3, 1)
-            # Counts fall as thresholds rise: the highest threshold still holding n scores is the
-            # new lo, the lowest one holding fewer the new hi.
-            new_kl = tl.where(c3 >= nsel, k3, tl.where(c2 >= nsel, k2, tl.where(c1 >= nsel, k1, kl)))
-            new_c_lo = tl.where(c3 >= nsel, c3, tl.where(c2 >= nsel, c2, tl.where(c1 >= nsel, c1, c_lo)))
-            new_kh = tl.where(c1 < nsel, k1, tl.where(c2 < nsel, k2, tl.where(c3 < nsel, k3, kh)))
-            new_c_hi = tl.where(c1 < nsel, c1, tl.where(c2 < nsel, c2, tl.where(c3 < nsel, c3, c_hi)))
-            kl = tl.where(active, new_kl, kl)
-            c_lo = tl.where(active, new_c_lo, c_lo)
-            kh = tl.where(active, new_kh, kh)
-            c_hi = tl.where(active, new_c_hi, c_hi)
-            active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
 
-    # Pass 3: write the rows' masks. Scores > t are taken; scores == t are taken in key-block order
-    # up to `allow` (when count(>= t) == n every tied score fits: allow = n is enough).
+@triton.jit
+def _threshold(
+    i: tl.constexpr, p, kl, kh, guess, width, VALUE_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr
+):
+    """Key of threshold i (1..3) of search pass p for each row, inside [kl, kh]; ascending in i.
+    Pass 0 brackets the guess (guess + (i - 2) * width); passes 1..VALUE_PASSES cut [lo, hi) in
+    quarters by value; later ones, and brackets of few floats, in quarters by key."""
+    kl64 = kl.to(tl.int64)
+    kh64 = kh.to(tl.int64)
+    span = kh64 - kl64
+    lo = _key_value(kl)
+    hi = _key_value(kh)
+    by_value = tl.where(p == 0, guess + width * (i - 2), lo + (hi - lo) * (i / 4))
+    by_key = kl64 + (span * i) // 4
+    use_key = (p > VALUE_PASSES) | (span <= KEY_SPAN_SWITCH)
+    key = tl.where(use_key, by_key, _order_key(by_value).to(tl.int64))
+    return tl.minimum(tl.maximum(key, kl64), kh64).to(tl.int32)
+
+
+@triton.jit
+def _clamp_key(value, kl, kh):
+    """The key of value, clamped into [kl, kh] (a threshold outside the bracket tells nothing)."""
+    return tl.minimum(tl.maximum(_order_key(value), kl), kh)
+
+
+@triton.jit
+def _narrow(active, nsel, kl, kh, c_lo, c_hi, k, c):
+    """Narrow the active rows' brackets with threshold key k (inside [kl, kh]) holding c scores
+    at or above it: it becomes lo if c >= n and above lo, hi if c < n and below hi. Applied per
+    threshold, in any order, the result is the tightest bracket all thresholds allow."""
+    up = active & (c >= nsel) & (k > kl)
+    down = active & (c < nsel) & (k < kh)
+    return (
+        tl.where(up, k, kl),
+        tl.where(down, k, kh),
+        tl.where(up, c, c_lo),
+        tl.where(down, c, c_hi),
+    )
+
+
+@triton.jit
+def _scan_pass(
+    q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3,
+    lo, hi, take, buf_rows, capacity,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+    COUNT: tl.constexpr, COMPACT: tl.constexpr,
+):  # fmt: skip
+    """One full pass: per row, when COUNT the counts of scores >= each of the threshold keys k1, k2,
+    k3 (else zeros), and when COMPACT the number of scores in [lo, hi) of the rows in `take`, of
+    which the first `capacity` are written, in key-block order, to the row's buffer (buf_rows:
+    pointers to each row's buffer)."""
+    t1 = _key_value(k1)[:, None]
+    t2 = _key_value(k2)[:, None]
+    t3 = _key_value(k3)[:, None]
+    a1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    a2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    a3 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    fill = tl.zeros([BLOCK_M], tl.int32)
+    for n0 in range(0, extent, BLOCK_N):
+        s = _score_tile(q, k_base, stride_kn, n0, n_full, nkb, D, BLOCK_N, BLOCK_D, IEEE)
+        if COUNT:
+            a1 += (s >= t1).to(tl.int32)
+            a2 += (s >= t2).to(tl.int32)
+            a3 += (s >= t3).to(tl.int32)
+        if COMPACT:
+            inside = (s >= lo[:, None]) & (s < hi[:, None]) & take[:, None]
+            one = inside.to(tl.int32)
+            pos = fill[:, None] + tl.cumsum(one, 1) - one  # the candidate's slot in its row's buffer
+            tl.store(buf_rows[:, None] + pos, s, mask=inside & (pos < capacity))
+            fill += tl.sum(one, 1)
+    return tl.sum(a1, 1), tl.sum(a2, 1), tl.sum(a3, 1), fill
+
+
+@triton.jit
+def _buffer_pass(buf_rows, fill, rows_on, c_base, k1, k2, k3, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A search pass over the buffers only: count(>= k) = c_base + buffered scores >= k per row
+    (rows_on: the rows to read; their `fill` scores are all in the buffer)."""
+    t1 = _key_value(k1)[:, None]
+    t2 = _key_value(k2)[:, None]
+    t3 = _key_value(k3)[:, None]
+    a1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    a2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    a3 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    fill_on = tl.where(rows_on, fill, 0)
+    for c0 in range(0, tl.max(fill_on, 0), BLOCK_N):
+        cols = c0 + tl.arange(0, BLOCK_N)
+        inside = cols[None, :] < fill_on[:, None]
+        s = tl.load(buf_rows[:, None] + cols[None, :], mask=inside, other=float("-inf"))
+        a1 += (s >= t1).to(tl.int32)
+        a2 += (s >= t2).to(tl.int32)
+        a3 += (s >= t3).to(tl.int32)
+    return c_base + tl.sum(a1, 1), c_base + tl.sum(a2, 1), c_base + tl.sum(a3, 1)
+
+
+@triton.jit
+def _write_mask(
+    q, k_base, stride_kn, n_full, nkb, D, extent, last, nsel, row_ok, kl, c_lo, c_hi, out_rows,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+):  # fmt: skip
+    """The writing pass. Scores > t = value(kl) are taken; scores == t in key-block order up to
+    `allow` (when count(>= t) == n every tied score fits: allow = n is enough)."""
     t = _key_value(kl)
     allow = tl.where(c_lo == nsel, nsel, nsel - c_hi)
     taken_ties = tl.zeros([BLOCK_M], tl.int32)
     crossed = n_full <= last
-    out_rows = out_ptr + h * stride_oh + rows[:, None] * stride_om
     for n0 in range(0, nkb, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         if n0 < extent:
@@ -201,6 +276,151 @@ def _block_select_kernel(
         tl.store(out_rows + cols[None, :], keep.to(tl.uint8), mask=row_ok[:, None] & (cols[None, :] < nkb))
 
 
+@triton.jit
+def _block_select_scan_kernel(
+    q_ptr, k_ptr, nsel_ptr, nfull_ptr, last_ptr, out_ptr,
+    nqb, nkb, D, group,
+    stride_qh, stride_qm, stride_kh, stride_kn, stride_oh, stride_om,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    VALUE_PASSES: tl.constexpr, MAX_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr,
+    GUESS_WIDTH: tl.constexpr, IEEE: tl.constexpr,
+):  # fmt: skip
+    """``scan``: every search pass is a full pass (see the module docstring)."""
+    h, rows, row_ok, n_full, last, selectable, nsel, extent, q = _rows(
+        q_ptr, nsel_ptr, nfull_ptr, last_ptr, nqb, D, stride_qh, stride_qm, BLOCK_M, BLOCK_D
+    )
+    k_base = k_ptr + (h // group) * stride_kh
+    kl, kh, guess, std, density = _moments(
+        q, k_base, stride_kn, n_full, nkb, D, extent, selectable, nsel, BLOCK_M, BLOCK_N, BLOCK_D, IEEE
+    )
+    width = GUESS_WIDTH * std
+    c_lo = selectable  # scores >= lo: all of them
+    c_hi = tl.zeros([BLOCK_M], tl.int32)  # scores >= hi: none
+    active = (nsel > 0) & (nsel < selectable)
+    for p in range(0, MAX_PASSES):
+        if tl.sum(active.to(tl.int32), 0) > 0:
+            k1 = _threshold(1, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k2 = _threshold(2, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k3 = _threshold(3, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
+            c1, c2, c3, _ = _scan_pass(
+                q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3, guess, guess, active, k_base, 0,
+                BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, False,
+            )  # fmt: skip
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k3, c3)
+            active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
+    out_rows = out_ptr + h * stride_oh + rows[:, None] * stride_om
+    _write_mask(
+        q, k_base, stride_kn, n_full, nkb, D, extent, last, nsel, row_ok, kl, c_lo, c_hi, out_rows,
+        BLOCK_M, BLOCK_N, BLOCK_D, IEEE,
+    )  # fmt: skip
+
+
+@triton.jit
+def _block_select_compact_kernel(
+    q_ptr, k_ptr, nsel_ptr, nfull_ptr, last_ptr, out_ptr, buf_ptr, stats_ptr,
+    nqb, nkb, D, group, capacity,
+    stride_qh, stride_qm, stride_kh, stride_kn, stride_oh, stride_om,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    VALUE_PASSES: tl.constexpr, MAX_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr,
+    FILL: tl.constexpr, OUTER: tl.constexpr, IEEE: tl.constexpr, STATS: tl.constexpr,
+):  # fmt: skip
+    """``compact``: a guess pass that also compacts, full search passes only as a fallback, the
+    rest of the search over per-row buffers (see the module docstring)."""
+    h, rows, row_ok, n_full, last, selectable, nsel, extent, q = _rows(
+        q_ptr, nsel_ptr, nfull_ptr, last_ptr, nqb, D, stride_qh, stride_qm, BLOCK_M, BLOCK_D
+    )
+    k_base = k_ptr + (h // group) * stride_kh
+    buf_rows = (h * nqb + rows).to(tl.int64) * capacity + buf_ptr
+    kl, kh, guess, std, density = _moments(
+        q, k_base, stride_kn, n_full, nkb, D, extent, selectable, nsel, BLOCK_M, BLOCK_N, BLOCK_D, IEEE
+    )
+    c_lo = selectable  # scores >= lo: all of them
+    c_hi = tl.zeros([BLOCK_M], tl.int32)  # scores >= hi: none
+    active = (nsel > 0) & (nsel < selectable)
+
+    # Guess pass: about FILL * capacity Gaussian scores lie within w of the guess (density * 2w / std
+    # of the m scores); count 3 thresholds and compact the bracket [guess - w, guess + w).
+    m = tl.maximum(selectable, 1).to(tl.float32)
+    w = (FILL * capacity) * std / (2.0 * m * density)
+    k_out_lo = _clamp_key(guess - OUTER * w, kl, kh)
+    k_lo = tl.maximum(_clamp_key(guess - w, kl, kh), k_out_lo)
+    k_hi = tl.maximum(_clamp_key(guess + w, kl, kh), k_lo)
+    k_out_hi = tl.maximum(_clamp_key(guess + OUTER * w, kl, kh), k_hi)
+    c_out_lo, c_hi_g, c_out_hi, fill = _scan_pass(
+        q, k_base, stride_kn, n_full, nkb, D, extent, k_out_lo, k_hi, k_out_hi,
+        _key_value(k_lo), _key_value(k_hi), active, buf_rows, capacity,
+        BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, True,
+    )  # fmt: skip
+    buffered = active & (c_hi_g < nsel) & (nsel <= c_hi_g + fill) & (fill <= capacity)
+    c_base = c_hi_g  # buffered rows: count(>= x) = c_base + buffered scores >= x
+    kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k_out_lo, c_out_lo)
+    kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k_lo, c_hi_g + fill)
+    kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k_hi, c_hi_g)
+    kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k_out_hi, c_out_hi)
+    active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
+    n_missed = tl.sum((active & ~buffered).to(tl.int32), 0)
+
+    # Fallback: full search passes while a row that is not buffered has too many candidates.
+    p = tl.program_id(0) * 0 + 1  # search pass index (threshold schedule), shared by both loops
+    n_full_passes = p * 0
+    for _ in range(1, MAX_PASSES):
+        if tl.sum((active & ~buffered & (c_lo - c_hi > capacity)).to(tl.int32), 0) > 0:
+            k1 = _threshold(1, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k2 = _threshold(2, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k3 = _threshold(3, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
+            c1, c2, c3, _ = _scan_pass(
+                q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3, guess, guess, active, buf_rows, 0,
+                BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, False,
+            )  # fmt: skip
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k3, c3)
+            active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
+            p += 1
+            n_full_passes += 1
+    # Compaction of the rest: every active row not yet buffered now holds <= capacity candidates.
+    late = active & ~buffered
+    n_compactions = p * 0
+    if tl.sum(late.to(tl.int32), 0) > 0:
+        _, _, _, late_fill = _scan_pass(
+            q, k_base, stride_kn, n_full, nkb, D, extent, kl, kl, kl,
+            _key_value(kl), _key_value(kh), late, buf_rows, capacity,
+            BLOCK_M, BLOCK_N, BLOCK_D, IEEE, False, True,
+        )  # fmt: skip
+        fill = tl.where(late, late_fill, fill)
+        c_base = tl.where(late, c_hi, c_base)
+        buffered = buffered | late
+        n_compactions += 1
+    # The rest of the search reads the buffers only.
+    n_buffer_passes = p * 0
+    for _ in range(1, MAX_PASSES):
+        if tl.sum(active.to(tl.int32), 0) > 0:
+            k1 = _threshold(1, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k2 = _threshold(2, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k3 = _threshold(3, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
+            c1, c2, c3 = _buffer_pass(buf_rows, fill, active, c_base, k1, k2, k3, BLOCK_M, BLOCK_N)
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
+            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k3, c3)
+            active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
+            p += 1
+            n_buffer_passes += 1
+    out_rows = out_ptr + h * stride_oh + rows[:, None] * stride_om
+    _write_mask(
+        q, k_base, stride_kn, n_full, nkb, D, extent, last, nsel, row_ok, kl, c_lo, c_hi, out_rows,
+        BLOCK_M, BLOCK_N, BLOCK_D, IEEE,
+    )  # fmt: skip
+    if STATS:
+        stat = stats_ptr + (tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)) * 5
+        tl.store(stat, n_full_passes)
+        tl.store(stat + 1, n_compactions)
+        tl.store(stat + 2, n_buffer_passes)
+        tl.store(stat + 3, n_missed)
+        tl.store(stat + 4, tl.max(tl.where(buffered, fill, 0), 0))
+
+
 def block_select_triton(
     q_pool: torch.Tensor,
     k_pool: torch.Tensor,
@@ -210,14 +430,24 @@ def block_select_triton(
     block_m: int = 64,
     block_n: int = 32,
     num_warps: int = 4,
+    algorithm: str = "compact",
+    capacity: int = CAPACITY,
+    stats: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q_pool [Hq, nqb, D], k_pool [Hkv, nkb, D] (one float dtype; float32 is multiplied in IEEE
     float32, half types on tensor cores with float32 accumulation); n_sel, n_full, last_block [nqb]
     integers -> block_mask [Hq, nqb, nkb] bool, as ``block_select_reference``.
 
-    block_m / block_n: query / key blocks per score tile. Tuning knobs only: the result does not
-    depend on them (64 x 32 with 4 warps was the fastest of 7 shapes on an H100 at 128K tokens,
-    docs/benchmarks-kernels.md)."""
+    block_m / block_n / num_warps: query / key blocks per score tile and warps. algorithm: "compact"
+    (the default) or "scan" (the first version, kept for comparison); capacity: compact's buffer, in
+    float32 scores per row (it takes Hq * nqb * capacity * 4 bytes of scratch; 0 makes every row
+    take the fallback). Tuning knobs only: the result depends on none of them.
+    stats: optional int32 tensor [Hq * cdiv(nqb, block_m), len(STATS)] (compact only) that receives
+    per-program counters named in ``STATS``, e.g. how many full search passes the fallback took."""
+    if algorithm not in ("compact", "scan"):
+        raise ValueError(f"block_select_triton: algorithm must be 'compact' or 'scan', got {algorithm!r}.")
+    if capacity < 0:
+        raise ValueError(f"block_select_triton: capacity must be >= 0 scores per row, got {capacity}.")
     hq, nqb, d = q_pool.shape
     hkv, nkb, _ = k_pool.shape
     q_pool, k_pool = q_pool.contiguous(), k_pool.contiguous()
@@ -230,13 +460,34 @@ def block_select_triton(
     )
     out_bytes = out.view(torch.uint8)
     grid = (triton.cdiv(nqb, block_m), hq)
-    _block_select_kernel[grid](
-        q_pool, k_pool, n_sel, n_full, last_block, out_bytes,
-        nqb, nkb, d, hq // hkv,
-        q_pool.stride(0), q_pool.stride(1), k_pool.stride(0), k_pool.stride(1),
-        out_bytes.stride(0), out_bytes.stride(1),
+    common = dict(
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(d)),
         VALUE_PASSES=VALUE_PASSES, MAX_PASSES=MAX_PASSES, KEY_SPAN_SWITCH=KEY_SPAN_SWITCH,
-        GUESS_WIDTH=GUESS_WIDTH, IEEE=q_pool.dtype == torch.float32, num_warps=num_warps,
+        IEEE=q_pool.dtype == torch.float32, num_warps=num_warps,
+    )  # fmt: skip
+    strides = (
+        q_pool.stride(0), q_pool.stride(1), k_pool.stride(0), k_pool.stride(1),
+        out_bytes.stride(0), out_bytes.stride(1),
+    )  # fmt: skip
+    if algorithm == "scan":
+        _block_select_scan_kernel[grid](
+            q_pool, k_pool, n_sel, n_full, last_block, out_bytes, nqb, nkb, d, hq // hkv, *strides,
+            GUESS_WIDTH=GUESS_WIDTH, **common,
+        )  # fmt: skip
+        return out
+    # A capacity above the longest row buys nothing; the scratch is sized to what can be used.
+    capacity = min(capacity, max(nkb - 1, 0))
+    buf = torch.empty(max(1, hq * nqb * capacity), dtype=torch.float32, device=device)
+    if stats is not None:
+        want = (hq * grid[0], len(STATS))
+        if tuple(stats.shape) != want or stats.dtype != torch.int32 or stats.device != out.device:
+            raise ValueError(
+                f"block_select_triton: stats must be an int32 tensor of shape {list(want)} on {out.device}; "
+                f"got {stats.dtype} {tuple(stats.shape)} on {stats.device}."
+            )
+    _block_select_compact_kernel[grid](
+        q_pool, k_pool, n_sel, n_full, last_block, out_bytes, buf, stats if stats is not None else buf,
+        nqb, nkb, d, hq // hkv, capacity, *strides,
+        FILL=FILL, OUTER=OUTER, STATS=stats is not None, **common,
     )  # fmt: skip
     return out
