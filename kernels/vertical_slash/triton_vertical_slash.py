@@ -20,6 +20,7 @@ isolated slash still costs a BLOCK_M x BLOCK_N tile of tensor-core work per quer
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ import triton
 import triton.language as tl
 
 from ..common.triton_helpers import LOG2E, online_softmax_step
+from .triton_index import build_vertical_slash_index_triton, index_sizes
 
 #: Bits of zero padding before offset 0 in the slash bitmap, so out-of-band (negative) offsets
 #: of a tile never index before the start; must be a multiple of 32 and >= BLOCK_M + BLOCK_N.
@@ -95,14 +97,38 @@ def build_vertical_slash_index(
     s: int,
     block_m: int = 64,
     block_n: int = 32,
+    use_triton: bool | None = None,
 ) -> VerticalSlashIndex:
-    """Vertical keys [Hq, NV] and slash offsets [Hq, NS] (int64, negative = padding) -> index.
+    """Vertical keys [Hq, NV] and slash offsets [Hq, NS] (int64, negative = padding, entries < S) -> index.
 
-    Plain PyTorch on the index tensors' device (small: O(Hq x (NV + NS + S)) work), no host sync.
+    ``use_triton`` (default: for CUDA tensors, or anywhere under TRITON_INTERPRET=1) builds it with
+    the one-launch kernel of triton_index.py; otherwise with ``build_vertical_slash_index_torch``,
+    the PyTorch definition. Both give the same tensors, entry for entry.
+    """
+    if use_triton is None:
+        use_triton = vertical_idx.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    if not use_triton:
+        return build_vertical_slash_index_torch(vertical_idx, slash_idx, t, s, block_m, block_n)
+    fields = build_vertical_slash_index_triton(vertical_idx, slash_idx, t, s, block_m, block_n, SLASH_PAD)
+    return VerticalSlashIndex(block_m, block_n, *fields)
+
+
+def build_vertical_slash_index_torch(
+    vertical_idx: torch.Tensor,
+    slash_idx: torch.Tensor,
+    t: int,
+    s: int,
+    block_m: int = 64,
+    block_n: int = 32,
+) -> VerticalSlashIndex:
+    """The PyTorch definition of the index (reference for the Triton builder; ~130 small launches).
+
+    Plain PyTorch on the index tensors' device (O(Hq x (NV + NS + S)) work), no host sync.
     """
     hq = vertical_idx.shape[0]
     device = vertical_idx.device
-    n_tiles = math.ceil(t / block_m)
+    sizes = index_sizes(vertical_idx.shape[1], slash_idx.shape[1], t, s, block_m, block_n, SLASH_PAD)
+    n_tiles = sizes["n_tiles"]
     tile_last = torch.clamp((torch.arange(n_tiles, device=device) + 1) * block_m, max=t) - 1 + (s - t)
     tile_last = tile_last[None, :].expand(hq, n_tiles).contiguous()
 
@@ -112,7 +138,7 @@ def build_vertical_slash_index(
     vert_bitmap.scatter_(1, verts, 1)
     vert_bitmap = vert_bitmap[:, :s].contiguous()
 
-    n_words = (s + SLASH_PAD) // 32 + 3
+    n_words = sizes["n_words"]
     offs, valid = _sorted_unique(slash_idx, s)
     slash_bits = torch.zeros(hq, n_words * 32 + 1, dtype=torch.bool, device=device)
     slash_bits.scatter_(1, torch.where(valid, offs + SLASH_PAD, n_words * 32), True)
@@ -133,9 +159,7 @@ def build_vertical_slash_index(
     group_chunks = torch.where(group_ok, (group_hi - group_lo + block_m + block_n - 1) // block_n, 0)
     chunk_prefix = torch.zeros(hq, group_chunks.shape[1] + 1, dtype=torch.int64, device=device)
     chunk_prefix[:, 1:] = torch.cumsum(group_chunks, dim=1)
-    # Sized by a bound instead of the true maximum, so building needs no host sync: groups cover
-    # disjoint offset ranges, so sum(hi - lo) < S and there are at most NS groups.
-    n_chunks = (s + offs.shape[1] * block_m) // block_n + offs.shape[1] + 1
+    n_chunks = sizes["n_chunks"]  # a bound, so no host sync (see index_sizes)
     flat = torch.arange(n_chunks, device=device)[None, :].expand(hq, n_chunks).contiguous()
     chunk_group = torch.clamp(
         torch.searchsorted(chunk_prefix, flat, right=True) - 1, max=group_lo.shape[1] - 1
