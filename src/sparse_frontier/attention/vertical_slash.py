@@ -24,13 +24,26 @@ from .base import AttentionMethod, AttentionResult, causal_pairs, dense_attentio
 from .common import check_positive_int, check_shapes, head_group, layer_sum, search_int, window_probs
 
 
-def vertical_slash_scores(q: torch.Tensor, k: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+def vertical_slash_scores(
+    q: torch.Tensor, k: torch.Tensor, window: int, fused: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised vertical and slash importance from the last ``window`` queries.
 
     q [Hq, T, D], k [Hkv, S, D] -> (vertical [Hq, S], slash [Hq, S]) float32, each row summing
     to 1: vertical[h, j] is the mean probability the window queries give key j; slash[h, o]
     the mean mass on the diagonal key = query position - o.
+
+    ``fused`` (default: on CUDA tensors with a power-of-two head dim) computes them with the two-pass
+    Triton kernel of kernels/vertical_slash/triton_scores.py, which never builds the [Hq, W, S]
+    float32 probabilities; otherwise this PyTorch definition does (the CPU path, and the reference).
     """
+    if fused is None:
+        d = q.shape[-1]
+        fused = q.is_cuda and d >= 16 and d & (d - 1) == 0
+    if fused:
+        from ..kernels.vertical_slash.triton_scores import vertical_slash_scores_triton
+
+        return vertical_slash_scores_triton(q, k, window)
     hq, _, _ = q.shape
     s = k.shape[1]
     vertical = torch.empty(hq, s, dtype=torch.float32, device=q.device)
