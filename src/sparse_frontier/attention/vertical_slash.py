@@ -169,8 +169,9 @@ class VerticalSlash(AttentionMethod):
         check_positive_int(self.name, "sinks", self.sinks, minimum=0)
         check_positive_int(self.name, "local", self.local)
 
-    def index(self, q: torch.Tensor, k: torch.Tensor) -> VerticalSlashIndex:
-        vertical, slash = vertical_slash_scores(q, k, self.approx_window)
+    def index(self, q: torch.Tensor, k: torch.Tensor, fused: bool | None = None) -> VerticalSlashIndex:
+        """Scores (``fused``: see ``vertical_slash_scores``) -> the per-head ranking."""
+        vertical, slash = vertical_slash_scores(q, k, self.approx_window, fused=fused)
         return VerticalSlashIndex.build(vertical, slash, q.shape[1], self.sinks, self.local)
 
     def budgets(self, index: VerticalSlashIndex, target: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -189,9 +190,14 @@ class VerticalSlash(AttentionMethod):
         n = search_int(lambda n: layer_sum(index.pairs(*counts(n)).sum()), 0, index.s, target)
         return *counts(n), {"n": n}
 
-    def plan(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, dict]:
-        """Index building: (vertical_idx [Hq,NV], slash_idx [Hq,NS], computed pairs, budget info)."""
-        index = self.index(q, k)
+    def plan(
+        self, q: torch.Tensor, k: torch.Tensor, fused: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, float, dict]:
+        """Index building: (vertical_idx [Hq,NV], slash_idx [Hq,NS], computed pairs, budget info).
+
+        ``fused`` picks the scoring path (default: the Triton kernel on CUDA, see ``vertical_slash_scores``).
+        """
+        index = self.index(q, k, fused=fused)
         # The budget is the layer's: all its query heads, of which this rank holds an equal share.
         layer_heads = q.shape[0] * head_group().size
         target = causal_pairs(q.shape[1], k.shape[1]) * layer_heads / self.compression_ratio
