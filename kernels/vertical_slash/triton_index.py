@@ -43,9 +43,14 @@ def _zero_and_scatter(BITMAP, IDX, S, N, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _prefix_and_compact(BITMAP, PREFIX, LIST, S, BLOCK: tl.constexpr):
-    """PREFIX [S + 1] := set positions < x; LIST[r] := r-th set position (ascending). Returns the count."""
+def _prefix_and_compact(
+    BITMAP, PREFIX, LIST, WORDS_OUT, S, NW, PAD: tl.constexpr, PACK: tl.constexpr, BLOCK: tl.constexpr
+):
+    """PREFIX [S + 1] := set positions < x; LIST[r] := r-th set position (ascending); with PACK also
+    WORDS_OUT [NW] := the bitmap packed, bit j of word w at position 32 w + j - PAD. Returns the count."""
     ar = tl.arange(0, BLOCK)
+    WORDS: tl.constexpr = BLOCK // 32
+    bit_ar = tl.arange(0, 32).to(tl.uint32)
     tl.store(PREFIX, 0)
     carry = 0
     for x0 in range(0, S, BLOCK):
@@ -55,6 +60,19 @@ def _prefix_and_compact(BITMAP, PREFIX, LIST, S, BLOCK: tl.constexpr):
         tl.store(PREFIX + x + 1, inclusive, mask=x < S)
         tl.store(LIST + inclusive - bits, x, mask=bits != 0)
         carry += tl.sum(bits, 0)
+        if PACK:  # x0 and PAD are multiples of 32: this block's words are whole
+            grid = tl.reshape(bits.to(tl.uint32), [WORDS, 32])
+            packed = tl.sum(grid << bit_ar[None, :], 1)
+            words = (x0 + PAD) // 32 + tl.arange(0, WORDS)
+            tl.store(WORDS_OUT + words, packed.to(tl.int32, bitcast=True), mask=words < NW)
+    if PACK:  # words wholly before position 0 or past the last block
+        zeros = tl.zeros([WORDS], dtype=tl.int32)
+        for w0 in range(0, PAD // 32, WORDS):
+            words = w0 + tl.arange(0, WORDS)
+            tl.store(WORDS_OUT + words, zeros, mask=words < PAD // 32)
+        for w0 in range((tl.cdiv(S, BLOCK) * BLOCK + PAD) // 32, NW, WORDS):
+            words = w0 + tl.arange(0, WORDS)
+            tl.store(WORDS_OUT + words, zeros, mask=words < NW)
     return carry
 
 
@@ -74,7 +92,7 @@ def _build_verticals(
     prefix = VERT_PREFIX + h * (S + 1)
     verts = VERTS + h * NV
     _zero_and_scatter(bitmap, VIDX + h * NV, S, NV, BLOCK)
-    n_vert = _prefix_and_compact(bitmap, prefix, verts, S, BLOCK)
+    n_vert = _prefix_and_compact(bitmap, prefix, verts, prefix, S, 0, 0, False, BLOCK)
     for i0 in range(0, NV, BLOCK):  # unused slots hold S, as the sorted reference pads
         slot = i0 + ar
         tl.store(verts + slot, tl.full([BLOCK], 0, tl.int32) + S, mask=(slot < NV) & (slot >= n_vert))
@@ -116,18 +134,7 @@ def _build_slashes(
     ghi = GHI + h * NS
     cprefix = CPREFIX + h * (NS + 1)
     _zero_and_scatter(bits_base, SIDX + h * NS, S, NS, BLOCK)
-    n_off = _prefix_and_compact(bits_base, sprefix, offs, S, BLOCK)
-
-    # Packed words: bit j of word w is offset 32 w + j - PAD (offsets outside [0, S) are 0).
-    WORDS: tl.constexpr = BLOCK // 32
-    word_ar = tl.arange(0, WORDS)
-    bit_ar = tl.arange(0, 32)
-    for w0 in range(0, NW, WORDS):
-        words = w0 + word_ar
-        off = words[:, None] * 32 + bit_ar[None, :] - PAD  # [WORDS, 32]
-        bits = tl.load(bits_base + off, mask=(off >= 0) & (off < S), other=0).to(tl.uint32)
-        packed = tl.sum(bits << bit_ar[None, :].to(tl.uint32), 1)
-        tl.store(SLASH_WORDS + h * NW + words, packed.to(tl.int32, bitcast=True), mask=words < NW)
+    n_off = _prefix_and_compact(bits_base, sprefix, offs, SLASH_WORDS + h * NW, S, NW, PAD, True, BLOCK)
     tl.debug_barrier()
 
     # Groups over the sorted offsets: a start where the gap to the previous exceeds BLOCK_M, an end
