@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.triton_helpers import LOG2E, multiprocessor_count, online_softmax_step
+from ..common.triton_helpers import LOG2E, multiprocessor_count, online_softmax_update
 
 
 def _multiprocessors(device: torch.device) -> int:
@@ -92,10 +92,9 @@ def quest_decode_partial_kernel(
         v = tl.load(
             V + kv_h * stride_vh + keys[:, None] * stride_vs + dims[None, :], mask=key_ok[:, None], other=0.0
         )
-        s = tl.dot(q, tl.trans(k)) * qk_scale  # [GROUP_PAD, BLOCK_N]
         allowed = (((key_bits[None, :] >> heads[:, None]) & 1) != 0) & key_ok[None, :]
-        s = tl.where(allowed, s, float("-inf"))
-        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
+        s = tl.where(allowed, tl.dot(q, tl.trans(k)), float("-inf"))  # [GROUP_PAD, BLOCK_N] unscaled
+        m_i, l_i, acc = online_softmax_update(m_i, l_i, acc, s, v, qk_scale)
     out_rows = (kv_h * GROUP + heads) * n_split + split
     tl.store(M_PART + out_rows, m_i, mask=head_ok)
     tl.store(L_PART + out_rows, l_i, mask=head_ok)

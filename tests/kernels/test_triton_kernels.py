@@ -70,21 +70,49 @@ def _upcast(*xs):
     return [x.float() for x in xs]
 
 
-@pytest.mark.parametrize("block_m", [64, 128])
+# (block_size, block_m, use_tma): the paper's 16 in both tile heights, and the ablation's coarser
+# blocks; with block_size == BLOCK_N a step is one contiguous key block, loaded by TMA on Hopper.
+BLOCK_SPARSE_TILINGS = [(16, 64, None), (16, 128, None), (32, 64, None), (64, 64, False), (64, 64, None)]
+
+
+def test_block_sparse_rejects_a_block_size_it_cannot_tile():
+    from sparse_frontier.kernels.block_sparse.triton_block_sparse import block_sparse_attention_triton
+
+    q, k, v, _ = _inputs(2, 1, 96, 96, 16, seed=0)
+    with pytest.raises(ValueError, match="block_size in"):
+        block_sparse_attention_triton(q, k, v, torch.ones(2, 2, 2, dtype=torch.bool), block_size=48)
+
+
+@pytest.mark.parametrize("block_size,block_m,use_tma", BLOCK_SPARSE_TILINGS)
 @pytest.mark.parametrize("hq,hkv,t,s,d", PREFILL)
-def test_block_sparse_matches_reference(hq, hkv, t, s, d, block_m):
-    q, k, v, g = _inputs(hq, hkv, t, s, d, seed=t + s + block_m)
-    nqb, nkb = math.ceil(t / 16), math.ceil(s / 16)
+def test_block_sparse_matches_reference(hq, hkv, t, s, d, block_size, block_m, use_tma):
+    q, k, v, g = _inputs(hq, hkv, t, s, d, seed=t + s + block_m + block_size)
+    nqb, nkb = math.ceil(t / block_size), math.ceil(s / block_size)
     density = torch.rand(hq, 1, 1, generator=g, device=DEVICE) * 0.5  # each head its own density
     block_mask = torch.rand(hq, nqb, nkb, generator=g, device=DEVICE) < density
     block_mask[0] = False  # a head that sees nothing must give zeros
     block_mask[1, :, 0] = True
-    index = build_block_sparse_index(block_mask, t, s, block_m)
+    index = build_block_sparse_index(block_mask, t, s, block_m, block_size)
     out = torch.full_like(q, float("nan"))
-    block_sparse_attention_from_index(q, k, v, index, out=out)
-    ref = block_sparse_attention_reference(*_upcast(q, k, v), block_mask)
+    block_sparse_attention_from_index(q, k, v, index, out=out, use_tma=use_tma)
+    ref = block_sparse_attention_reference(*_upcast(q, k, v), block_mask, block_size)
     assert _rel_err(out, ref) < REL_TOL
     assert torch.all(out[0] == 0)
+
+
+HOPPER = ON_GPU and torch.cuda.get_device_capability()[0] >= 9
+
+
+@pytest.mark.skipif(not HOPPER, reason="TMA needs a Hopper or newer GPU")
+def test_block_sparse_tma_path_is_taken_and_exact():
+    """use_tma=True raises unless TMA runs; the TMA path must equal the pointer path bit for bit."""
+    hq, hkv, t, s, d = GPU_PREFILL[0]
+    q, k, v, g = _inputs(hq, hkv, t, s, d, seed=3)
+    block_mask = torch.rand(hq, math.ceil(t / 64), math.ceil(s / 64), generator=g, device=DEVICE) < 0.4
+    index = build_block_sparse_index(block_mask, t, s, 64, 64)
+    tma = block_sparse_attention_from_index(q, k, v, index, use_tma=True)
+    pointers = block_sparse_attention_from_index(q, k, v, index, use_tma=False)
+    assert torch.equal(tma, pointers)
 
 
 @pytest.mark.parametrize("block_m", [64, 128])
