@@ -5,7 +5,8 @@ inputs of bench_kernels.py ('structured' by default; 'iid' on request). For each
 compression ratio:
 
   scores      vertical_slash_scores: PyTorch (fused=False: [H, W, S] float32 softmax) vs the
-              two-pass Triton kernel (kernels/vertical_slash/triton_scores.py)
+              two-pass Triton kernel (kernels/vertical_slash/triton_scores.py); its tile shapes are
+              swept (block_m / block_n / warps, the first entry is the default)
   select      VerticalSlash.plan end to end (scores + ranking + exact-pair budget search + lists),
               with either scoring path; 'rest' = select - scores (ranking and search, shared code)
   index       build_vertical_slash_index: PyTorch builder (~130 launches) vs the one-launch Triton
@@ -36,6 +37,7 @@ from bench_kernels import HQ, bench, make_inputs
 
 from sparse_frontier.attention.vertical_slash import VerticalSlash, vertical_slash_scores
 from sparse_frontier.kernels.vertical_slash.triton_index import build_vertical_slash_index_triton
+from sparse_frontier.kernels.vertical_slash.triton_scores import vertical_slash_scores_triton
 from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
     SLASH_PAD,
     VerticalSlashIndex,
@@ -46,6 +48,8 @@ from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
 
 #: (walk block, num_warps) of the Triton index builder; the first is the default.
 INDEX_CONFIGS = [(2048, 8), (1024, 4), (4096, 8), (4096, 16), (8192, 16)]
+#: (block_m, block_n, num_warps) of the Triton scores kernel; the first is the default.
+SCORE_CONFIGS = [(64, 64, 4), (64, 64, 8), (64, 32, 4), (32, 64, 4), (128, 64, 8), (64, 128, 8)]
 
 
 def indices_equal(a: VerticalSlashIndex, b: VerticalSlashIndex) -> list[str]:
@@ -94,9 +98,21 @@ def case(q, k, v, length: int, cr: float, window: int, rep: int) -> dict:
     new_scores = vertical_slash_scores(q, k, window, fused=True)
     old_scores = vertical_slash_scores(q, k, window, fused=False)
     r.update(score_check(new_scores, old_scores))
-    del new_scores, old_scores
     r["scores_old_ms"] = bench(lambda: vertical_slash_scores(q, k, window, fused=False), rep)
     r["scores_new_ms"] = bench(lambda: vertical_slash_scores(q, k, window, fused=True), rep)
+    r["scores_configs_ms"] = {}
+    for bm, bn, warps in SCORE_CONFIGS:
+
+        def run(bm=bm, bn=bn, warps=warps):
+            return vertical_slash_scores_triton(q, k, window, block_m=bm, block_n=bn, num_warps=warps)
+
+        try:
+            err = max(score_check(run(), old_scores).values())
+            ms = bench(run, rep)
+            r["scores_configs_ms"][f"{bm}/{bn}/{warps}"] = ms if err < 1e-3 else f"WRONG ({ms:.3f} ms)"
+        except Exception as exc:  # a tile that does not fit (shared memory, registers) is reported
+            r["scores_configs_ms"][f"{bm}/{bn}/{warps}"] = f"failed: {str(exc).splitlines()[0][:80]}"
+    del new_scores, old_scores
     plan_new = method.plan(q, k, fused=True)
     plan_old = method.plan(q, k, fused=False)
     r.update(selection_check(plan_new, plan_old))
