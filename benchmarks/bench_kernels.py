@@ -4,20 +4,26 @@ Qwen2.5-7B attention shapes (28 query heads, 4 kv heads, head dim 128, bf16, bat
 length and compression ratio the sparse pattern is chosen by the methods' own selection code
 (sparse_frontier.attention: BlockSparse / VerticalSlash / Quest) on synthetic inputs, then timed:
 
+  select  the methods' importance estimation + top-k on the GPU (Block-Sparse: fused block
+          selection; Vertical-Slash: fused last-window scores + budget search)
   index   GPU index building (block mask / vertical-slash lists / page mask -> kernel index)
   attn    the sparse attention kernel over that index
-  total   the public op end to end (index building + attention), what an engine pays
+  total   the public op (index building + attention)
   dense   min over SDPA backends (cuDNN, FlashAttention) [and, for decode, our split-K kernel
           with every page selected]
 
-Speedup = dense / total. Times are triton.testing.do_bench medians (ms). The methods' selection
-(importance estimation + top-k, PyTorch) is timed too ('select') but reported apart: it is the
-methods' code, not a kernel. Two input kinds:
+Kernel speedup = dense / total; end-to-end speedup = dense / (select + total), what a prefill
+pays. Times are triton.testing.do_bench medians (ms). Block-Sparse runs at the paper's block size
+16 and, with --block-sizes, at coarser blocks (64 is MInference's unit); --anchor-file times
+MInference's public block-sparse Triton kernel on its own 64 x 64 selection beside ours on the
+same mask (the file is not shipped: pass minference/ops/block_sparse_flash_attention.py from a
+checkout). Two input kinds:
   structured  keys/queries share a slowly drifting content signal (local attention) plus a few
               heavy-hitter keys every query likes (vertical attention) - the shape of real heads;
   iid         i.i.d. Gaussian q, k: no structure, so selections scatter (the adversarial case).
 
 Run:  python benchmarks/bench_kernels.py --lengths 16384 32768 65536 131072 --json out.json
+      [--block-sizes 16 64] [--anchor-file PATH]
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from collections.abc import Callable
 
 import torch
@@ -168,57 +173,129 @@ def vertical_slash_work(index) -> int:
     return (vert_chunks + int(index.chunk_count.long().sum())) * bm * bn
 
 
-def block_sparse_case(q, k, v, length, cr, block_m) -> dict:
-    """Select with the method, then time index building, attention, and the op end to end."""
-    t0 = time.perf_counter()
-    block_mask = select_blocks(q, k, BlockSparse(compression_ratio=cr).top_k_for(length, length))
-    torch.cuda.synchronize()
-    select_ms = (time.perf_counter() - t0) * 1e3
-    index = build_block_sparse_index(block_mask, length, length, block_m)
+def block_sparse_case(q, k, v, length, cr, block_m, block_size=16) -> dict:
+    """Select with the method, then time selection, index building, attention, and the op end to end."""
+    top_k = BlockSparse(compression_ratio=cr, block_size=block_size).top_k_for(length, length)
+    block_mask = select_blocks(q, k, top_k, block_size)
+    block_m = max(block_m, block_size)
+    index = build_block_sparse_index(block_mask, length, length, block_m, block_size)
     return {
-        "pairs": block_sparse_pairs(block_mask, length, length),
+        "pairs": block_sparse_pairs(block_mask, length, length, block_size),
         "work": block_sparse_work(index, length),
-        "select_ms": select_ms,
-        "index_ms": bench(lambda: build_block_sparse_index(block_mask, length, length, block_m)),
+        "select_ms": bench(lambda: select_blocks(q, k, top_k, block_size)),
+        "index_ms": bench(lambda: build_block_sparse_index(block_mask, length, length, block_m, block_size)),
         "attn_ms": bench(lambda: block_sparse_attention_from_index(q, k, v, index)),
-        "total_ms": bench(lambda: ops.block_sparse_attention(q, k, v, block_mask)),
+        "total_ms": bench(lambda: ops.block_sparse_attention(q, k, v, block_mask, block_size)),
     }
 
 
-def vertical_slash_case(q, k, v, length, cr, block_m) -> dict:
+def vertical_slash_case(q, k, v, length, cr, block_m, block_size=None) -> dict:
     """Select with the method (last-window estimate, exact-pair budget search), then time as above."""
-    t0 = time.perf_counter()
-    v_idx, s_idx, _, _ = VerticalSlash(compression_ratio=cr).plan(q, k)
-    torch.cuda.synchronize()
-    select_ms = (time.perf_counter() - t0) * 1e3
+    method = VerticalSlash(compression_ratio=cr)
+    v_idx, s_idx, _, _ = method.plan(q, k)
     index = build_vertical_slash_index(v_idx, s_idx, length, length, block_m)
     return {
         "pairs": vertical_slash_pairs(v_idx, s_idx, length, length),
         "work": vertical_slash_work(index),
-        "select_ms": select_ms,
+        "select_ms": bench(lambda: method.plan(q, k)),
         "index_ms": bench(lambda: build_vertical_slash_index(v_idx, s_idx, length, length, block_m)),
         "attn_ms": bench(lambda: vertical_slash_attention_from_index(q, k, v, index)),
         "total_ms": bench(lambda: ops.vertical_slash_attention(q, k, v, v_idx, s_idx)),
     }
 
 
-def prefill_rows(kind, length, compressions, dense_ms, ceil_tflops, block_m, methods):
+def anchor_rows(anchor_file, q, k, v, length, compressions, dense_ms) -> list[dict]:
+    """MInference's block-sparse kernel on its own 64 x 64 top-k selection, and ours on the same mask.
+
+    The anchor is not GQA-aware, so it gets k/v expanded per query head (not timed). Its top-k is the
+    integer that brings its causal block count closest to 1/CR; the achieved CR is counted exactly.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("minference_block_sparse", anchor_file)
+    anchor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(anchor)
+    group = HQ // HKV
+    qb, kb, vb = q[None], k.repeat_interleave(group, 0)[None], v.repeat_interleave(group, 0)[None]
+    seqlens = torch.tensor([length], dtype=torch.int32, device=q.device)
+    nb = length // 64
+    rows_blocks = torch.arange(1, nb + 1)
+    causal_total = HQ * length * (length + 1) // 2
+    out = []
+    for cr in compressions:
+        target = rows_blocks.sum().item() / cr
+        top_k = min(
+            range(1, nb + 1), key=lambda x: abs(torch.clamp(rows_blocks, max=x).sum().item() - target)
+        )
+        block_index = anchor._build_block_index(qb, kb, top_k, 64, 64)  # [1, HQ, nb, top_k], ascending
+        used = (
+            torch.arange(top_k, device=q.device)[None, :]
+            < torch.clamp(torch.arange(1, nb + 1, device=q.device), max=top_k)[:, None]
+        )  # the kernel reads min(row + 1, top_k) entries per row
+        mask = torch.zeros(HQ, nb, nb, dtype=torch.bool, device=q.device)
+        heads = torch.arange(HQ, device=q.device)[:, None, None].expand(HQ, nb, top_k)
+        rows = torch.arange(nb, device=q.device)[None, :, None].expand(HQ, nb, top_k)
+        mask[heads[:, used], rows[:, used], block_index[0][:, used].long()] = True
+        pairs = block_sparse_pairs(mask, length, length, 64)
+        index = build_block_sparse_index(mask, length, length, 64, 64)
+
+        def run_anchor(block_index=block_index):
+            return anchor._triton_block_sparse_attention(qb, kb, vb, seqlens, block_index, D**-0.5, 64, 64)
+
+        ours = block_sparse_attention_from_index(q, k, v, index)
+        theirs = run_anchor()[0]
+        r = {
+            "length": length,
+            "compression": cr,
+            "achieved_compression": causal_total / pairs,
+            "anchor_ms": bench(run_anchor),
+            "ours_ms": bench(lambda index=index: block_sparse_attention_from_index(q, k, v, index)),
+            "dense_ms": dense_ms,
+            "rel_diff": float((ours.float() - theirs.float()).norm() / theirs.float().norm()),
+        }
+        out.append(r)
+        print(_fmt_anchor(r), flush=True)
+    return out
+
+
+def _fmt_anchor(r: dict) -> str:
+    return (
+        f"| {r['length']} | {r['compression']:g} | {r['achieved_compression']:.1f} | {r['anchor_ms']:.2f} "
+        f"(**{r['dense_ms'] / r['anchor_ms']:.1f}x**) | {r['ours_ms']:.2f} "
+        f"(**{r['dense_ms'] / r['ours_ms']:.1f}x**) "
+        f"| {r['anchor_ms'] / r['ours_ms']:.2f} | {r['rel_diff']:.1e} |"
+    )
+
+
+ANCHOR_HEADER = (
+    "| length | target CR | achieved CR | MInference kernel ms (speedup) | ours ms (speedup) "
+    "| ours faster by | rel. output difference |\n" + "|---" * 7 + "|"
+)
+
+
+def prefill_rows(kind, length, compressions, dense_ms, ceil_tflops, block_m, methods, block_sizes):
     q, k, v = make_inputs(kind, length, seed=length)
     causal_total = HQ * length * (length + 1) // 2
-    cases = {"block_sparse": block_sparse_case, "vertical_slash": vertical_slash_case}
+    cases = {
+        "block_sparse": (block_sparse_case, block_sizes),
+        "vertical_slash": (vertical_slash_case, [None]),
+    }
     rows = []
     for cr in compressions:
         for method in methods:
-            m = cases[method](q, k, v, length, cr, block_m)
-            rows.append(_row(method, kind, length, cr, causal_total, m, dense_ms, ceil_tflops))
-            print(_fmt(rows[-1]), flush=True)
+            case, sizes = cases[method]
+            for size in sizes:
+                m = case(q, k, v, length, cr, block_m, size)
+                rows.append(_row(method, size, kind, length, cr, causal_total, m, dense_ms, ceil_tflops))
+                print(_fmt(rows[-1]), flush=True)
     return rows
 
 
-def _row(method, kind, length, cr, causal_total, m, dense_ms, ceil_tflops) -> dict:
+def _row(method, block_size, kind, length, cr, causal_total, m, dense_ms, ceil_tflops) -> dict:
     useful_tflops = 4 * m["pairs"] * D / m["attn_ms"] / 1e9
     return {
         "method": method,
+        "block_size": block_size,
         "inputs": kind,
         "length": length,
         "compression": cr,
@@ -227,26 +304,31 @@ def _row(method, kind, length, cr, causal_total, m, dense_ms, ceil_tflops) -> di
         **{key: m[key] for key in ("select_ms", "index_ms", "attn_ms", "total_ms")},
         "dense_ms": dense_ms,
         "speedup": dense_ms / m["total_ms"],
+        "end_to_end_speedup": dense_ms / (m["select_ms"] + m["total_ms"]),
         "index_share": m["index_ms"] / m["total_ms"],
+        "select_index_share": (m["select_ms"] + m["index_ms"]) / (m["select_ms"] + m["total_ms"]),
         "useful_tflops": useful_tflops,
         "ceiling_fraction": useful_tflops / ceil_tflops,
     }
 
 
 def _fmt(r: dict) -> str:
+    unit = f" ({r['block_size']})" if r["block_size"] else ""
     return (
-        f"| {r['method']} | {r['inputs']} | {r['length']} | {r['compression']:g} | "
-        f"{r['achieved_compression']:.1f} | {r['useful_over_computed']:.2f} | {r['select_ms']:.1f} | "
+        f"| {r['method']}{unit} | {r['inputs']} | {r['length']} | {r['compression']:g} | "
+        f"{r['achieved_compression']:.1f} | {r['useful_over_computed']:.2f} | {r['select_ms']:.2f} | "
         f"{r['index_ms']:.2f} | {r['attn_ms']:.2f} | {r['total_ms']:.2f} | {r['dense_ms']:.1f} | "
-        f"**{r['speedup']:.1f}x** | {100 * r['index_share']:.1f}% | {r['useful_tflops']:.0f} "
-        f"({100 * r['ceiling_fraction']:.0f}%) |"
+        f"**{r['speedup']:.1f}x** | {100 * r['index_share']:.1f}% | **{r['end_to_end_speedup']:.1f}x** | "
+        f"{100 * r['select_index_share']:.0f}% | "
+        f"{r['useful_tflops']:.0f} ({100 * r['ceiling_fraction']:.0f}%) |"
     )
 
 
 PREFILL_HEADER = (
-    "| method | inputs | length | target CR | achieved CR | useful/computed pairs | select ms (methods) "
-    "| index ms | attn ms | total ms | dense ms | speedup (dense/total) | index share "
-    "| useful TFLOP/s (of matmul peak) |\n" + "|---" * 14 + "|"
+    "| method (block) | inputs | length | target CR | achieved CR | useful/computed pairs | select ms "
+    "| index ms | attn ms | total ms | dense ms | kernel speedup (dense/total) | index share "
+    "| end-to-end speedup (dense/(select+total)) | select+index share "
+    "| useful TFLOP/s (of matmul peak) |\n" + "|---" * 16 + "|"
 )
 
 
@@ -335,6 +417,12 @@ def main() -> None:
     parser.add_argument("--inputs", nargs="+", default=["structured", "iid"], choices=["structured", "iid"])
     parser.add_argument("--block-m", type=int, default=64, help="query rows per kernel tile (64 or 128)")
     parser.add_argument("--methods", nargs="+", default=["block_sparse", "vertical_slash"])
+    parser.add_argument(
+        "--block-sizes", type=int, nargs="+", default=[16], help="Block-Sparse block sizes (16, 32, 64)"
+    )
+    parser.add_argument(
+        "--anchor-file", help="MInference's block_sparse_flash_attention.py, timed beside ours"
+    )
     parser.add_argument("--skip-prefill", action="store_true")
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--json", help="write every measured row here")
@@ -360,8 +448,9 @@ def main() -> None:
         "dense": {},
         "prefill": [],
         "decode": [],
+        "anchor": [],
     }
-    prefill, decode = [], []
+    prefill, decode, anchor = [], [], []
     for length in args.lengths:
         if not args.skip_prefill:
             q, k, v = make_inputs("iid", length, seed=0)
@@ -381,16 +470,30 @@ def main() -> None:
             }
             for kind in args.inputs:
                 prefill += prefill_rows(
-                    kind, length, args.compressions, dense_ms, ceil_tflops, args.block_m, args.methods
+                    kind,
+                    length,
+                    args.compressions,
+                    dense_ms,
+                    ceil_tflops,
+                    args.block_m,
+                    args.methods,
+                    args.block_sizes,
                 )
+            if args.anchor_file:
+                q, k, v = make_inputs("structured", length, seed=length)
+                anchor += anchor_rows(args.anchor_file, q, k, v, length, args.compressions, dense_ms)
+                del q, k, v
         if not args.skip_decode:
             for kind in args.inputs:
                 decode += decode_rows(kind, length, args.decode_compressions, ceil_gbps)
         torch.cuda.empty_cache()
-    result["prefill"], result["decode"] = prefill, decode
+    result["prefill"], result["decode"], result["anchor"] = prefill, decode, anchor
     if prefill:
         print("\n" + PREFILL_HEADER)
         print("\n".join(_fmt(r) for r in prefill))
+    if anchor:
+        print("\n" + ANCHOR_HEADER)
+        print("\n".join(_fmt_anchor(r) for r in anchor))
     if decode:
         print("\n" + DECODE_HEADER)
         print("\n".join(_fmt_decode(r) for r in decode))
