@@ -33,12 +33,14 @@ def close(out: torch.Tensor, ref: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("s", [4096, 5001])
 @pytest.mark.parametrize("ratio", [5, 20])
-def test_block_sparse_on_gpu(s, ratio):
+@pytest.mark.parametrize("block_size", [16, 64])  # the paper's unit, and the ablation's / MInference's
+def test_block_sparse_on_gpu(s, ratio, block_size):
     q, k, v = cuda_bf16(8, 2, s)
-    method = get_method("block_sparse", ratio)
+    method = get_method("block_sparse", ratio, block_size=block_size)
     result = method.prefill(q, k, v)
     mask = method.plan(q, k)[0]
-    close(result.out, block_sparse_attention_reference(q.cpu(), k.cpu(), v.cpu(), mask.cpu()))
+    ref = block_sparse_attention_reference(q.cpu(), k.cpu(), v.cpu(), mask.cpu(), block_size)
+    close(result.out, ref)
     assert result.density == pytest.approx(1 / ratio, rel=0.05)
 
 
