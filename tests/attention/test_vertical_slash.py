@@ -141,3 +141,23 @@ def test_bad_parameters_are_named():
         get_method("vertical_slash", 2, approx_window=0)
     with pytest.raises(ValueError, match="min_budget"):
         get_method("flexprefill", 2, min_budget=-1)
+
+
+@pytest.mark.parametrize("t,s", [(900, 900), (300, 1000), (1, 500)])
+def test_pair_count_is_exact_for_any_budgets(t, s):
+    """``pairs`` (chosen items only) against the independent closed form, for random per-head
+    budgets including 0 and S, on random and on tied scores (many equal ranks)."""
+    g = torch.Generator().manual_seed(t + s)
+    for tied in (False, True):
+        vertical, slash = torch.rand(5, s, generator=g), torch.rand(5, s, generator=g)
+        if tied:
+            vertical, slash = (x.mul(4).floor() for x in (vertical, slash))
+        index = VerticalSlashIndex.build(vertical, slash, t, sinks=4, local=64)
+        n_v = torch.randint(0, s + 1, (5,), generator=g)
+        n_s = torch.randint(0, s + 1, (5,), generator=g)
+        n_v[0], n_s[1], n_v[2], n_s[2] = 0, 0, s, s
+        v_idx, s_idx = index.indices(n_v, n_s)
+        expected = [vertical_slash_pairs(v_idx[h : h + 1], s_idx[h : h + 1], t, s) for h in range(5)]
+        assert index.pairs(n_v, n_s).tolist() == expected
+        zero = torch.zeros(5, dtype=torch.long)
+        assert index.pairs(zero, zero).tolist() == [0] * 5

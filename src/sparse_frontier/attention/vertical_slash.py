@@ -107,24 +107,34 @@ class VerticalSlashIndex:
         """
         hq, s = self.vertical_order.shape
         first_query = s - self.t
-        zero = torch.zeros(hq, 1, dtype=self.vertical_cover.dtype, device=self.vertical_cover.device)
-        v_sum = torch.cat([zero, self.vertical_cover], 1).gather(1, n_vertical[:, None])[:, 0]
-        s_sum = torch.cat([zero, self.slash_cover], 1).gather(1, n_slash[:, None])[:, 0]
-        # chosen[h, j]: vertical j taken; prefix[h, x] = chosen verticals at positions < x.
-        chosen = (self.vertical_rank < n_vertical[:, None]).long()
-        prefix = torch.cat([zero, chosen.cumsum(1)], 1)  # [Hq, S + 1]
-        o = self.slash_order  # [Hq, S]
+        v_sum = _prefix_at(self.vertical_cover, n_vertical)
+        s_sum = _prefix_at(self.slash_cover, n_slash)
+        # Work on the chosen items only (O(n log n) per head, not O(S)): one host sync for the widths.
+        nv_max, ns_max = (int(x) for x in torch.stack([n_vertical.max(), n_slash.max()]).tolist())
+        if nv_max == 0 or ns_max == 0:
+            return v_sum + s_sum
+        # Chosen vertical positions, ascending; a head's unused slots get 2S, inside no range below.
+        slot = torch.arange(nv_max, device=n_vertical.device)[None, :]
+        chosen = torch.where(slot < n_vertical[:, None], self.vertical_order[:, :nv_max], 2 * s)
+        chosen = chosen.sort(dim=1).values
+        o = self.slash_order[:, :ns_max]
         # Slash o meets vertical j at query position j + o, valid for j in [S-T-o, S-1-o].
         lo = torch.clamp(first_query - o, min=0)
         hi = s - o  # exclusive end, >= 1 since o <= S-1
-        meet = prefix.gather(1, hi) - prefix.gather(1, lo)
-        taken = torch.arange(s, device=o.device)[None, :] < n_slash[:, None]
-        both = (meet * taken).sum(1)
+        meet = torch.searchsorted(chosen, hi) - torch.searchsorted(chosen, lo)  # chosen in [lo, hi)
+        taken = torch.arange(ns_max, device=o.device)[None, :] < n_slash[:, None]
+        both = torch.where(taken, meet, 0).sum(1)
         return v_sum + s_sum - both
 
     def indices(self, n_vertical: torch.Tensor, n_slash: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vertical_idx [Hq, NV], slash_idx [Hq, NS]) int64, ascending, padded with -1 per head."""
         return _take(self.vertical_order, n_vertical), _take(self.slash_order, n_slash)
+
+
+def _prefix_at(cumulative: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """[Hq, S] running totals of the first 1..S items, [Hq] counts -> [Hq] total of the first n[h] items."""
+    at = cumulative.gather(1, (n - 1).clamp(min=0)[:, None])[:, 0]
+    return torch.where(n > 0, at, 0)
 
 
 def _forced_first(scores: torch.Tensor, n_forced: int) -> torch.Tensor:
