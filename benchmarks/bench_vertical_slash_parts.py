@@ -47,7 +47,7 @@ from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
 )
 
 #: (walk block, num_warps) of the Triton index builder; the first is the default.
-INDEX_CONFIGS = [(2048, 8), (1024, 4), (4096, 8), (4096, 16), (8192, 16)]
+INDEX_CONFIGS = [(4096, 8), (1024, 4), (2048, 8), (4096, 16), (8192, 16)]
 #: (block_m, block_n, num_warps) of the Triton scores kernel; the first is the default.
 SCORE_CONFIGS = [(64, 64, 4), (64, 64, 8), (64, 32, 4), (32, 64, 4), (128, 64, 8), (64, 128, 8)]
 

@@ -241,12 +241,14 @@ def build_vertical_slash_index_triton(
     block_m: int,
     block_n: int,
     pad: int,
-    block: int = 2048,
+    block: int = 4096,
     num_warps: int = 8,
 ) -> tuple[torch.Tensor, ...]:
     """[Hq, NV], [Hq, NS] int (negative = padding) -> the index tensors, in VerticalSlashIndex order.
 
-    One launch (plus allocations); entries must be < S (the public op checks this).
+    One launch (plus allocations); entries must be < S (the public op checks this). ``block``: positions
+    a program handles per step of its walks (a power of two >= 64); the walks are latency-bound loops,
+    so fewer, wider steps are cheaper (benchmarks/bench_vertical_slash_parts.py sweeps it).
     """
     if slash_idx.shape[1] == 0:
         raise ValueError("vertical-slash index: slash_idx needs at least one column (pad with -1).")
