@@ -250,6 +250,8 @@ def build_vertical_slash_index_triton(
     a program handles per step of its walks (a power of two >= 64); the walks are latency-bound loops,
     so fewer, wider steps are cheaper (benchmarks/bench_vertical_slash_parts.py sweeps it).
     """
+    if block < 64 or block & (block - 1):
+        raise ValueError(f"vertical-slash index: block must be a power of two >= 64, got {block}.")
     if slash_idx.shape[1] == 0:
         raise ValueError("vertical-slash index: slash_idx needs at least one column (pad with -1).")
     hq, nv = vertical_idx.shape
