@@ -59,6 +59,8 @@ FILL = 0.5
 #: compact: the two outer thresholds of the guess pass sit this many bracket half-widths from the guess,
 #: so a row whose n-th score misses the bracket still gets a narrow fallback bracket.
 OUTER = 4.0
+#: compact, moments="gram": key blocks between the checkpoints of the prefix sums and Gram matrices.
+CHECKPOINT = 64
 #: Counters per program written when stats are asked for (see ``block_select_triton``).
 STATS = ("full_search_passes", "compaction_passes", "buffer_passes", "rows_not_buffered_by_guess", "max_fill")
 
@@ -125,13 +127,26 @@ def _rows(
 
 
 @triton.jit
-def _moments(
-    q, k_base, stride_kn, n_full, nkb, D, extent, selectable, nsel,
+def _guess(sum1, sum2, selectable, nsel):
+    """A Gaussian guess of each row's n-th largest score from the sum and the sum of squares of its
+    m selectable scores: mean + z * std with P(Z > z) = n / m (Tukey's lambda approximation of the
+    normal quantile; only a starting point). Returns (guess, std, normal density at z)."""
+    m = tl.maximum(selectable, 1).to(tl.float32)
+    mean = sum1 / m
+    std = tl.sqrt(tl.maximum(sum2 / m - mean * mean, 0.0))
+    tail = tl.minimum(tl.maximum(nsel.to(tl.float32) / m, 1e-6), 1.0 - 1e-6)
+    zq = 4.91 * (tl.exp(0.14 * tl.log(1.0 - tail)) - tl.exp(0.14 * tl.log(tail)))
+    density = 0.3989422804 * tl.exp(-0.5 * zq * zq)
+    return mean + zq * std, std, density
+
+
+@triton.jit
+def _moments_pass(
+    q, k_base, stride_kn, n_full, nkb, D, extent,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
-    """One full pass: each row's bracket keys [min, next float above max), a Gaussian guess of its
-    n-th largest score (mean + z * std with P(Z > z) = n / m, Tukey's lambda approximation of the
-    normal quantile; only a starting point), the std, and the normal density at z."""
+    """One full pass: each row's bracket keys [min, next float above max), and the sum and sum of
+    squares of its selectable scores."""
     hi_v = tl.full([BLOCK_M], float("-inf"), tl.float32)
     lo_v = tl.full([BLOCK_M], float("inf"), tl.float32)
     sum1 = tl.zeros([BLOCK_M], tl.float32)
@@ -146,13 +161,40 @@ def _moments(
     # -0 -> +0: the bracket's keys must not split the value 0 (counts compare values).
     hi_v = tl.where(hi_v == 0.0, 0.0, hi_v)
     lo_v = tl.where(lo_v == 0.0, 0.0, lo_v)
-    m = tl.maximum(selectable, 1).to(tl.float32)
-    mean = sum1 / m
-    std = tl.sqrt(tl.maximum(sum2 / m - mean * mean, 0.0))
-    tail = tl.minimum(tl.maximum(nsel.to(tl.float32) / m, 1e-6), 1.0 - 1e-6)
-    zq = 4.91 * (tl.exp(0.14 * tl.log(1.0 - tail)) - tl.exp(0.14 * tl.log(tail)))
-    density = 0.3989422804 * tl.exp(-0.5 * zq * zq)
-    return _order_key(lo_v), _order_key(hi_v) + 1, mean + zq * std, std, density
+    return _order_key(lo_v), _order_key(hi_v) + 1, sum1, sum2
+
+
+@triton.jit
+def _moments_gram(
+    q, k_base, stride_kn, n_full, nkb, D, extent, selectable, kv, gram_ptr, gsum_ptr, kmax_ptr, n_ck,
+    CK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    IEEE: tl.constexpr,
+):  # fmt: skip
+    """The same sums without a full pass: sum_j s_j = q . S(n) and sum_j s_j^2 = q^T G(n) q, with
+    S(n) and G(n) the sum and Gram matrix of key blocks 1..n-1, read at the checkpoint n = c * CK
+    at or below every row of the program, plus the few key blocks from there to each row's n_full.
+    No min/max: the bracket is [-B, B] with B a Cauchy-Schwarz bound |q . k| <= |q| max_j |k_j|,
+    widened by 1e-3 (far above float32 rounding of the scores and norms)."""
+    first = tl.min(tl.where(selectable > 0, n_full, extent), 0)
+    c0 = first // CK
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    at = kv * n_ck + c0  # checkpoint row of this kv head
+    g = tl.load(
+        gram_ptr + (at * D + offs_d[:, None]).to(tl.int64) * D + offs_d[None, :],
+        mask=d_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    qf = q.to(tl.float32)
+    sum2 = tl.sum(tl.dot(qf, g, input_precision="ieee") * qf, 1)
+    sum1 = tl.sum(qf * tl.load(gsum_ptr + at * D + offs_d, mask=d_ok, other=0.0)[None, :], 1)
+    for n0 in range(c0 * CK, extent, BLOCK_N):
+        s = _score_tile(q, k_base, stride_kn, n0, n_full, nkb, D, BLOCK_N, BLOCK_D, IEEE)
+        z = tl.where(s == float("-inf"), 0.0, s)
+        sum1 += tl.sum(z, 1)
+        sum2 += tl.sum(z * z, 1)
+    bound = tl.sqrt(tl.sum(qf * qf, 1)) * tl.load(kmax_ptr + kv) * 1.001 + 1e-30
+    return _order_key(-bound), _order_key(bound), sum1, sum2
 
 
 @triton.jit
@@ -290,9 +332,10 @@ def _block_select_scan_kernel(
         q_ptr, nsel_ptr, nfull_ptr, last_ptr, nqb, D, stride_qh, stride_qm, BLOCK_M, BLOCK_D
     )
     k_base = k_ptr + (h // group) * stride_kh
-    kl, kh, guess, std, density = _moments(
-        q, k_base, stride_kn, n_full, nkb, D, extent, selectable, nsel, BLOCK_M, BLOCK_N, BLOCK_D, IEEE
+    kl, kh, sum1, sum2 = _moments_pass(
+        q, k_base, stride_kn, n_full, nkb, D, extent, BLOCK_M, BLOCK_N, BLOCK_D, IEEE
     )
+    guess, std, density = _guess(sum1, sum2, selectable, nsel)
     width = GUESS_WIDTH * std
     c_lo = selectable  # scores >= lo: all of them
     c_hi = tl.zeros([BLOCK_M], tl.int32)  # scores >= hi: none
@@ -320,11 +363,13 @@ def _block_select_scan_kernel(
 @triton.jit
 def _block_select_compact_kernel(
     q_ptr, k_ptr, nsel_ptr, nfull_ptr, last_ptr, out_ptr, buf_ptr, stats_ptr,
+    gram_ptr, gsum_ptr, kmax_ptr, n_ck,
     nqb, nkb, D, group, capacity,
     stride_qh, stride_qm, stride_kh, stride_kn, stride_oh, stride_om,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_PASSES: tl.constexpr, MAX_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr,
     FILL: tl.constexpr, OUTER: tl.constexpr, IEEE: tl.constexpr, STATS: tl.constexpr,
+    GRAM: tl.constexpr, CK: tl.constexpr,
 ):  # fmt: skip
     """``compact``: a guess pass that also compacts, full search passes only as a fallback, the
     rest of the search over per-row buffers (see the module docstring)."""
@@ -333,9 +378,16 @@ def _block_select_compact_kernel(
     )
     k_base = k_ptr + (h // group) * stride_kh
     buf_rows = (h * nqb + rows).to(tl.int64) * capacity + buf_ptr
-    kl, kh, guess, std, density = _moments(
-        q, k_base, stride_kn, n_full, nkb, D, extent, selectable, nsel, BLOCK_M, BLOCK_N, BLOCK_D, IEEE
-    )
+    if GRAM:
+        kl, kh, sum1, sum2 = _moments_gram(
+            q, k_base, stride_kn, n_full, nkb, D, extent, selectable, h // group,
+            gram_ptr, gsum_ptr, kmax_ptr, n_ck, CK, BLOCK_M, BLOCK_N, BLOCK_D, IEEE,
+        )  # fmt: skip
+    else:
+        kl, kh, sum1, sum2 = _moments_pass(
+            q, k_base, stride_kn, n_full, nkb, D, extent, BLOCK_M, BLOCK_N, BLOCK_D, IEEE
+        )
+    guess, std, density = _guess(sum1, sum2, selectable, nsel)
     c_lo = selectable  # scores >= lo: all of them
     c_hi = tl.zeros([BLOCK_M], tl.int32)  # scores >= hi: none
     active = (nsel > 0) & (nsel < selectable)
@@ -421,6 +473,22 @@ def _block_select_compact_kernel(
         tl.store(stat + 4, tl.max(tl.where(buffered, fill, 0), 0))
 
 
+def gram_checkpoints(k_pool: torch.Tensor, every: int = CHECKPOINT) -> tuple[torch.Tensor, ...]:
+    """Prefix sums of the selectable key blocks (1..n-1) at n = 0, every, 2 * every, ...:
+    k_pool [Hkv, nkb, D] -> (gram [Hkv, C, D, D], sums [Hkv, C, D], max block norm [Hkv]), float32,
+    C = nkb // every + 1. Used by the compact kernel's moments without a full pass."""
+    hkv, nkb, d = k_pool.shape
+    n_ck = nkb // every + 1
+    kf = torch.zeros(hkv, n_ck * every, d, dtype=torch.float32, device=k_pool.device)
+    kf[:, 1:nkb] = k_pool[:, 1:].float()  # block 0 is never selectable
+    chunks = kf.view(hkv, n_ck, every, d)[:, :-1]  # the last chunk is only ever partly needed
+    gram = torch.zeros(hkv, n_ck, d, d, dtype=torch.float32, device=k_pool.device)
+    sums = torch.zeros(hkv, n_ck, d, dtype=torch.float32, device=k_pool.device)
+    gram[:, 1:] = torch.cumsum(chunks.transpose(-1, -2) @ chunks, dim=1)
+    sums[:, 1:] = torch.cumsum(chunks.sum(2), dim=1)
+    return gram, sums, kf.norm(dim=-1).amax(-1)
+
+
 def block_select_triton(
     q_pool: torch.Tensor,
     k_pool: torch.Tensor,
@@ -432,7 +500,9 @@ def block_select_triton(
     num_warps: int = 4,
     algorithm: str = "compact",
     capacity: int = CAPACITY,
+    moments: str = "gram",
     stats: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q_pool [Hq, nqb, D], k_pool [Hkv, nkb, D] (one float dtype; float32 is multiplied in IEEE
     float32, half types on tensor cores with float32 accumulation); n_sel, n_full, last_block [nqb]
@@ -441,11 +511,18 @@ def block_select_triton(
     block_m / block_n / num_warps: query / key blocks per score tile and warps. algorithm: "compact"
     (the default) or "scan" (the first version, kept for comparison); capacity: compact's buffer, in
     float32 scores per row (it takes Hq * nqb * capacity * 4 bytes of scratch; 0 makes every row
-    take the fallback). Tuning knobs only: the result depends on none of them.
+    take the fallback); moments: compact's source of the row moments, "gram" (the default: prefix
+    Gram matrices, no full pass) or "pass" (a full pass, which also gives each row's min and max).
+    Tuning knobs only: the result depends on none of them.
     stats: optional int32 tensor [Hq * cdiv(nqb, block_m), len(STATS)] (compact only) that receives
-    per-program counters named in ``STATS``, e.g. how many full search passes the fallback took."""
+    per-program counters named in ``STATS``, e.g. how many full search passes the fallback took.
+    scratch: optional contiguous float32 tensor of at least Hq * nqb * min(capacity, nkb - 1)
+    elements for compact's buffers (row r of head h at offset (h * nqb + r) * capacity); allocated
+    here when not given."""
     if algorithm not in ("compact", "scan"):
         raise ValueError(f"block_select_triton: algorithm must be 'compact' or 'scan', got {algorithm!r}.")
+    if moments not in ("gram", "pass"):
+        raise ValueError(f"block_select_triton: moments must be 'gram' or 'pass', got {moments!r}.")
     if capacity < 0:
         raise ValueError(f"block_select_triton: capacity must be >= 0 scores per row, got {capacity}.")
     hq, nqb, d = q_pool.shape
@@ -477,7 +554,18 @@ def block_select_triton(
         return out
     # A capacity above the longest row buys nothing; the scratch is sized to what can be used.
     capacity = min(capacity, max(nkb - 1, 0))
-    buf = torch.empty(max(1, hq * nqb * capacity), dtype=torch.float32, device=device)
+    need = hq * nqb * capacity
+    if scratch is None:
+        buf = torch.empty(max(1, need), dtype=torch.float32, device=device)
+    elif scratch.dtype != torch.float32 or scratch.device != out.device or not scratch.is_contiguous() or (
+        scratch.numel() < max(1, need)
+    ):
+        raise ValueError(
+            f"block_select_triton: scratch must be a contiguous float32 tensor of at least {max(1, need)} "
+            f"elements on {out.device}; got {scratch.dtype} {tuple(scratch.shape)} on {scratch.device}."
+        )
+    else:
+        buf = scratch
     if stats is not None:
         want = (hq * grid[0], len(STATS))
         if tuple(stats.shape) != want or stats.dtype != torch.int32 or stats.device != out.device:
@@ -485,9 +573,10 @@ def block_select_triton(
                 f"block_select_triton: stats must be an int32 tensor of shape {list(want)} on {out.device}; "
                 f"got {stats.dtype} {tuple(stats.shape)} on {stats.device}."
             )
+    gram = gram_checkpoints(k_pool) if moments == "gram" else (buf, buf, buf)
     _block_select_compact_kernel[grid](
         q_pool, k_pool, n_sel, n_full, last_block, out_bytes, buf, stats if stats is not None else buf,
-        nqb, nkb, d, hq // hkv, capacity, *strides,
-        FILL=FILL, OUTER=OUTER, STATS=stats is not None, **common,
+        *gram, nkb // CHECKPOINT + 1, nqb, nkb, d, hq // hkv, capacity, *strides,
+        FILL=FILL, OUTER=OUTER, STATS=stats is not None, GRAM=moments == "gram", CK=CHECKPOINT, **common,
     )  # fmt: skip
     return out

@@ -61,16 +61,31 @@ def _geometry_and_counts(t: int, s: int, top_k: float) -> tuple[BlockGeometry, t
     return geo, blocks_per_query_block(top_k, geo)
 
 
-def _kernel(q_pool, k_pool, n_sel, geo, **tiles) -> torch.Tensor:
+def _kernel(q_pool, k_pool, n_sel, geo, **options) -> torch.Tensor:
     """The Triton op; on the GPU, after filling the allocator's cache with ones, so an entry the
-    kernel forgets to write shows up as a wrong True."""
+    kernel forgets to write shows up as a wrong True (and the compact kernel's scratch buffer starts
+    out full of stale values)."""
     if ON_GPU:
         junk = torch.ones(q_pool.shape[0] * geo.rows.shape[0] * geo.n_key_blocks + 4096, dtype=torch.uint8,
                           device=DEVICE)  # fmt: skip
         del junk
     from sparse_frontier.kernels.block_select.triton_block_select import block_select_triton
 
-    return block_select_triton(q_pool, k_pool, n_sel, geo.n_full, geo.last_block, **tiles)
+    return block_select_triton(q_pool, k_pool, n_sel, geo.n_full, geo.last_block, **options)
+
+
+def _stats(q_pool, n_sel, geo, block_m: int = 64) -> torch.Tensor:
+    """A zeroed stats tensor for the compact kernel (one row of counters per program)."""
+    from sparse_frontier.kernels.block_select.triton_block_select import STATS
+
+    programs = q_pool.shape[0] * -(-geo.rows.shape[0] // block_m)
+    return torch.zeros(programs, len(STATS), dtype=torch.int32, device=DEVICE)
+
+
+def _stat(stats: torch.Tensor, name: str) -> torch.Tensor:
+    from sparse_frontier.kernels.block_select.triton_block_select import STATS
+
+    return stats[:, STATS.index(name)]
 
 
 def _selectable(geo: BlockGeometry) -> torch.Tensor:
@@ -187,17 +202,20 @@ def test_kernel_exact_on_integer_scores(hq, hkv, t, s, d, top_k, distinct):
     assert torch.equal(_kernel(qp, kp, n_sel, geo), ref)
 
 
-# Tile shapes and counting modes must not change the result.
+# Tile shapes, algorithms and buffer capacities must not change the result.
 TILES = [
     {},
     {"block_m": 64, "block_n": 64, "num_warps": 4},
     {"block_m": 32, "block_n": 128, "num_warps": 4},
     {"block_m": 128, "block_n": 32, "num_warps": 8},
+    {"algorithm": "scan"},
+    {"capacity": 0},
+    {"capacity": 2, "block_m": 32, "block_n": 64},
 ]
 
 
 @needs_kernel
-@pytest.mark.parametrize("tiles", TILES, ids=["default", "64x64", "32x128", "128x32"])
+@pytest.mark.parametrize("tiles", TILES, ids=["default", "64x64", "32x128", "128x32", "scan", "cap0", "cap2"])
 @pytest.mark.parametrize("hq,hkv,t,s,d,top_k", CASES)
 def test_kernel_matches_reference_on_random_inputs(hq, hkv, t, s, d, top_k, tiles):
     geo, n_sel = _geometry_and_counts(t, s, top_k)
@@ -239,3 +257,159 @@ def test_method_on_gpu_uses_exact_budget(s, ratio):
         qp, kp, blocks_per_query_block(info["top_k"], geo), geo.n_full, geo.last_block
     )
     assert_same_selection(mask, ref, qp, kp, geo)
+
+
+# --- the compact kernel's paths -------------------------------------------------------------------
+# capacity 0: no row is ever buffered, every row takes the full-scan fallback; 1 and 3: guessed
+# brackets overflow and the fallback narrows them until they fit, then compacts them late; 17: some
+# rows fit at once; the default: (nearly) every row fits at once on these short rows.
+CAPACITIES = [0, 1, 3, 17, None]
+
+
+@needs_kernel
+@pytest.mark.parametrize("capacity", CAPACITIES, ids=lambda c: f"cap{c}")
+@pytest.mark.parametrize("distinct", [True, False], ids=["distinct", "ties"])
+@pytest.mark.parametrize("hq,hkv,t,s,d,top_k", CASES[:3])
+def test_kernel_compact_exact_at_any_capacity(hq, hkv, t, s, d, top_k, distinct, capacity):
+    geo, n_sel = _geometry_and_counts(t, s, top_k)
+    nqb, nkb = geo.rows.shape[0], geo.n_key_blocks
+    if distinct and nkb > 512:
+        pytest.skip("the distinct-score construction encodes key blocks below 512")
+    qp, kp = _int_pooled(hq, hkv, nqb, nkb, d, distinct, seed=nqb * 7 + nkb + 1)
+    ref = block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block)
+    options = {} if capacity is None else {"capacity": capacity}
+    assert torch.equal(_kernel(qp, kp, n_sel, geo, **options), ref)
+
+
+@needs_kernel
+def test_kernel_compact_takes_each_path():
+    """The fast path is really taken, and so is each fallback step, with exact masks throughout:
+    with a buffer as long as the longest row, the guessed bracket is the whole row, so no row needs
+    a full search pass or a late compaction; with a 2-score buffer, rows overflow, the fallback
+    runs full search passes, compacts late, and the search finishes over the buffers."""
+    hq, hkv, t, s, d = (8, 2, 3000, 3000, 128) if ON_GPU else (4, 2, 250, 250, 16)
+    geo = BlockGeometry.of(t, s, 16, DEVICE)
+    g = torch.Generator(device=DEVICE).manual_seed(3)
+    n_sel = (torch.rand(geo.rows.shape[0], generator=g, device=DEVICE) * geo.n_full).long()
+    qp, kp = _float_pooled(hq, hkv, t, s, d, seed=13)
+    ref = block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block)
+
+    roomy = _stats(qp, n_sel, geo)
+    out = _kernel(qp, kp, n_sel, geo, capacity=geo.n_key_blocks, stats=roomy)
+    assert_same_selection(out, ref, qp, kp, geo)
+    assert _stat(roomy, "full_search_passes").sum() == 0 and _stat(roomy, "compaction_passes").sum() == 0
+    assert _stat(roomy, "rows_not_buffered_by_guess").sum() == 0
+    assert _stat(roomy, "buffer_passes").max() > 0
+
+    tight = _stats(qp, n_sel, geo)
+    out = _kernel(qp, kp, n_sel, geo, capacity=2, stats=tight)
+    assert_same_selection(out, ref, qp, kp, geo)
+    for name in ("full_search_passes", "compaction_passes", "buffer_passes", "rows_not_buffered_by_guess"):
+        assert _stat(tight, name).max() > 0, name
+    assert _stat(tight, "max_fill").max() <= 2
+
+
+@needs_kernel
+@pytest.mark.parametrize("capacity", [0, 2, None], ids=lambda c: f"cap{c}")
+def test_kernel_rows_of_ties_at_the_cut(capacity):
+    """Cuts inside tie groups larger than the buffer, and rows whose scores are all equal (zero
+    spread, so a zero-width guessed bracket): ties go to the lower key blocks, exactly n per row."""
+    hq, nqb = 3, 70
+    geo = BlockGeometry.of(nqb * 16, nqb * 16, 16, DEVICE)
+    nkb = geo.n_key_blocks
+    g = torch.Generator().manual_seed(17)
+    q = torch.ones(hq, nqb, 16)
+    q[1] = 0.0  # head 1: every score of every row is 0
+    k = (torch.rand(1, nkb, 16, generator=g) < 0.5).float()
+    k[..., 1:] = 0.0  # scores are 0 or 1: two big tie groups per row
+    n_sel = (torch.rand(nqb, generator=g) * geo.n_full).long().to(DEVICE)
+    qp, kp = q.to(DEVICE, DTYPE), k.to(DEVICE, DTYPE)
+    ref = block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block)
+    options = {} if capacity is None else {"capacity": capacity}
+    assert torch.equal(_kernel(qp, kp, n_sel, geo, **options), ref)
+
+
+@needs_kernel
+@pytest.mark.parametrize("moments", ["gram", "pass"])
+def test_kernel_guess_bracket_holds_most_rows(moments):
+    """The fast path's premise, for both sources of the row moments: on Gaussian-like scores the
+    Gaussian guess brackets nearly every row's n-th score within the buffer (a wrong mean or
+    variance, e.g. a prefix sum read at the wrong checkpoint, sends most rows to the fallback)."""
+    hq, hkv, t, d, capacity = (8, 2, 20000, 128, 256) if ON_GPU else (4, 2, 2000, 64, 32)
+    geo, n_sel = _geometry_and_counts(t, t, t / 16 / 10)
+    qp, kp = _float_pooled(hq, hkv, t, t, d, seed=1)
+    stats = _stats(qp, n_sel, geo)
+    out = _kernel(qp, kp, n_sel, geo, capacity=capacity, moments=moments, stats=stats)
+    assert_same_selection(out, block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block), qp, kp, geo)
+    active_rows = hq * int(((n_sel > 0) & (n_sel < geo.n_full - 1)).sum())
+    assert _stat(stats, "rows_not_buffered_by_guess").sum() <= 0.05 * active_rows
+    assert _stat(stats, "buffer_passes").max() > 0
+
+
+@needs_kernel
+@pytest.mark.parametrize("capacity", [4, 8, 16])
+def test_kernel_overflowing_rows_beside_buffered_rows(capacity):
+    """Rows whose guessed bracket overflows the buffer sit between rows that it fits: an overflow
+    must not spill into a neighbour's buffer, and the masks stay exact. Even query blocks score 80%
+    of the key blocks 1 and the rest 0, with n = 31% of the row: the Gaussian guess lands on 1
+    (mean 0.8 + z 0.5 * std 0.4), so the guessed bracket holds the whole tie group of 1s; odd ones
+    score a distinct integer >= 2 per key block and fit the buffer. The scratch starts as NaN with
+    a NaN tail after the last row: every slot written must hold a score of its own row."""
+    nqb, d = 96, 16
+    geo = BlockGeometry.of(nqb * 16, nqb * 16, 16, DEVICE)
+    nkb = geo.n_key_blocks
+    g = torch.Generator().manual_seed(capacity)
+    k = torch.zeros(1, nkb, d)
+    k[0, :, 0] = (torch.rand(nkb, generator=g) < 0.8).float()
+    k[0, :, 1] = torch.randperm(nkb, generator=g).float() + 2
+    q = torch.zeros(2, nqb, d)
+    q[:, 0::2, 0] = 1.0
+    q[:, 1::2, 1] = 1.0
+    q[1] = -q[1]  # head 1 ranks the other way round
+    sel = (geo.n_full - 1).clamp(min=0).cpu()
+    n_sel = torch.where(torch.arange(nqb) % 2 == 0, (sel * 0.31).long(), sel // 4).to(DEVICE)
+    qp, kp = q.to(DEVICE, DTYPE), k.to(DEVICE, DTYPE)
+    ref = block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block)
+    stats = _stats(qp, n_sel, geo, block_m=32)
+    scratch = torch.full((2 * nqb * capacity + 64,), float("nan"), device=DEVICE)
+    out = _kernel(qp, kp, n_sel, geo, capacity=capacity, stats=stats, scratch=scratch, block_m=32, block_n=16)
+    assert torch.equal(out, ref)
+    assert _stat(stats, "rows_not_buffered_by_guess").max() > 0
+    assert scratch[2 * nqb * capacity :].isnan().all(), "a row wrote past the end of the buffers"
+    buffers = scratch[: 2 * nqb * capacity].view(2, nqb, capacity)
+    scores = block_select_scores(qp, kp).masked_fill(~_selectable(geo)[None], float("nan"))
+    written = ~buffers.isnan()
+    assert written.any()
+    own = (buffers[..., :, None] == scores[..., None, :]).any(-1)  # [2, nqb, capacity]
+    assert own[written].all(), "a row's buffer holds a score that is not its own"
+
+
+def test_gram_checkpoints_are_prefix_sums():
+    from sparse_frontier.kernels.block_select.triton_block_select import gram_checkpoints
+
+    g = torch.Generator().manual_seed(2)
+    k = torch.randn(2, 150, 8, generator=g, dtype=torch.float64).half()
+    gram, sums, kmax = gram_checkpoints(k, every=16)
+    assert gram.shape == (2, 150 // 16 + 1, 8, 8) and sums.shape == (2, 150 // 16 + 1, 8)
+    kd = k.double()
+    for c in range(gram.shape[1]):
+        part = kd[:, 1 : c * 16]  # key block 0 is never selectable
+        torch.testing.assert_close(gram[:, c].double(), part.transpose(1, 2) @ part, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(sums[:, c].double(), part.sum(1), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(kmax.double(), kd[:, 1:].norm(dim=-1).amax(-1), rtol=1e-6, atol=0)
+
+
+def test_kernel_options_are_checked():
+    from sparse_frontier.kernels.block_select.triton_block_select import block_select_triton
+
+    qp, kp, n = torch.zeros(2, 3, 16), torch.zeros(1, 3, 16), torch.ones(3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="algorithm must be"):
+        block_select_triton(qp, kp, n, n, n, algorithm="sort")
+    with pytest.raises(ValueError, match="moments must be"):
+        block_select_triton(qp, kp, n, n, n, moments="sample")
+    with pytest.raises(ValueError, match="scratch must be a contiguous float32 tensor of at least"):
+        block_select_triton(qp, kp, n, n, n, capacity=1, scratch=torch.zeros(5))
+    with pytest.raises(ValueError, match="capacity must be >= 0"):
+        block_select_triton(qp, kp, n, n, n, capacity=-1)
+    with pytest.raises(ValueError, match="stats must be an int32 tensor of shape \\[2, 5\\]"):
+        block_select_triton(qp, kp, n, n, n, stats=torch.zeros(3, 5, dtype=torch.int32))
