@@ -155,7 +155,7 @@ def test_pair_count_is_exact_for_any_budgets(t, s):
         index = VerticalSlashIndex.build(vertical, slash, t, sinks=4, local=64)
         n_v = torch.randint(0, s + 1, (5,), generator=g)
         n_s = torch.randint(0, s + 1, (5,), generator=g)
-        n_v[0], n_s[1], n_v[2], n_s[2] = 0, 0, s, s
+        n_v[0], n_s[1], n_v[2], n_s[2], n_v[3], n_s[4] = 0, 0, s, s, s, s
         v_idx, s_idx = index.indices(n_v, n_s)
         expected = [vertical_slash_pairs(v_idx[h : h + 1], s_idx[h : h + 1], t, s) for h in range(5)]
         assert index.pairs(n_v, n_s).tolist() == expected

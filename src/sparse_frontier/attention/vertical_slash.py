@@ -109,10 +109,15 @@ class VerticalSlashIndex:
         first_query = s - self.t
         v_sum = _prefix_at(self.vertical_cover, n_vertical)
         s_sum = _prefix_at(self.slash_cover, n_slash)
+        # A head with every key a vertical (or every offset a slash) computes every causal pair:
+        # its count is the cover alone, and it is left out of the overlap below.
+        everything = (n_vertical >= s) | (n_slash >= s)
+        alone = torch.where(n_vertical >= s, v_sum, s_sum)
+        n_vertical, n_slash = (torch.where(everything, 0, n) for n in (n_vertical, n_slash))
         # Work on the chosen items only (O(n log n) per head, not O(S)): one host sync for the widths.
         nv_max, ns_max = (int(x) for x in torch.stack([n_vertical.max(), n_slash.max()]).tolist())
         if nv_max == 0 or ns_max == 0:
-            return v_sum + s_sum
+            return torch.where(everything, alone, v_sum + s_sum)
         # Chosen vertical positions, ascending; a head's unused slots get 2S, inside no range below.
         slot = torch.arange(nv_max, device=n_vertical.device)[None, :]
         chosen = torch.where(slot < n_vertical[:, None], self.vertical_order[:, :nv_max], 2 * s)
@@ -124,7 +129,7 @@ class VerticalSlashIndex:
         meet = torch.searchsorted(chosen, hi) - torch.searchsorted(chosen, lo)  # chosen in [lo, hi)
         taken = torch.arange(ns_max, device=o.device)[None, :] < n_slash[:, None]
         both = torch.where(taken, meet, 0).sum(1)
-        return v_sum + s_sum - both
+        return torch.where(everything, alone, v_sum + s_sum - both)
 
     def indices(self, n_vertical: torch.Tensor, n_slash: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vertical_idx [Hq, NV], slash_idx [Hq, NS]) int64, ascending, padded with -1 per head."""
