@@ -200,7 +200,7 @@ def _build_slashes(
 
 @triton.jit
 def vertical_slash_index_kernel(
-    VIDX, SIDX,  # [Hq, NV], [Hq, NS] int32 (negative = padding)
+    VIDX, SIDX,  # [Hq, NV], [Hq, NS] integer (negative = padding)
     VERTS, VERT_COUNT, VERT_BITMAP, VERT_PREFIX,  # outputs: VerticalSlashIndex fields
     SLASH_WORDS, CHUNK_START, CHUNK_END, CHUNK_FULL, CHUNK_COUNT,
     SBITS, SPREFIX, OFFS, GLO, GHI, CPREFIX,  # scratch: [Hq, S] u8, [Hq, S+1], 3x [Hq, NS], [Hq, NS+1]
@@ -260,8 +260,7 @@ def build_vertical_slash_index_triton(
     n_tiles, nw, nc = sizes["n_tiles"], sizes["n_words"], sizes["n_chunks"]
     dev = vertical_idx.device
     i32 = dict(dtype=torch.int32, device=dev)
-    vidx = vertical_idx.to(torch.int32).contiguous()
-    sidx = slash_idx.to(torch.int32).contiguous()
+    vidx, sidx = vertical_idx.contiguous(), slash_idx.contiguous()  # any integer dtype, read as is
     verts = torch.empty(hq, nv, **i32)
     vert_count = torch.empty(hq, n_tiles, **i32)
     vert_bitmap = torch.empty(hq, s, dtype=torch.uint8, device=dev)
