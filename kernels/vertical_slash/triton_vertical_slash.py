@@ -15,6 +15,9 @@ runs two phases into one online softmax:
 
 So every pair is computed once and only listed pairs count; the price of exactness is that an
 isolated slash still costs a BLOCK_M x BLOCK_N tile of tensor-core work per query tile.
+
+The index is defined by ``build_vertical_slash_index_torch`` (PyTorch, sorts); on CUDA tensors
+``build_vertical_slash_index`` builds the identical tensors in one Triton launch (triton_index.py).
 """
 
 from __future__ import annotations
