@@ -48,8 +48,9 @@ from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
 
 #: (walk block, num_warps) of the Triton index builder; the first is the default.
 INDEX_CONFIGS = [(4096, 8), (1024, 4), (2048, 8), (4096, 16), (8192, 16)]
-#: (block_m, block_n, num_warps) of the Triton scores kernel; the first is the default.
-SCORE_CONFIGS = [(64, 64, 4), (64, 64, 8), (64, 32, 4), (32, 64, 4), (128, 64, 8), (64, 128, 8)]
+#: (block_m: rows and offsets per step, block_n: keys per step of the LSE pass, num_warps) of the Triton
+#: scores kernels; the first is the default.
+SCORE_CONFIGS = [(64, 64, 4), (64, 64, 8), (64, 128, 8), (32, 64, 4), (128, 64, 8), (128, 128, 8)]
 
 
 def indices_equal(a: VerticalSlashIndex, b: VerticalSlashIndex) -> list[str]:
