@@ -33,13 +33,14 @@ def vertical_slash_scores(
     to 1: vertical[h, j] is the mean probability the window queries give key j; slash[h, o]
     the mean mass on the diagonal key = query position - o.
 
-    ``fused`` (default: on CUDA tensors with a power-of-two head dim) computes them with the two-pass
-    Triton kernel of kernels/vertical_slash/triton_scores.py, which never builds the [Hq, W, S]
-    float32 probabilities; otherwise this PyTorch definition does (the CPU path, and the reference).
+    ``fused`` (default: on CUDA tensors whose head dim is a power of two in [16, 256]) computes them
+    with the two-pass Triton kernel of kernels/vertical_slash/triton_scores.py, which never builds
+    the [Hq, W, S] float32 probabilities; otherwise this PyTorch definition does (the CPU path, and
+    the reference).
     """
     if fused is None:
         d = q.shape[-1]
-        fused = q.is_cuda and d >= 16 and d & (d - 1) == 0
+        fused = q.is_cuda and 16 <= d <= 256 and d & (d - 1) == 0
     if fused:
         from ..kernels.vertical_slash.triton_scores import vertical_slash_scores_triton
 
