@@ -5,7 +5,14 @@ For each input kind (see bench_kernels.py: 'structured' and 'iid') and compressi
 
   budget      BlockSparse.top_k_for (host search, once per shape), ms of one call
   select      select_blocks on CUDA: pooling + the fused kernel (kernels/block_select), the default
-  kernel      the kernel alone on pooled blocks (best tile shape tried is listed)
+  kernel      the kernel alone on pooled blocks, default algorithm (best tile shape tried is listed)
+  variants    the kernel alone per algorithm: 'scan' (the first version: every search pass a full
+              pass over the scores), 'compact' (the default: candidate compaction, moments from
+              prefix Gram matrices), 'compact-pass' (compaction, moments from a full pass), and
+              'compact-capN' per --capacities; each variant's mask must equal scan's exactly
+              (same float32 scores, same tie rule), which the run checks
+  stats       the default kernel's per-program counters (full search passes of the fallback, late
+              compactions, buffer passes, rows the guess missed, largest buffer fill)
   torch       select_blocks(..., fused=False): the previous PyTorch path (banded bmm + torch.topk)
   attn        ops.block_sparse_attention over the selected mask (index building + attention)
   sel+attn    select + attention, what a prefill pays once the budget is known
@@ -40,7 +47,7 @@ from sparse_frontier.attention.block_sparse import (
 )
 from sparse_frontier.kernels import ops
 from sparse_frontier.kernels.block_select.reference import block_select_reference, block_select_scores
-from sparse_frontier.kernels.block_select.triton_block_select import block_select_triton
+from sparse_frontier.kernels.block_select.triton_block_select import STATS, block_select_triton
 from sparse_frontier.kernels.block_sparse.reference import block_sparse_pairs
 
 #: (block_m, block_n, num_warps) tried for the kernel; the first is the default.
@@ -67,7 +74,33 @@ def near_tie_rows(mask, ref, qp, kp, rel: float = 2e-5) -> tuple[int, int]:
     return n, bad
 
 
-def case(q, k, v, length: int, cr: float, tiles: list) -> dict:
+def variants(capacities: list[int]) -> dict[str, dict]:
+    """Kernel options per named variant (see the module docstring)."""
+    named = {"scan": {"algorithm": "scan"}, "compact": {}, "compact-pass": {"moments": "pass"}}
+    named.update({f"compact-cap{c}": {"capacity": c} for c in capacities})
+    return named
+
+
+def stats_summary(stats: torch.Tensor, rows: int) -> dict:
+    """Aggregates of the compact kernel's per-program counters (STATS)."""
+    x = stats.double()
+    col = {name: x[:, i] for i, name in enumerate(STATS)}
+    return {
+        "programs": int(x.shape[0]),
+        "programs_with_fallback": int((col["full_search_passes"] + col["compaction_passes"] > 0).sum()),
+        "full_search_passes_mean": float(col["full_search_passes"].mean()),
+        "full_search_passes_max": int(col["full_search_passes"].max()),
+        "late_compactions": int(col["compaction_passes"].sum()),
+        "buffer_passes_mean": float(col["buffer_passes"].mean()),
+        "buffer_passes_max": int(col["buffer_passes"].max()),
+        "rows_missed_by_guess": int(col["rows_not_buffered_by_guess"].sum()),
+        "rows": rows,
+        "max_fill_mean": float(col["max_fill"].mean()),
+        "max_fill_max": int(col["max_fill"].max()),
+    }
+
+
+def case(q, k, v, length: int, cr: float, tiles: list, capacities: list[int]) -> dict:
     method = BlockSparse(compression_ratio=cr)
     t0 = time.perf_counter()
     top_k = method.top_k_for(length, length)
@@ -92,6 +125,19 @@ def case(q, k, v, length: int, cr: float, tiles: list) -> dict:
         "rows": int(mask.shape[0] * mask.shape[1]),
     }
     del torch_mask
+    sel_args = (qp, kp, n_sel, geo.n_full, geo.last_block)
+    scan_mask = block_select_triton(*sel_args, algorithm="scan")
+    row["variants_ms"], row["variants_rows_differing_from_scan"] = {}, {}
+    for name, options in variants(capacities).items():
+        differ = int((block_select_triton(*sel_args, **options) != scan_mask).any(-1).sum())
+        row["variants_rows_differing_from_scan"][name] = differ
+        row["variants_ms"][name] = bench(lambda options=options: block_select_triton(*sel_args, **options))
+    del scan_mask
+    row["scan_over_compact"] = row["variants_ms"]["scan"] / row["variants_ms"]["compact"]
+    n_prog = q.shape[0] * -(-geo.rows.shape[0] // 64)
+    stats = torch.zeros(n_prog, len(STATS), dtype=torch.int32, device=q.device)
+    block_select_triton(*sel_args, stats=stats)
+    row["compact_stats"] = stats_summary(stats.cpu(), row["rows"])
     kernel_ms = {}
     for bm, bn, nw in tiles:
         key = f"{bm}x{bn}/w{nw}"
@@ -121,6 +167,10 @@ def main() -> None:
     parser.add_argument(
         "--all-tiles", action="store_true", help="time every tile shape in TILES, not the default only"
     )
+    parser.add_argument(
+        "--capacities", type=int, nargs="*", default=[128, 512, 1024],
+        help="extra buffer capacities of the compact kernel to time (scores per row)",
+    )  # fmt: skip
     parser.add_argument("--json", help="write every measured row here (atomically)")
     args = parser.parse_args()
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, length {args.length}", flush=True)
@@ -129,10 +179,26 @@ def main() -> None:
         q, k, v = make_inputs(kind, args.length, seed=i)
         dense_ms, dense_name, _ = dense_prefill(q, k, v)
         for cr in args.compressions:
-            r = case(q, k, v, args.length, cr, TILES if args.all_tiles else TILES[:1])
+            r = case(q, k, v, args.length, cr, TILES if args.all_tiles else TILES[:1], args.capacities)
             r.update(kind=kind, length=args.length, compression=cr, dense_ms=dense_ms, dense=dense_name)
             rows.append(r)
             print(json.dumps(r), flush=True)
+    names = list(variants(args.capacities))
+    print("\n| inputs | CR | " + " | ".join(f"{n} ms" for n in names) + " | scan / compact "
+          "| masks == scan | fallback programs | full search passes (mean, max) | buffer passes (mean, max) "
+          "| rows missed by guess |\n" + "|---" * (len(names) + 8) + "|")  # fmt: skip
+    for r in rows:
+        st = r["compact_stats"]
+        same = all(d == 0 for d in r["variants_rows_differing_from_scan"].values())
+        print(
+            f"| {r['kind']} | {r['compression']:g} | "
+            + " | ".join(f"{r['variants_ms'][n]:.2f}" for n in names)
+            + f" | **{r['scan_over_compact']:.2f}x** | {'yes' if same else 'NO'} "
+            f"| {st['programs_with_fallback']} of {st['programs']} "
+            f"| {st['full_search_passes_mean']:.2f}, {st['full_search_passes_max']} "
+            f"| {st['buffer_passes_mean']:.1f}, {st['buffer_passes_max']} "
+            f"| {st['rows_missed_by_guess']} of {st['rows']} |"
+        )
     print("\n| inputs | CR | top_k | budget ms | select ms (fused) | kernel ms | select ms (torch) | attn ms "
           "| select + attn ms | prefill ms | dense ms | speedup (dense / select+attn) | select share "
           "| rows != reference (not near-tie) |\n" + "|---" * 14 + "|")  # fmt: skip

@@ -59,6 +59,9 @@ FILL = 0.5
 #: compact: the two outer thresholds of the guess pass sit this many bracket half-widths from the guess,
 #: so a row whose n-th score misses the bracket still gets a narrow fallback bracket.
 OUTER = 4.0
+#: compact: buffer slots read per row and step of a buffer pass. Narrow: with the score tile's width
+#: the buffer pass alone pushed the kernel into register spills (ptxas -v, sm_90a, 64x32 tiles).
+BUFFER_TILE = 16
 #: compact, moments="gram": key blocks between the checkpoints of the prefix sums and Gram matrices.
 CHECKPOINT = 64
 #: Counters per program written when stats are asked for (see ``block_select_triton``).
@@ -166,9 +169,10 @@ def _moments_pass(
 
 @triton.jit
 def _moments_gram(
-    q, k_base, stride_kn, n_full, nkb, D, extent, selectable, kv, gram_ptr, gsum_ptr, kmax_ptr, n_ck,
+    q, q_rows, row_ok, k_base, stride_kn, n_full, nkb, D, extent, selectable, kv,
+    gram_ptr, gsum_ptr, kmax_ptr, n_ck,
     CK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    IEEE: tl.constexpr,
+    GD: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
     """The same sums without a full pass: sum_j s_j = q . S(n) and sum_j s_j^2 = q^T G(n) q, with
     S(n) and G(n) the sum and Gram matrix of key blocks 1..n-1, read at the checkpoint n = c * CK
@@ -177,23 +181,37 @@ def _moments_gram(
     widened by 1e-3 (far above float32 rounding of the scores and norms)."""
     first = tl.min(tl.where(selectable > 0, n_full, extent), 0)
     c0 = first // CK
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < D
     at = kv * n_ck + c0  # checkpoint row of this kv head
-    g = tl.load(
-        gram_ptr + (at * D + offs_d[:, None]).to(tl.int64) * D + offs_d[None, :],
-        mask=d_ok[:, None] & d_ok[None, :],
-        other=0.0,
-    )
-    qf = q.to(tl.float32)
-    sum2 = tl.sum(tl.dot(qf, g, input_precision="ieee") * qf, 1)
-    sum1 = tl.sum(qf * tl.load(gsum_ptr + at * D + offs_d, mask=d_ok, other=0.0)[None, :], 1)
+    # sum1 = q . S and sum2 = q^T G q in GD x GD blocks of G, float32 products. Small blocks: a
+    # whole [D, D] product would take far more registers and shared memory than the search loops
+    # need, and the kernel's occupancy is set by its largest stage.
+    sum1 = tl.zeros([BLOCK_M], tl.float32)
+    sum2 = tl.zeros([BLOCK_M], tl.float32)
+    norm2 = tl.zeros([BLOCK_M], tl.float32)
+    offs_c = tl.arange(0, GD)
+    for e0 in range(0, BLOCK_D, GD):
+        cols = e0 + offs_c
+        q_e = tl.load(q_rows + cols[None, :], mask=row_ok[:, None] & (cols[None, :] < D), other=0.0)
+        q_e = q_e.to(tl.float32)
+        acc = tl.zeros([BLOCK_M, GD], tl.float32)
+        for d0 in range(0, BLOCK_D, GD):
+            dims = d0 + offs_c
+            q_d = tl.load(q_rows + dims[None, :], mask=row_ok[:, None] & (dims[None, :] < D), other=0.0)
+            g = tl.load(
+                gram_ptr + (at * D + dims[:, None]).to(tl.int64) * D + cols[None, :],
+                mask=(dims[:, None] < D) & (cols[None, :] < D),
+                other=0.0,
+            )
+            acc += tl.dot(q_d.to(tl.float32), g, input_precision="ieee")
+        sum2 += tl.sum(acc * q_e, 1)
+        sum1 += tl.sum(q_e * tl.load(gsum_ptr + at * D + cols, mask=cols < D, other=0.0)[None, :], 1)
+        norm2 += tl.sum(q_e * q_e, 1)
     for n0 in range(c0 * CK, extent, BLOCK_N):
         s = _score_tile(q, k_base, stride_kn, n0, n_full, nkb, D, BLOCK_N, BLOCK_D, IEEE)
         z = tl.where(s == float("-inf"), 0.0, s)
         sum1 += tl.sum(z, 1)
         sum2 += tl.sum(z * z, 1)
-    bound = tl.sqrt(tl.sum(qf * qf, 1)) * tl.load(kmax_ptr + kv) * 1.001 + 1e-30
+    bound = tl.sqrt(norm2) * tl.load(kmax_ptr + kv) * 1.001 + 1e-30
     return _order_key(-bound), _order_key(bound), sum1, sum2
 
 
@@ -345,7 +363,7 @@ def _block_select_scan_kernel(
             k1 = _threshold(1, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
             k2 = _threshold(2, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
             k3 = _threshold(3, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
-            c1, c2, c3, _ = _scan_pass(
+            c1, c2, c3, _fill = _scan_pass(
                 q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3, guess, guess, active, k_base, 0,
                 BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, False,
             )  # fmt: skip
@@ -369,7 +387,7 @@ def _block_select_compact_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_PASSES: tl.constexpr, MAX_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr,
     FILL: tl.constexpr, OUTER: tl.constexpr, IEEE: tl.constexpr, STATS: tl.constexpr,
-    GRAM: tl.constexpr, CK: tl.constexpr,
+    GRAM: tl.constexpr, CK: tl.constexpr, GRAM_COLS: tl.constexpr, BUF_N: tl.constexpr,
 ):  # fmt: skip
     """``compact``: a guess pass that also compacts, full search passes only as a fallback, the
     rest of the search over per-row buffers (see the module docstring)."""
@@ -380,8 +398,9 @@ def _block_select_compact_kernel(
     buf_rows = (h * nqb + rows).to(tl.int64) * capacity + buf_ptr
     if GRAM:
         kl, kh, sum1, sum2 = _moments_gram(
-            q, k_base, stride_kn, n_full, nkb, D, extent, selectable, h // group,
-            gram_ptr, gsum_ptr, kmax_ptr, n_ck, CK, BLOCK_M, BLOCK_N, BLOCK_D, IEEE,
+            q, q_ptr + h * stride_qh + rows[:, None] * stride_qm, row_ok, k_base, stride_kn, n_full, nkb, D,
+            extent, selectable, h // group, gram_ptr, gsum_ptr, kmax_ptr, n_ck,
+            CK, BLOCK_M, BLOCK_N, BLOCK_D, GRAM_COLS, IEEE,
         )  # fmt: skip
     else:
         kl, kh, sum1, sum2 = _moments_pass(
@@ -405,6 +424,8 @@ def _block_select_compact_kernel(
         _key_value(k_lo), _key_value(k_hi), active, buf_rows, capacity,
         BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, True,
     )  # fmt: skip
+    # Buffer slots are written by the threads holding a score tile and read back by others.
+    tl.debug_barrier()
     buffered = active & (c_hi_g < nsel) & (nsel <= c_hi_g + fill) & (fill <= capacity)
     c_base = c_hi_g  # buffered rows: count(>= x) = c_base + buffered scores >= x
     kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k_out_lo, c_out_lo)
@@ -417,12 +438,12 @@ def _block_select_compact_kernel(
     # Fallback: full search passes while a row that is not buffered has too many candidates.
     p = tl.program_id(0) * 0 + 1  # search pass index (threshold schedule), shared by both loops
     n_full_passes = p * 0
-    for _ in range(1, MAX_PASSES):
+    for _pass in range(1, MAX_PASSES):
         if tl.sum((active & ~buffered & (c_lo - c_hi > capacity)).to(tl.int32), 0) > 0:
             k1 = _threshold(1, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
             k2 = _threshold(2, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
             k3 = _threshold(3, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
-            c1, c2, c3, _ = _scan_pass(
+            c1, c2, c3, _fill = _scan_pass(
                 q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3, guess, guess, active, buf_rows, 0,
                 BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, False,
             )  # fmt: skip
@@ -436,23 +457,24 @@ def _block_select_compact_kernel(
     late = active & ~buffered
     n_compactions = p * 0
     if tl.sum(late.to(tl.int32), 0) > 0:
-        _, _, _, late_fill = _scan_pass(
+        _c1, _c2, _c3, late_fill = _scan_pass(
             q, k_base, stride_kn, n_full, nkb, D, extent, kl, kl, kl,
             _key_value(kl), _key_value(kh), late, buf_rows, capacity,
             BLOCK_M, BLOCK_N, BLOCK_D, IEEE, False, True,
         )  # fmt: skip
+        tl.debug_barrier()
         fill = tl.where(late, late_fill, fill)
         c_base = tl.where(late, c_hi, c_base)
         buffered = buffered | late
         n_compactions += 1
     # The rest of the search reads the buffers only.
     n_buffer_passes = p * 0
-    for _ in range(1, MAX_PASSES):
+    for _pass in range(1, MAX_PASSES):
         if tl.sum(active.to(tl.int32), 0) > 0:
             k1 = _threshold(1, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
             k2 = _threshold(2, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
             k3 = _threshold(3, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
-            c1, c2, c3 = _buffer_pass(buf_rows, fill, active, c_base, k1, k2, k3, BLOCK_M, BLOCK_N)
+            c1, c2, c3 = _buffer_pass(buf_rows, fill, active, c_base, k1, k2, k3, BLOCK_M, BUF_N)
             kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
             kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
             kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k3, c3)
@@ -577,6 +599,7 @@ def block_select_triton(
     _block_select_compact_kernel[grid](
         q_pool, k_pool, n_sel, n_full, last_block, out_bytes, buf, stats if stats is not None else buf,
         *gram, nkb // CHECKPOINT + 1, nqb, nkb, d, hq // hkv, capacity, *strides,
-        FILL=FILL, OUTER=OUTER, STATS=stats is not None, GRAM=moments == "gram", CK=CHECKPOINT, **common,
+        FILL=FILL, OUTER=OUTER, STATS=stats is not None, GRAM=moments == "gram", CK=CHECKPOINT,
+        GRAM_COLS=min(32, common["BLOCK_D"]), BUF_N=BUFFER_TILE, **common,
     )  # fmt: skip
     return out
