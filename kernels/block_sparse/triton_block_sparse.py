@@ -24,7 +24,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.triton_helpers import LOG2E, mask_rows_to_union_list_kernel, online_softmax_update
+from ..common.triton_helpers import (
+    LOG2E,
+    mask_rows_to_union_list_kernel,
+    online_softmax_update,
+    store_normalized,
+)
 
 #: Mask block sizes the kernel tiles (a query tile holds whole query blocks, a step whole key blocks).
 KERNEL_BLOCK_SIZES = (16, 32, 64)
@@ -180,12 +185,7 @@ def block_sparse_attention_fwd_kernel(
             bias = tl.where(allowed, 0.0, float("-inf"))
         s = tl.dot(q, tl.trans(k), bias)  # [BLOCK_M, BLOCK_N] unscaled scores, -inf where masked
         m_i, l_i, acc = online_softmax_update(m_i, l_i, acc, s, v, qk_scale)
-    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(
-        Out + h * stride_oh + rows[:, None] * stride_ot + dims[None, :],
-        out.to(Out.dtype.element_ty),
-        mask=rows[:, None] < T,
-    )
+    store_normalized(Out + h * stride_oh + rows[:, None] * stride_ot + dims[None, :], acc, l_i, rows < T)
 
 
 def _kv_descriptors(k: torch.Tensor, v: torch.Tensor, block_n: int):

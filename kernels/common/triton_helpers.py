@@ -23,21 +23,6 @@ def multiprocessor_count(device_index: int) -> int:
 
 
 @triton.jit
-def online_softmax_step(m_i, l_i, acc, s, v):
-    """One FlashAttention update with scores ``s`` [M, N] already scaled to log2 units and
-    masked with -inf; v [N, D]. Rows that have seen no key keep m = -inf, l = 0, acc = 0.
-    """
-    m_new = tl.maximum(m_i, tl.max(s, 1))  # [M]
-    # A row with every key masked so far has m_new = -inf; subtracting 0 keeps exp2 at 0, not NaN.
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m_i - m_safe)  # [M]
-    p = tl.exp2(s - m_safe[:, None])  # [M, N]
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return m_new, l_i, acc
-
-
-@triton.jit
 def online_softmax_update(m_i, l_i, acc, s, v, scale):
     """One FlashAttention update with *unscaled* scores ``s`` [M, N] (-inf where masked) and
     ``scale`` = log2(e) / sqrt(D); m_i is kept in log2 units. Scaling inside the exponent lets the
@@ -52,6 +37,14 @@ def online_softmax_update(m_i, l_i, acc, s, v, scale):
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return m_new, l_i, acc
+
+
+@triton.jit
+def store_normalized(ptrs, acc, l_i, row_ok):
+    """The attention output acc / l [M, D] to ``ptrs`` [M, D] where ``row_ok`` [M]; rows that saw
+    no key (l = 0) store zeros."""
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    tl.store(ptrs, out.to(ptrs.dtype.element_ty), mask=row_ok[:, None])
 
 
 @triton.jit

@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.triton_helpers import LOG2E, online_softmax_step
+from ..common.triton_helpers import LOG2E, online_softmax_update, store_normalized
 from .triton_index import build_vertical_slash_index_triton, index_sizes
 
 #: Bits of zero padding before offset 0 in the slash bitmap, so out-of-band (negative) offsets
@@ -254,10 +254,13 @@ def vertical_slash_attention_fwd_kernel(
         keys = tl.load(VERTS + h * stride_verts_h + slot, mask=valid, other=0)  # [BLOCK_N] ascending
         k = tl.load(k_base + keys[:, None] * stride_ks + dims[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(v_base + keys[:, None] * stride_vs + dims[None, :], mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N] in log2 units
-        if not ((c0 + BLOCK_N <= n_vert) & (tl.max(keys, 0) <= p0)):  # else: every pair is causal
-            s = tl.where(valid[None, :] & (keys[None, :] <= qpos[:, None]), s, float("-inf"))
-        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
+        # The mask is the product's accumulator (0 or -inf), as in the block-sparse kernel.
+        if (c0 + BLOCK_N <= n_vert) & (tl.max(keys, 0) <= p0):  # every pair is causal
+            bias = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        else:
+            bias = tl.where(valid[None, :] & (keys[None, :] <= qpos[:, None]), 0.0, float("-inf"))
+        s = tl.dot(q, tl.trans(k), bias)  # [BLOCK_M, BLOCK_N] unscaled scores
+        m_i, l_i, acc = online_softmax_update(m_i, l_i, acc, s, v, qk_scale)
 
     # Phase 2: slash chunks, exact per-pair membership, verticals excluded.
     words_base = SLASH_WORDS + h * stride_words_h
@@ -270,13 +273,14 @@ def vertical_slash_attention_fwd_kernel(
         valid = (keys >= 0) & (keys <= key_hi)
         k = tl.load(k_base + keys[:, None] * stride_ks + dims[None, :], mask=valid[:, None], other=0.0)
         v = tl.load(v_base + keys[:, None] * stride_vs + dims[None, :], mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
         whole = (ks >= 0) & (ks + BLOCK_N - 1 <= key_hi) & full_tile
         verts_in = tl.load(prefix_base + tl.minimum(tl.maximum(ks + BLOCK_N, 0), S)) - tl.load(
             prefix_base + tl.minimum(tl.maximum(ks, 0), S)
         )
         flagged = tl.load(CHUNK_FULL + h * stride_chunk_h + f) != 0
-        if not (flagged & whole & (verts_in == 0)):
+        if flagged & whole & (verts_in == 0):
+            bias = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        else:
             is_vert = tl.load(VERT_BITMAP + h * S + keys, mask=valid, other=1)
             # Bit (p - key) of the slash bitmap, read through the 3 words that hold the row's
             # window of BLOCK_N offsets [p - ks - BLOCK_N + 1, p - ks] (shifted by PAD >= 0).
@@ -289,15 +293,11 @@ def vertical_slash_attention_fwd_kernel(
             word = tl.where(rel == 0, w0[:, None], tl.where(rel == 1, w1[:, None], w2[:, None]))
             on_slash = ((word >> (off & 31)) & 1) != 0
             allowed = on_slash & valid[None, :] & (is_vert[None, :] == 0) & (off >= PAD)
-            s = tl.where(allowed, s, float("-inf"))
-        m_i, l_i, acc = online_softmax_step(m_i, l_i, acc, s, v)
+            bias = tl.where(allowed, 0.0, float("-inf"))
+        s = tl.dot(q, tl.trans(k), bias)
+        m_i, l_i, acc = online_softmax_update(m_i, l_i, acc, s, v, qk_scale)
 
-    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(
-        Out + h * stride_oh + rows[:, None] * stride_ot + dims[None, :],
-        out.to(Out.dtype.element_ty),
-        mask=rows[:, None] < T,
-    )
+    store_normalized(Out + h * stride_oh + rows[:, None] * stride_ot + dims[None, :], acc, l_i, rows < T)
 
 
 def vertical_slash_attention_from_index(
