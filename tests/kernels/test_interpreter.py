@@ -18,8 +18,13 @@ HERE = Path(__file__).parent
 @pytest.mark.skipif(ON_GPU or INTERPRET, reason="the kernel tests run natively here")
 @pytest.mark.parametrize(
     "selection",
-    [["test_triton_kernels.py"], ["test_block_select.py", "-k", "kernel"]],
-    ids=["attention_kernels", "block_select"],
+    [
+        ["test_triton_kernels.py"],
+        ["test_block_select.py", "-k", "kernel"],
+        ["test_vertical_slash_index.py", "-k", "triton"],
+        ["test_vertical_slash_scores.py", "-k", "triton"],
+    ],
+    ids=["attention_kernels", "block_select", "vertical_slash_index", "vertical_slash_scores"],
 )
 def test_kernel_tests_under_interpreter(selection):
     target, *options = selection

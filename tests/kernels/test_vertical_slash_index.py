@@ -14,10 +14,6 @@ On a CUDA GPU these run natively; on the CPU under TRITON_INTERPRET=1 (in a subp
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +26,7 @@ from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
     build_vertical_slash_index_torch,
 )
 
-from .kernel_env import DEVICE, INTERPRET, ON_GPU, needs_kernel
+from .kernel_env import DEVICE, ON_GPU, needs_kernel
 
 # (Hq, T, S, NV, NS)
 GPU_CASES = [
@@ -122,17 +118,3 @@ def test_index_fields_mean_what_they_say():
     assert index.chunk_start[0, :7].tolist() == [1, -31, -63, 70, 38, 200, 168]
     assert index.chunk_end[0, :7].tolist() == [0, 0, 0, 70, 70, 200, 200]
     assert index.chunk_full[0, :7].tolist() == [0] * 7
-
-
-@pytest.mark.skipif(ON_GPU or INTERPRET, reason="the kernel tests run natively here")
-def test_under_interpreter():
-    """Runs this file's kernel tests on the CPU through Triton's interpreter, in a subprocess."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__)), "-k", "triton"],
-        env=dict(os.environ, TRITON_INTERPRET="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout

@@ -14,18 +14,13 @@ accumulation); on the CPU under TRITON_INTERPRET=1 (in a subprocess) in float16 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from sparse_frontier.attention.vertical_slash import vertical_slash_scores
 from sparse_frontier.kernels.vertical_slash.triton_scores import vertical_slash_scores_triton
 
-from .kernel_env import DEVICE, DTYPE, INTERPRET, ON_GPU, needs_kernel
+from .kernel_env import DEVICE, DTYPE, ON_GPU, needs_kernel
 
 # (Hq, Hkv, T, S, D, window)
 GPU_CASES = [
@@ -120,17 +115,3 @@ def test_method_uses_fused_scores_on_cuda():
     fused = vertical_slash_scores(q, k, 256)
     for a, b in zip(fused, vertical_slash_scores_triton(q, k, 256), strict=True):
         assert torch.equal(a, b)
-
-
-@pytest.mark.skipif(ON_GPU or INTERPRET, reason="the kernel tests run natively here")
-def test_under_interpreter():
-    """Runs this file's kernel tests on the CPU through Triton's interpreter, in a subprocess."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__)), "-k", "triton"],
-        env=dict(os.environ, TRITON_INTERPRET="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout
