@@ -168,7 +168,7 @@ def main() -> None:
         "--all-tiles", action="store_true", help="time every tile shape in TILES, not the default only"
     )
     parser.add_argument(
-        "--capacities", type=int, nargs="*", default=[128, 512, 1024],
+        "--capacities", type=int, nargs="*", default=[128, 256, 1024],
         help="extra buffer capacities of the compact kernel to time (scores per row)",
     )  # fmt: skip
     parser.add_argument("--json", help="write every measured row here (atomically)")
