@@ -9,8 +9,9 @@ For each input kind (see bench_kernels.py: 'structured' and 'iid') and compressi
   variants    the kernel alone per algorithm: 'scan' (the first version: every search pass a full
               pass over the scores), 'compact' (the default: candidate compaction, moments from
               prefix Gram matrices), 'compact-pass' (compaction, moments from a full pass), and
-              'compact-capN' per --capacities; each variant's mask must equal scan's exactly
-              (same float32 scores, same tie rule), which the run checks
+              'compact-capN' per --capacities; each variant's mask must equal scan's (same
+              float32 scores, same tie rule), which the run checks (rows that differ, and of
+              those the rows that are not float32 near-ties: must be 0)
   stats       the default kernel's per-program counters (full search passes of the fallback, late
               compactions, buffer passes, rows the guess missed, largest buffer fill)
   torch       select_blocks(..., fused=False): the previous PyTorch path (banded bmm + torch.topk)
@@ -128,9 +129,13 @@ def case(q, k, v, length: int, cr: float, tiles: list, capacities: list[int]) ->
     sel_args = (qp, kp, n_sel, geo.n_full, geo.last_block)
     scan_mask = block_select_triton(*sel_args, algorithm="scan")
     row["variants_ms"], row["variants_rows_differing_from_scan"] = {}, {}
+    row["variants_rows_differing_from_scan_not_near_tie"] = {}
     for name, options in variants(capacities).items():
-        differ = int((block_select_triton(*sel_args, **options) != scan_mask).any(-1).sum())
+        # Same tiles, same float32 scores: the masks should be identical; if a compiler schedules the
+        # products differently, only float32 near-ties may move (counted separately).
+        differ, not_near_tie = near_tie_rows(block_select_triton(*sel_args, **options), scan_mask, qp, kp)
         row["variants_rows_differing_from_scan"][name] = differ
+        row["variants_rows_differing_from_scan_not_near_tie"][name] = not_near_tie
         row["variants_ms"][name] = bench(lambda options=options: block_select_triton(*sel_args, **options))
     del scan_mask
     row["scan_over_compact"] = row["variants_ms"]["scan"] / row["variants_ms"]["compact"]
@@ -190,10 +195,12 @@ def main() -> None:
     for r in rows:
         st = r["compact_stats"]
         same = all(d == 0 for d in r["variants_rows_differing_from_scan"].values())
+        tie_only = all(d == 0 for d in r["variants_rows_differing_from_scan_not_near_tie"].values())
         print(
             f"| {r['kind']} | {r['compression']:g} | "
             + " | ".join(f"{r['variants_ms'][n]:.2f}" for n in names)
-            + f" | **{r['scan_over_compact']:.2f}x** | {'yes' if same else 'NO'} "
+            + f" | **{r['scan_over_compact']:.2f}x** "
+            f"| {'yes' if same else 'near-ties only' if tie_only else 'NO'} "
             f"| {st['programs_with_fallback']} of {st['programs']} "
             f"| {st['full_search_passes_mean']:.2f}, {st['full_search_passes_max']} "
             f"| {st['buffer_passes_mean']:.1f}, {st['buffer_passes_max']} "

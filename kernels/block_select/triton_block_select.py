@@ -175,15 +175,15 @@ def _moments_pass(
 @triton.jit
 def _moments_gram(
     q, q_rows, row_ok, k_base, stride_kn, n_full, nkb, D, extent, selectable, kv,
-    gram_ptr, gsum_ptr, kmax_ptr, n_ck,
+    gram_ptr, gsum_ptr, bound_rows, n_ck,
     CK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     GD: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
     """The same sums without a full pass: sum_j s_j = q . S(n) and sum_j s_j^2 = q^T G(n) q, with
     S(n) and G(n) the sum and Gram matrix of key blocks 1..n-1, read at the checkpoint n = c * CK
     at or below every row of the program, plus the few key blocks from there to each row's n_full.
-    No min/max: the bracket is [-B, B] with B a Cauchy-Schwarz bound |q . k| <= |q| max_j |k_j|,
-    widened by 1e-3 (far above float32 rounding of the scores and norms)."""
+    No min/max: the bracket is [-B, B], B per row (bound_rows, from the host: a Cauchy-Schwarz
+    bound |q . k| <= |q| max_j |k_j| widened by 1e-3, far above float32 rounding of the scores)."""
     first = tl.min(tl.where(selectable > 0, n_full, extent), 0)
     c0 = first // CK
     at = kv * n_ck + c0  # checkpoint row of this kv head
@@ -192,7 +192,6 @@ def _moments_gram(
     # need, and the kernel's occupancy is set by its largest stage.
     sum1 = tl.zeros([BLOCK_M], tl.float32)
     sum2 = tl.zeros([BLOCK_M], tl.float32)
-    norm2 = tl.zeros([BLOCK_M], tl.float32)
     offs_c = tl.arange(0, GD)
     for e0 in range(0, BLOCK_D, GD):
         cols = e0 + offs_c
@@ -210,13 +209,12 @@ def _moments_gram(
             acc += tl.dot(q_d.to(tl.float32), g, input_precision="ieee")
         sum2 += tl.sum(acc * q_e, 1)
         sum1 += tl.sum(q_e * tl.load(gsum_ptr + at * D + cols, mask=cols < D, other=0.0)[None, :], 1)
-        norm2 += tl.sum(q_e * q_e, 1)
     for n0 in range(c0 * CK, extent, BLOCK_N):
         s = _score_tile(q, k_base, stride_kn, n0, n_full, nkb, D, BLOCK_N, BLOCK_D, IEEE)
         z = tl.where(s == float("-inf"), 0.0, s)
         sum1 += tl.sum(z, 1)
         sum2 += tl.sum(z * z, 1)
-    bound = tl.sqrt(norm2) * tl.load(kmax_ptr + kv) * 1.001 + 1e-30
+    bound = tl.load(bound_rows, mask=row_ok, other=1.0)
     return _order_key(-bound), _order_key(bound), sum1, sum2
 
 
@@ -386,7 +384,7 @@ def _block_select_scan_kernel(
 @triton.jit
 def _block_select_compact_kernel(
     q_ptr, k_ptr, nsel_ptr, nfull_ptr, last_ptr, out_ptr, buf_ptr, stats_ptr,
-    gram_ptr, gsum_ptr, kmax_ptr, n_ck,
+    gram_ptr, gsum_ptr, bound_ptr, n_ck,
     nqb, nkb, D, group, capacity,
     stride_qh, stride_qm, stride_kh, stride_kn, stride_oh, stride_om,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -404,7 +402,7 @@ def _block_select_compact_kernel(
     if GRAM:
         kl, kh, sum1, sum2 = _moments_gram(
             q, q_ptr + h * stride_qh + rows[:, None] * stride_qm, row_ok, k_base, stride_kn, n_full, nkb, D,
-            extent, selectable, h // group, gram_ptr, gsum_ptr, kmax_ptr, n_ck,
+            extent, selectable, h // group, gram_ptr, gsum_ptr, bound_ptr + h * nqb + rows, n_ck,
             CK, BLOCK_M, BLOCK_N, BLOCK_D, GRAM_COLS, IEEE,
         )  # fmt: skip
     else:
@@ -600,7 +598,14 @@ def block_select_triton(
                 f"block_select_triton: stats must be an int32 tensor of shape {list(want)} on {out.device}; "
                 f"got {stats.dtype} {tuple(stats.shape)} on {stats.device}."
             )
-    gram = gram_checkpoints(k_pool) if moments == "gram" else (buf, buf, buf)
+    if moments == "gram":
+        gram, sums, kmax = gram_checkpoints(k_pool)
+        # Per-row bound on |score| (Cauchy-Schwarz), widened by 1e-3: the bracket the search starts from.
+        kv_of_head = torch.arange(hq, device=device) // (hq // hkv)
+        bound = q_pool.float().norm(dim=-1) * kmax[kv_of_head][:, None] * 1.001 + 1e-30
+        gram = (gram, sums, bound.contiguous())
+    else:
+        gram = (buf, buf, buf)
     _block_select_compact_kernel[grid](
         q_pool, k_pool, n_sel, n_full, last_block, out_bytes, buf, stats if stats is not None else buf,
         *gram, nkb // CHECKPOINT + 1, nqb, nkb, d, hq // hkv, capacity, *strides,

@@ -314,7 +314,7 @@ def test_kernel_compact_takes_each_path():
 def test_kernel_rows_of_ties_at_the_cut(capacity):
     """Cuts inside tie groups larger than the buffer, and rows whose scores are all equal (zero
     spread, so a zero-width guessed bracket): ties go to the lower key blocks, exactly n per row."""
-    hq, nqb = 3, 70
+    hq, nqb = 3, 40
     geo = BlockGeometry.of(nqb * 16, nqb * 16, 16, DEVICE)
     nkb = geo.n_key_blocks
     g = torch.Generator().manual_seed(17)
@@ -347,7 +347,7 @@ def test_kernel_guess_bracket_holds_most_rows(moments):
 
 
 @needs_kernel
-@pytest.mark.parametrize("capacity", [4, 8, 16])
+@pytest.mark.parametrize("capacity", [4, 16])
 def test_kernel_overflowing_rows_beside_buffered_rows(capacity):
     """Rows whose guessed bracket overflows the buffer sit between rows that it fits: an overflow
     must not spill into a neighbour's buffer, and the masks stay exact. Even query blocks score 80%
@@ -461,7 +461,7 @@ def test_compiles_for_hopper_without_a_gpu(name, dtype, options):
     pointers = dict(
         q_ptr=f"*{dtype}", k_ptr=f"*{dtype}", nsel_ptr="*i32", nfull_ptr="*i32", last_ptr="*i32",
         out_ptr="*u8", buf_ptr="*fp32", stats_ptr="*i32", gram_ptr="*fp32", gsum_ptr="*fp32",
-        kmax_ptr="*fp32",
+        bound_ptr="*fp32",
     )  # fmt: skip
     signature = {a: "constexpr" if a in consts else pointers.get(a, "i32") for a in fn.arg_names}
     source = ASTSource(fn, signature, constexprs=consts)
