@@ -602,7 +602,8 @@ def block_select_triton(
         gram, sums, kmax = gram_checkpoints(k_pool)
         # Per-row bound on |score| (Cauchy-Schwarz), widened by 1e-3: the bracket the search starts from.
         kv_of_head = torch.arange(hq, device=device) // (hq // hkv)
-        bound = q_pool.float().norm(dim=-1) * kmax[kv_of_head][:, None] * 1.001 + 1e-30
+        q_norm = torch.linalg.vector_norm(q_pool, dim=-1, dtype=torch.float32)  # no float32 copy of q
+        bound = q_norm * kmax[kv_of_head][:, None] * 1.001 + 1e-30
         gram = (gram, sums, bound.contiguous())
     else:
         gram = (buf, buf, buf)

@@ -384,6 +384,28 @@ def test_kernel_overflowing_rows_beside_buffered_rows(capacity):
     assert own[written].all(), "a row's buffer holds a score that is not its own"
 
 
+@needs_kernel
+@pytest.mark.parametrize("capacity", [0, None], ids=lambda c: f"cap{c}")
+def test_kernel_scores_at_the_bound(capacity):
+    """Scores equal to the starting bracket's Cauchy-Schwarz bound |q| max|k| (q parallel to the
+    longest key block) and to its negative: the bracket must still hold them all, and n = 1 (a tie
+    at the top) and n = all-but-one pick the right blocks."""
+    nqb, d = 40, 16
+    geo = BlockGeometry.of(nqb * 16, nqb * 16, 16, DEVICE)
+    nkb = geo.n_key_blocks
+    g = torch.Generator().manual_seed(9)
+    k = torch.randint(-1, 2, (1, nkb, d), generator=g).float()
+    k[0, 5], k[0, 7], k[0, 9], k[0, 11] = 3.0, 3.0, -3.0, -3.0  # the longest blocks, each twice: ties
+    q = torch.ones(2, nqb, d)
+    q[1, ::2] = -1.0  # some rows score block 9 highest
+    sel = (geo.n_full - 1).clamp(min=0).cpu()
+    n_sel = torch.where(torch.arange(nqb) % 3 == 0, sel.clamp(max=1), (sel - 1).clamp(min=0)).to(DEVICE)
+    qp, kp = q.to(DEVICE, DTYPE), k.to(DEVICE, DTYPE)
+    ref = block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block)
+    options = {} if capacity is None else {"capacity": capacity}
+    assert torch.equal(_kernel(qp, kp, n_sel, geo, **options), ref)
+
+
 def test_gram_checkpoints_are_prefix_sums():
     from sparse_frontier.kernels.block_select.triton_block_select import gram_checkpoints
 
