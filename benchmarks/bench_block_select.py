@@ -12,6 +12,7 @@ For each input kind (see bench_kernels.py: 'structured' and 'iid') and compressi
               'compact-capN' per --capacities; each variant's mask must equal scan's (same
               float32 scores, same tie rule), which the run checks (rows that differ, and of
               those the rows that are not float32 near-ties: must be 0)
+  gram        gram_checkpoints alone (torch, included in 'compact')
   stats       the default kernel's per-program counters (full search passes of the fallback, late
               compactions, buffer passes, rows the guess missed, largest buffer fill)
   torch       select_blocks(..., fused=False): the previous PyTorch path (banded bmm + torch.topk)
@@ -48,7 +49,11 @@ from sparse_frontier.attention.block_sparse import (
 )
 from sparse_frontier.kernels import ops
 from sparse_frontier.kernels.block_select.reference import block_select_reference, block_select_scores
-from sparse_frontier.kernels.block_select.triton_block_select import STATS, block_select_triton
+from sparse_frontier.kernels.block_select.triton_block_select import (
+    STATS,
+    block_select_triton,
+    gram_checkpoints,
+)
 from sparse_frontier.kernels.block_sparse.reference import block_sparse_pairs
 
 #: (block_m, block_n, num_warps) tried for the kernel; the first is the default.
@@ -139,6 +144,7 @@ def case(q, k, v, length: int, cr: float, tiles: list, capacities: list[int]) ->
         row["variants_ms"][name] = bench(lambda options=options: block_select_triton(*sel_args, **options))
     del scan_mask
     row["scan_over_compact"] = row["variants_ms"]["scan"] / row["variants_ms"]["compact"]
+    row["gram_checkpoints_ms"] = bench(lambda: gram_checkpoints(kp))  # host-side part of 'compact'
     n_prog = q.shape[0] * -(-geo.rows.shape[0] // 64)
     stats = torch.zeros(n_prog, len(STATS), dtype=torch.int32, device=q.device)
     block_select_triton(*sel_args, stats=stats)
