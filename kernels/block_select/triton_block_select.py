@@ -438,14 +438,15 @@ def _block_select_compact_kernel(
     active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
     n_missed = tl.sum((active & ~buffered).to(tl.int32), 0)
 
-    # Fallback: full search passes while a row that is not buffered has too many candidates.
+    # Fallback: full search passes while a row that is not buffered has too many candidates. (Search
+    # passes here have p >= 1: _threshold gets no guess, so guess and std need not stay live.)
     p = tl.program_id(0) * 0 + 1  # search pass index (threshold schedule), shared by both loops
     n_full_passes = p * 0
     for _pass in range(1, MAX_PASSES):
         if tl.sum((active & ~buffered & (c_lo - c_hi > capacity)).to(tl.int32), 0) > 0:
-            k1 = _threshold(1, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k2 = _threshold(2, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k3 = _threshold(3, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k1 = _threshold(1, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k2 = _threshold(2, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k3 = _threshold(3, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
             c1, c2, c3, _fill = _scan_pass(
                 q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3, guess, guess, active, buf_rows, 0,
                 BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, False,
@@ -474,9 +475,9 @@ def _block_select_compact_kernel(
     n_buffer_passes = p * 0
     for _pass in range(1, MAX_PASSES):
         if tl.sum(active.to(tl.int32), 0) > 0:
-            k1 = _threshold(1, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k2 = _threshold(2, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k3 = _threshold(3, p, kl, kh, guess, std, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k1 = _threshold(1, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k2 = _threshold(2, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
+            k3 = _threshold(3, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
             c1, c2, c3 = _buffer_pass(buf_rows, fill, active, c_base, k1, k2, k3, BLOCK_M, BUF_N)
             kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
             kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
