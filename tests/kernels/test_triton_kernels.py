@@ -133,7 +133,8 @@ def test_block_sparse_index_matches_reference(hq, hkv, t, s, d, block_m):
 
 @pytest.mark.parametrize("hq,hkv,t,s,d", PREFILL)
 @pytest.mark.parametrize("pattern", ["scattered", "clustered", "band"])
-def test_vertical_slash_matches_reference(hq, hkv, t, s, d, pattern):
+@pytest.mark.parametrize("tiles", [(64, 32), (128, 64), (16, 16)])  # slash windows of 3, 6 and 1 words
+def test_vertical_slash_matches_reference(hq, hkv, t, s, d, pattern, tiles):
     q, k, v, g = _inputs(hq, hkv, t, s, d, seed=t * 3 + s)
     nv, ns = max(4, s // 20), max(4, s // 25)
     vertical = torch.randint(-5, s, (hq, nv), generator=g, device=DEVICE)
@@ -148,7 +149,7 @@ def test_vertical_slash_matches_reference(hq, hkv, t, s, d, pattern):
         slash = torch.clamp(slash, max=s - 1)
     vertical[0, :3] = slash[0, :3].clamp(min=0)  # keys reached both ways count once
     slash[0, 0] = 0
-    index = build_vertical_slash_index(vertical, slash, t, s)
+    index = build_vertical_slash_index(vertical, slash, t, s, *tiles)
     out = torch.full_like(q, float("nan"))
     vertical_slash_attention_from_index(q, k, v, index, out=out)
     ref = vertical_slash_attention_reference(*_upcast(q, k, v), vertical, slash)
