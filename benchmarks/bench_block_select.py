@@ -8,7 +8,8 @@ For each input kind (see bench_kernels.py: 'structured' and 'iid') and compressi
   kernel      the kernel alone on pooled blocks, default algorithm (best tile shape tried is listed)
   variants    the kernel alone per algorithm: 'scan' (the first version: every search pass a full
               pass over the scores), 'compact' (the default: candidate compaction, moments from
-              prefix Gram matrices), 'compact-pass' (compaction, moments from a full pass), and
+              prefix Gram matrices), 'compact-pass' (compaction, moments from a full pass),
+              'compact-noshrink' (buffer passes reread the whole buffer), and
               'compact-capN' per --capacities; each variant's mask must equal scan's (same
               float32 scores, same tie rule), which the run checks (rows that differ, and of
               those the rows that are not float32 near-ties: must be 0)
@@ -82,7 +83,12 @@ def near_tie_rows(mask, ref, qp, kp, rel: float = 2e-5) -> tuple[int, int]:
 
 def variants(capacities: list[int]) -> dict[str, dict]:
     """Kernel options per named variant (see the module docstring)."""
-    named = {"scan": {"algorithm": "scan"}, "compact": {}, "compact-pass": {"moments": "pass"}}
+    named = {
+        "scan": {"algorithm": "scan"},
+        "compact": {},
+        "compact-pass": {"moments": "pass"},
+        "compact-noshrink": {"shrink": False},
+    }
     named.update({f"compact-cap{c}": {"capacity": c} for c in capacities})
     return named
 

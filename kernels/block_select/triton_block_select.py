@@ -33,7 +33,9 @@ float's integer key (guaranteed: 16 passes of 2 bits cover 32 bits), see ``_thre
      brackets of the rows not yet buffered. Correctness never depends on the capacity or on the
      guess (capacity 0 degenerates into ``scan``);
   4. the search finishes over the buffers only: count(>= x) = count(>= hi at compaction) +
-     buffered scores >= x, exact for every x inside the compacted bracket (all later thresholds are);
+     buffered scores >= x, exact for every x inside the compacted bracket (all later thresholds are).
+     Each buffer pass also moves the scores inside the bracket it started from to the front of the
+     buffer (in place), so the passes read about 1 + 1 + 1/4 + 1/16 ... buffers, not one each;
   5. the writing pass.
 
 The writing pass, shared: scores > t are taken; scores == t in key-block order while the row still
@@ -292,24 +294,38 @@ def _scan_pass(
 
 
 @triton.jit
-def _buffer_pass(buf_rows, fill, rows_on, c_base, k1, k2, k3, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _buffer_pass(
+    buf_rows, fill, rows_on, c_base, k1, k2, k3, lo, hi,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SHRINK: tl.constexpr,
+):  # fmt: skip
     """A search pass over the buffers only: count(>= k) = c_base + buffered scores >= k per row
-    (rows_on: the rows to read; their `fill` scores are all in the buffer)."""
+    (rows_on: the rows to read; their `fill` scores are all in the buffer). When SHRINK, the pass
+    also moves the scores inside [lo, hi) (the bracket the pass started from) to the front of the
+    row's buffer and returns how many there are, so the next pass reads only those. In place: a
+    score goes to a slot at or before its own, and the slot's old score was loaded first (the
+    slot's index comes from a prefix count over the loaded scores up to it)."""
     t1 = _key_value(k1)[:, None]
     t2 = _key_value(k2)[:, None]
     t3 = _key_value(k3)[:, None]
     a1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
     a2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
     a3 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    kept = tl.zeros([BLOCK_M], tl.int32)
     fill_on = tl.where(rows_on, fill, 0)
     for c0 in range(0, tl.max(fill_on, 0), BLOCK_N):
         cols = c0 + tl.arange(0, BLOCK_N)
-        inside = cols[None, :] < fill_on[:, None]
-        s = tl.load(buf_rows[:, None] + cols[None, :], mask=inside, other=float("-inf"))
+        stored = cols[None, :] < fill_on[:, None]
+        s = tl.load(buf_rows[:, None] + cols[None, :], mask=stored, other=float("-inf"))
         a1 += (s >= t1).to(tl.int32)
         a2 += (s >= t2).to(tl.int32)
         a3 += (s >= t3).to(tl.int32)
-    return c_base + tl.sum(a1, 1), c_base + tl.sum(a2, 1), c_base + tl.sum(a3, 1)
+        if SHRINK:
+            keep = stored & (s >= lo[:, None]) & (s < hi[:, None])
+            one = keep.to(tl.int32)
+            pos = kept[:, None] + tl.cumsum(one, 1) - one
+            tl.store(buf_rows[:, None] + pos, s, mask=keep)
+            kept += tl.sum(one, 1)
+    return c_base + tl.sum(a1, 1), c_base + tl.sum(a2, 1), c_base + tl.sum(a3, 1), kept
 
 
 @triton.jit
@@ -391,6 +407,7 @@ def _block_select_compact_kernel(
     VALUE_PASSES: tl.constexpr, MAX_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr,
     FILL: tl.constexpr, OUTER: tl.constexpr, IEEE: tl.constexpr, STATS: tl.constexpr,
     GRAM: tl.constexpr, CK: tl.constexpr, GRAM_COLS: tl.constexpr, BUF_N: tl.constexpr,
+    SHRINK: tl.constexpr,
 ):  # fmt: skip
     """``compact``: a guess pass that also compacts, full search passes only as a fallback, the
     rest of the search over per-row buffers (see the module docstring)."""
@@ -472,13 +489,21 @@ def _block_select_compact_kernel(
         buffered = buffered | late
         n_compactions += 1
     # The rest of the search reads the buffers only.
+    max_fill = tl.max(tl.where(buffered, fill, 0), 0)
     n_buffer_passes = p * 0
     for _pass in range(1, MAX_PASSES):
         if tl.sum(active.to(tl.int32), 0) > 0:
             k1 = _threshold(1, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
             k2 = _threshold(2, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
             k3 = _threshold(3, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
-            c1, c2, c3 = _buffer_pass(buf_rows, fill, active, c_base, k1, k2, k3, BLOCK_M, BUF_N)
+            c1, c2, c3, kept = _buffer_pass(
+                buf_rows, fill, active, c_base, k1, k2, k3, _key_value(kl), _key_value(kh),
+                BLOCK_M, BUF_N, SHRINK,
+            )  # fmt: skip
+            if SHRINK:  # the buffers now hold the scores in [lo, hi): count(>= x) = count(>= hi) + those
+                fill = tl.where(active, kept, fill)
+                c_base = tl.where(active, c_hi, c_base)
+                tl.debug_barrier()
             kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
             kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
             kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k3, c3)
@@ -496,7 +521,7 @@ def _block_select_compact_kernel(
         tl.store(stat + 1, n_compactions)
         tl.store(stat + 2, n_buffer_passes)
         tl.store(stat + 3, n_missed)
-        tl.store(stat + 4, tl.max(tl.where(buffered, fill, 0), 0))
+        tl.store(stat + 4, max_fill)
 
 
 def gram_checkpoints(k_pool: torch.Tensor, every: int = CHECKPOINT) -> tuple[torch.Tensor, ...]:
@@ -527,6 +552,7 @@ def block_select_triton(
     algorithm: str = "compact",
     capacity: int = CAPACITY,
     moments: str = "gram",
+    shrink: bool = True,
     stats: torch.Tensor | None = None,
     scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -539,7 +565,9 @@ def block_select_triton(
     float32 scores per row (it takes Hq * nqb * capacity * 4 bytes of scratch; 0 makes every row
     take the fallback); moments: compact's source of the row moments, "gram" (the default: prefix
     Gram matrices, no full pass) or "pass" (a full pass, which also gives each row's min and max).
-    Tuning knobs only: the result depends on none of them.
+    shrink: compact's buffer passes also move the scores still inside the bracket to the front of
+    the buffer, so each pass reads only what the last one left (False: every pass rereads the
+    whole buffer). Tuning knobs only: the result depends on none of them.
     stats: optional int32 tensor [Hq * cdiv(nqb, block_m), len(STATS)] (compact only) that receives
     per-program counters named in ``STATS``, e.g. how many full search passes the fallback took.
     scratch: optional contiguous float32 tensor of at least Hq * nqb * min(capacity, nkb - 1)
@@ -612,6 +640,7 @@ def block_select_triton(
         q_pool, k_pool, n_sel, n_full, last_block, out_bytes, buf, stats if stats is not None else buf,
         *gram, nkb // CHECKPOINT + 1, nqb, nkb, d, hq // hkv, capacity, *strides,
         FILL=FILL, OUTER=OUTER, STATS=stats is not None, GRAM=moments == "gram", CK=CHECKPOINT,
-        GRAM_COLS=min(32, common["BLOCK_D"]), BUF_N=BUFFER_TILE, **common,
+        GRAM_COLS=min(32, common["BLOCK_D"]), BUF_N=BUFFER_TILE,
+        SHRINK=shrink, **common,
     )  # fmt: skip
     return out

@@ -211,11 +211,14 @@ TILES = [
     {"algorithm": "scan"},
     {"capacity": 0},
     {"capacity": 2, "block_m": 32, "block_n": 64},
+    {"shrink": False},
 ]
 
 
 @needs_kernel
-@pytest.mark.parametrize("tiles", TILES, ids=["default", "64x64", "32x128", "128x32", "scan", "cap0", "cap2"])
+@pytest.mark.parametrize(
+    "tiles", TILES, ids=["default", "64x64", "32x128", "128x32", "scan", "cap0", "cap2", "noshrink"]
+)
 @pytest.mark.parametrize("hq,hkv,t,s,d,top_k", CASES)
 def test_kernel_matches_reference_on_random_inputs(hq, hkv, t, s, d, top_k, tiles):
     geo, n_sel = _geometry_and_counts(t, s, top_k)
@@ -406,6 +409,28 @@ def test_kernel_scores_at_the_bound(capacity):
     assert torch.equal(_kernel(qp, kp, n_sel, geo, **options), ref)
 
 
+@needs_kernel
+@pytest.mark.parametrize("capacity", [3, None], ids=lambda c: f"cap{c}")
+def test_kernel_scores_on_adjacent_floats(capacity):
+    """Every score of a row is a distinct float32 next to the others (1 + i * 2^-23): brackets are
+    a few floats wide from the start, so the search cuts in key space and its thresholds land
+    exactly on scores. Float32 pooled blocks (IEEE products, exact here)."""
+    nqb, d = 50, 16
+    geo = BlockGeometry.of(nqb * 16, nqb * 16, 16, DEVICE)
+    nkb = geo.n_key_blocks
+    g = torch.Generator().manual_seed(4)
+    k = torch.zeros(2, nkb, d, dtype=torch.float64)
+    for h in range(2):
+        k[h, :, 0] = 1.0 + torch.randperm(nkb, generator=g).double() * 2.0**-23
+    q = torch.zeros(4, nqb, d, dtype=torch.float64)
+    q[..., 0] = 1.0
+    n_sel = (torch.rand(nqb, generator=g) * geo.n_full.cpu()).long().to(DEVICE)
+    qp, kp = q.float().to(DEVICE), k.float().to(DEVICE)
+    ref = block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block)
+    options = {} if capacity is None else {"capacity": capacity}
+    assert torch.equal(_kernel(qp, kp, n_sel, geo, **options), ref)
+
+
 def test_gram_checkpoints_are_prefix_sums():
     from sparse_frontier.kernels.block_select.triton_block_select import gram_checkpoints
 
@@ -478,7 +503,8 @@ def test_compiles_for_hopper_without_a_gpu(name, dtype, options):
         consts["GUESS_WIDTH"] = m.GUESS_WIDTH
     else:
         consts.update(
-            FILL=m.FILL, OUTER=m.OUTER, CK=m.CHECKPOINT, GRAM_COLS=32, BUF_N=m.BUFFER_TILE, **options
+            FILL=m.FILL, OUTER=m.OUTER, CK=m.CHECKPOINT, GRAM_COLS=32, BUF_N=m.BUFFER_TILE, SHRINK=True,
+            **options,
         )
     pointers = dict(
         q_ptr=f"*{dtype}", k_ptr=f"*{dtype}", nsel_ptr="*i32", nfull_ptr="*i32", last_ptr="*i32",
