@@ -186,9 +186,10 @@ def test_op_rejects_bad_inputs():
 
 
 @needs_kernel
+@pytest.mark.parametrize("algorithm", ["compact", "scan"])
 @pytest.mark.parametrize("distinct", [True, False])
 @pytest.mark.parametrize("hq,hkv,t,s,d,top_k", CASES)
-def test_kernel_exact_on_integer_scores(hq, hkv, t, s, d, top_k, distinct):
+def test_kernel_exact_on_integer_scores(hq, hkv, t, s, d, top_k, distinct, algorithm):
     geo, n_sel = _geometry_and_counts(t, s, top_k)
     nqb, nkb = geo.rows.shape[0], geo.n_key_blocks
     if distinct and nkb > 512:
@@ -199,7 +200,7 @@ def test_kernel_exact_on_integer_scores(hq, hkv, t, s, d, top_k, distinct):
         ranked = scores.sort(-1).values
         assert not (ranked[..., 1:] == ranked[..., :-1]).any(), "test construction has ties"
     ref = block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block)
-    assert torch.equal(_kernel(qp, kp, n_sel, geo), ref)
+    assert torch.equal(_kernel(qp, kp, n_sel, geo, algorithm=algorithm), ref)
 
 
 # Tile shapes, algorithms and buffer capacities must not change the result.
