@@ -326,7 +326,7 @@ def test_kernel_rows_of_ties_at_the_cut(capacity):
     q[1] = 0.0  # head 1: every score of every row is 0
     k = (torch.rand(1, nkb, 16, generator=g) < 0.5).float()
     k[..., 1:] = 0.0  # scores are 0 or 1: two big tie groups per row
-    n_sel = (torch.rand(nqb, generator=g) * geo.n_full).long().to(DEVICE)
+    n_sel = (torch.rand(nqb, generator=g) * geo.n_full.cpu()).long().to(DEVICE)
     qp, kp = q.to(DEVICE, DTYPE), k.to(DEVICE, DTYPE)
     ref = block_select_reference(qp, kp, n_sel, geo.n_full, geo.last_block)
     options = {} if capacity is None else {"capacity": capacity}
