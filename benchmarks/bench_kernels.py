@@ -163,7 +163,7 @@ def dense_decode(q1, k, v) -> tuple[float, str, dict]:
 
 def block_sparse_work(index, t: int) -> int:
     """Query-key pairs the kernel actually multiplies (listed key blocks x tile rows)."""
-    return int(index.count.long().sum()) * 16 * index.block_m
+    return int(index.count.long().sum()) * index.block_size * index.block_m
 
 
 def vertical_slash_work(index) -> int:
