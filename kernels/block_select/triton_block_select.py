@@ -261,6 +261,28 @@ def _narrow(active, nsel, kl, kh, c_lo, c_hi, k, c):
 
 
 @triton.jit
+def _search_pass(
+    p, q, k_base, stride_kn, n_full, nkb, D, extent, guess, width, active, nsel, kl, kh, c_lo, c_hi,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+    VALUE_PASSES: tl.constexpr, KEY_SPAN_SWITCH: tl.constexpr,
+):  # fmt: skip
+    """Search pass p over all scores: count three thresholds inside each active row's bracket and
+    keep the part holding its n-th score. Returns the new (kl, kh, c_lo, c_hi, active)."""
+    k1 = _threshold(1, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
+    k2 = _threshold(2, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
+    k3 = _threshold(3, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
+    c1, c2, c3, _fill = _scan_pass(
+        q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3, guess, guess, active, k_base, 0,
+        BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, False,
+    )  # fmt: skip
+    kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
+    kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
+    kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k3, c3)
+    active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
+    return kl, kh, c_lo, c_hi, active
+
+
+@triton.jit
 def _scan_pass(
     q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3,
     lo, hi, take, buf_rows, capacity,
@@ -379,17 +401,10 @@ def _block_select_scan_kernel(
     active = (nsel > 0) & (nsel < selectable)
     for p in range(0, MAX_PASSES):
         if tl.sum(active.to(tl.int32), 0) > 0:
-            k1 = _threshold(1, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k2 = _threshold(2, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k3 = _threshold(3, p, kl, kh, guess, width, VALUE_PASSES, KEY_SPAN_SWITCH)
-            c1, c2, c3, _fill = _scan_pass(
-                q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3, guess, guess, active, k_base, 0,
-                BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, False,
+            kl, kh, c_lo, c_hi, active = _search_pass(
+                p, q, k_base, stride_kn, n_full, nkb, D, extent, guess, width, active, nsel,
+                kl, kh, c_lo, c_hi, BLOCK_M, BLOCK_N, BLOCK_D, IEEE, VALUE_PASSES, KEY_SPAN_SWITCH,
             )  # fmt: skip
-            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
-            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
-            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k3, c3)
-            active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
     out_rows = out_ptr + h * stride_oh + rows[:, None] * stride_om
     _write_mask(
         q, k_base, stride_kn, n_full, nkb, D, extent, last, nsel, row_ok, kl, c_lo, c_hi, out_rows,
@@ -461,17 +476,10 @@ def _block_select_compact_kernel(
     n_full_passes = p * 0
     for _pass in range(1, MAX_PASSES):
         if tl.sum((active & ~buffered & (c_lo - c_hi > capacity)).to(tl.int32), 0) > 0:
-            k1 = _threshold(1, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k2 = _threshold(2, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
-            k3 = _threshold(3, p, kl, kh, 0.0, 0.0, VALUE_PASSES, KEY_SPAN_SWITCH)
-            c1, c2, c3, _fill = _scan_pass(
-                q, k_base, stride_kn, n_full, nkb, D, extent, k1, k2, k3, guess, guess, active, buf_rows, 0,
-                BLOCK_M, BLOCK_N, BLOCK_D, IEEE, True, False,
+            kl, kh, c_lo, c_hi, active = _search_pass(
+                p, q, k_base, stride_kn, n_full, nkb, D, extent, 0.0, 0.0, active, nsel, kl, kh, c_lo, c_hi,
+                BLOCK_M, BLOCK_N, BLOCK_D, IEEE, VALUE_PASSES, KEY_SPAN_SWITCH,
             )  # fmt: skip
-            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k1, c1)
-            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k2, c2)
-            kl, kh, c_lo, c_hi = _narrow(active, nsel, kl, kh, c_lo, c_hi, k3, c3)
-            active = active & (c_lo != nsel) & ((kh.to(tl.int64) - kl.to(tl.int64)) > 1)
             p += 1
             n_full_passes += 1
     # Compaction of the rest: every active row not yet buffered now holds <= capacity candidates.
