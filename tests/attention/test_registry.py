@@ -9,7 +9,7 @@ import torch
 from attention_inputs import random_qkv
 
 from sparse_frontier.attention import METHODS, PHASES, get_method
-from sparse_frontier.attention.common import search_float, search_int, window_probs
+from sparse_frontier.attention.common import search_float, search_int, search_int_batched, window_probs
 
 EXPECTED = {
     "dense": "dense",
@@ -68,14 +68,35 @@ def test_searches_return_the_closest_budget():
     assert search_int(lambda n: steps[n], 0, 5, -1) == 0
     x = search_float(lambda x: math.floor(10 * x), 0.0, 1.0, 4.2)
     assert math.floor(10 * x) == 4
+    rounds = []
+
+    def many(ns):
+        rounds.append(ns)
+        return [steps[n] for n in ns]
+
+    assert search_int_batched(many, 0, 5, 6, width=2) == 2
+    assert search_int_batched(many, 0, 5, 4, width=2) == 1
+    assert search_int_batched(many, 0, 5, 99) == 5 and search_int_batched(many, 0, 5, -1) == 0
+    # On a long monotone staircase it agrees with search_int in a handful of batched rounds,
+    # whatever lower bound it starts from.
+    stairs = [3 * n + n * n // 50 for n in range(100_001)]
+    steps = stairs
+    for start in (0, 5_000, 40_000):  # a good, a loose and a wrong (too high) lower bound
+        rounds.clear()
+        found = search_int_batched(many, 0, 100_000, 7_777_777, start=start, rtol=0)
+        assert found == search_int(lambda n: stairs[n], 0, 100_000, 7_777_777, rtol=0)
+        assert len(rounds) <= 6
 
 
 def test_density_report_prints_one_row_per_method_length_and_ratio(capsys):
     from sparse_frontier.attention.report import main
 
     assert main(["--lengths", "600", "--ratios", "4", "--methods", "quest", "block_sparse"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| quest") or
-            line.startswith("| block_sparse")]
+    rows = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| quest") or line.startswith("| block_sparse")
+    ]
     assert len(rows) == 2
     achieved = [float(row.split("|")[5]) for row in rows]
     assert all(abs(a * 4 - 1) < 0.05 for a in achieved)

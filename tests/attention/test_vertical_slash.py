@@ -161,3 +161,23 @@ def test_pair_count_is_exact_for_any_budgets(t, s):
         assert index.pairs(n_v, n_s).tolist() == expected
         zero = torch.zeros(5, dtype=torch.long)
         assert index.pairs(zero, zero).tolist() == [0] * 5
+        # Several budgets at once (the search's candidates) equal one at a time.
+        batch = torch.stack([n_v, n_s, zero, torch.flip(n_v, [0])])
+        assert torch.equal(
+            index.pairs(batch, batch.roll(1, 0)),
+            torch.stack([index.pairs(a, b) for a, b in zip(batch, batch.roll(1, 0), strict=True)]),
+        )
+
+
+@pytest.mark.parametrize("t,s", [(700, 700), (256, 900)])
+def test_overlap_free_totals_bound_the_pairs_from_above(t, s):
+    """``upper_totals`` counts pairs on both a vertical and a slash twice: never below ``pairs``,
+    equal where no vertical meets a slash (n = 0: sinks and the local band only overlap there too)."""
+    g = torch.Generator().manual_seed(s)
+    index = VerticalSlashIndex.build(torch.rand(3, s, generator=g), torch.rand(3, s, generator=g), t, 4, 64)
+    upper = index.upper_totals(4, 64)
+    assert upper.shape == (s + 1,) and torch.all(upper[1:] >= upper[:-1])
+    for n in (0, 1, 17, s // 3, s):
+        counts = torch.clamp(torch.tensor([4 + n, 64 + n]), max=s)
+        exact = int(index.pairs(counts[0].repeat(3), counts[1].repeat(3)).sum())
+        assert int(upper[n]) >= exact

@@ -207,6 +207,43 @@ def search_int(
     return int(_search(count, lo, hi, target, True, 2 * max(hi - lo, 1).bit_length() + 2, rtol))
 
 
+def search_int_batched(
+    counts: Callable[[list[int]], list[float]],
+    lo: int,
+    hi: int,
+    target: float,
+    start: int | None = None,
+    width: int = 16,
+    rtol: float = SEARCH_RTOL,
+) -> int:
+    """``search_int`` for counts that are cheap to evaluate many at a time: ``counts`` takes a list
+    of candidates and returns their counts (one batched evaluation, one host round trip, per round).
+
+    The first round tries a geometric ladder upwards from ``start`` (a lower bound of the answer,
+    e.g. from an overlap-free count), later rounds ``width`` points evenly inside the bracket, so
+    a few rounds replace the ~5 sequential evaluations of ``search_int``. count must not decrease.
+    """
+    start = lo if start is None else min(max(start, lo), hi)
+    steps = [start + round(max(start, 1) * f) for f in (0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)]
+    candidates = sorted({lo, hi, *(min(x, hi) for x in steps)})
+    known: dict[int, float] = {}
+    for _ in range(64):  # each round shrinks the bracket at least (width + 1)-fold: far fewer suffice
+        known.update(zip(candidates, counts(candidates), strict=True))
+        close = [n for n, c in known.items() if abs(c - target) <= rtol * target]
+        if close:
+            return min(close, key=lambda n: abs(known[n] - target))
+        below = [n for n, c in known.items() if c < target]
+        above = [n for n, c in known.items() if c >= target]
+        if not below or not above:  # target outside [count(lo), count(hi)]: the nearer end
+            return lo if not below else hi
+        a, b = max(below), min(above)
+        if b - a <= 1:
+            return a if target - known[a] <= known[b] - target else b
+        inside = {a + (b - a) * i // (width + 1) for i in range(1, width + 1)} - {a, b}
+        candidates = sorted(inside)
+    return min(known, key=lambda n: abs(known[n] - target))
+
+
 def search_float(
     count: Callable[[float], float],
     lo: float,

@@ -21,7 +21,7 @@ import torch
 from ..kernels.ops import vertical_slash_attention
 from . import register
 from .base import AttentionMethod, AttentionResult, causal_pairs, dense_attention
-from .common import check_positive_int, check_shapes, head_group, layer_sum, search_int, window_probs
+from .common import check_positive_int, check_shapes, head_group, search_int_batched, window_probs
 
 
 def vertical_slash_scores(
@@ -101,12 +101,15 @@ class VerticalSlashIndex:
         return cls(v_order, s_order, v_cover, s_cover, rank, v_mass, s_mass, n_v, n_s, t, s)
 
     def pairs(self, n_vertical: torch.Tensor, n_slash: torch.Tensor) -> torch.Tensor:
-        """[Hq] causal pairs each head computes taking its first n_vertical / n_slash items.
+        """[..., Hq] causal pairs each head computes taking its first n_vertical / n_slash items.
 
         Union, not sum: a pair on both a vertical j and a slash o (query position j + o) counts
-        once. n_vertical, n_slash: [Hq] int64 in [0, S].
+        once. n_vertical, n_slash: [..., Hq] int64 in [0, S]; leading dims evaluate several
+        budgets at once (the budget search's candidates).
         """
         hq, s = self.vertical_order.shape
+        shape = n_vertical.shape
+        n_vertical, n_slash = n_vertical.reshape(-1, hq), n_slash.reshape(-1, hq)  # [C, Hq]
         first_query = s - self.t
         v_sum = _prefix_at(self.vertical_cover, n_vertical)
         s_sum = _prefix_at(self.slash_cover, n_slash)
@@ -118,19 +121,30 @@ class VerticalSlashIndex:
         # Work on the chosen items only (O(n log n) per head, not O(S)): one host sync for the widths.
         nv_max, ns_max = (int(x) for x in torch.stack([n_vertical.max(), n_slash.max()]).tolist())
         if nv_max == 0 or ns_max == 0:
-            return torch.where(everything, alone, v_sum + s_sum)
+            return torch.where(everything, alone, v_sum + s_sum).reshape(shape)
         # Chosen vertical positions, ascending; a head's unused slots get 2S, inside no range below.
-        slot = torch.arange(nv_max, device=n_vertical.device)[None, :]
-        chosen = torch.where(slot < n_vertical[:, None], self.vertical_order[:, :nv_max], 2 * s)
-        chosen = chosen.sort(dim=1).values
+        slot = torch.arange(nv_max, device=n_vertical.device)
+        chosen = torch.where(slot < n_vertical[..., None], self.vertical_order[:, :nv_max], 2 * s)
+        chosen = chosen.sort(dim=-1).values.reshape(-1, nv_max)  # [C * Hq, nv_max]
         o = self.slash_order[:, :ns_max]
         # Slash o meets vertical j at query position j + o, valid for j in [S-T-o, S-1-o].
-        lo = torch.clamp(first_query - o, min=0)
-        hi = s - o  # exclusive end, >= 1 since o <= S-1
+        lo = torch.clamp(first_query - o, min=0).repeat(n_vertical.shape[0], 1)
+        hi = (s - o).repeat(n_vertical.shape[0], 1)  # exclusive end, >= 1 since o <= S-1
         meet = torch.searchsorted(chosen, hi) - torch.searchsorted(chosen, lo)  # chosen in [lo, hi)
-        taken = torch.arange(ns_max, device=o.device)[None, :] < n_slash[:, None]
-        both = torch.where(taken, meet, 0).sum(1)
-        return torch.where(everything, alone, v_sum + s_sum - both)
+        taken = torch.arange(ns_max, device=o.device) < n_slash[..., None]  # [C, Hq, ns_max]
+        both = torch.where(taken, meet.view(taken.shape), 0).sum(-1)
+        return torch.where(everything, alone, v_sum + s_sum - both).reshape(shape)
+
+    def upper_totals(self, base_v: int, base_s: int) -> torch.Tensor:
+        """[S + 1] pairs of all heads for every uniform budget n (base + n items each), counting the
+        vertical-slash overlap twice: an upper bound of ``pairs``, in one pass over the covers."""
+        s = self.vertical_order.shape[1]
+        n = torch.arange(s + 1, device=self.vertical_cover.device)
+
+        def total(cover: torch.Tensor, base: int) -> torch.Tensor:
+            return _prefix_at(cover, torch.clamp(base + n, max=s)[:, None].expand(-1, cover.shape[0])).sum(1)
+
+        return total(self.vertical_cover, base_v) + total(self.slash_cover, base_s)
 
     def indices(self, n_vertical: torch.Tensor, n_slash: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vertical_idx [Hq, NV], slash_idx [Hq, NS]) int64, ascending, padded with -1 per head."""
@@ -138,8 +152,9 @@ class VerticalSlashIndex:
 
 
 def _prefix_at(cumulative: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """[Hq, S] running totals of the first 1..S items, [Hq] counts -> [Hq] total of the first n[h] items."""
-    at = cumulative.gather(1, (n - 1).clamp(min=0)[:, None])[:, 0]
+    """[Hq, S] running totals of the first 1..S items, [C, Hq] counts -> [C, Hq] totals of the first
+    n[c, h] items of head h."""
+    at = cumulative.gather(1, (n - 1).clamp(min=0).T).T
     return torch.where(n > 0, at, 0)
 
 
@@ -200,10 +215,17 @@ class VerticalSlash(AttentionMethod):
         base_v = torch.full((hq,), index.n_forced_vertical, device=index.vertical_order.device)
         base_s = torch.full_like(base_v, index.n_forced_slash)
 
-        def counts(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def counts(n) -> tuple[torch.Tensor, torch.Tensor]:  # n: int or [C, 1] tensor of candidates
             return torch.clamp(base_v + n, max=index.s), torch.clamp(base_s + n, max=index.s)
 
-        n = search_int(lambda n: layer_sum(index.pairs(*counts(n)).sum()), 0, index.s, target)
+        def layer_pairs(candidates: list[int]) -> list[float]:
+            n = torch.tensor(candidates, device=base_v.device)[:, None]
+            return head_group().sum(index.pairs(*counts(n)).sum(-1)).tolist()
+
+        # The overlap-free count bounds the pairs from above, so its crossing bounds n from below.
+        upper = head_group().sum(index.upper_totals(index.n_forced_vertical, index.n_forced_slash))
+        start = int(torch.searchsorted(upper, torch.tensor([target], dtype=upper.dtype, device=upper.device)))
+        n = search_int_batched(layer_pairs, 0, index.s, target, start=start)
         return *counts(n), {"n": n}
 
     def plan(
