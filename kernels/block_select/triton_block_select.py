@@ -261,6 +261,13 @@ def _narrow(active, nsel, kl, kh, c_lo, c_hi, k, c):
 
 
 @triton.jit
+def _count_at_or_above(s, t1, t2, t3, a1, a2, a3):
+    """Per-position counters of scores s [M, N] at or above the rows' thresholds t1..t3 [M, 1];
+    kept per tile position and reduced once per pass (a reduction per tile costs far more)."""
+    return a1 + (s >= t1).to(tl.int32), a2 + (s >= t2).to(tl.int32), a3 + (s >= t3).to(tl.int32)
+
+
+@triton.jit
 def _search_pass(
     p, q, k_base, stride_kn, n_full, nkb, D, extent, guess, width, active, nsel, kl, kh, c_lo, c_hi,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
@@ -293,19 +300,14 @@ def _scan_pass(
     k3 (else zeros), and when COMPACT the number of scores in [lo, hi) of the rows in `take`, of
     which the first `capacity` are written, in key-block order, to the row's buffer (buf_rows:
     pointers to each row's buffer)."""
-    t1 = _key_value(k1)[:, None]
-    t2 = _key_value(k2)[:, None]
-    t3 = _key_value(k3)[:, None]
-    a1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-    a2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-    a3 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    t1, t2, t3 = _key_value(k1)[:, None], _key_value(k2)[:, None], _key_value(k3)[:, None]
+    zero = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    a1, a2, a3 = zero, zero, zero
     fill = tl.zeros([BLOCK_M], tl.int32)
     for n0 in range(0, extent, BLOCK_N):
         s = _score_tile(q, k_base, stride_kn, n0, n_full, nkb, D, BLOCK_N, BLOCK_D, IEEE)
         if COUNT:
-            a1 += (s >= t1).to(tl.int32)
-            a2 += (s >= t2).to(tl.int32)
-            a3 += (s >= t3).to(tl.int32)
+            a1, a2, a3 = _count_at_or_above(s, t1, t2, t3, a1, a2, a3)
         if COMPACT:
             inside = (s >= lo[:, None]) & (s < hi[:, None]) & take[:, None]
             one = inside.to(tl.int32)
@@ -326,21 +328,16 @@ def _buffer_pass(
     row's buffer and returns how many there are, so the next pass reads only those. In place: a
     score goes to a slot at or before its own, and the slot's old score was loaded first (the
     slot's index comes from a prefix count over the loaded scores up to it)."""
-    t1 = _key_value(k1)[:, None]
-    t2 = _key_value(k2)[:, None]
-    t3 = _key_value(k3)[:, None]
-    a1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-    a2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-    a3 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    t1, t2, t3 = _key_value(k1)[:, None], _key_value(k2)[:, None], _key_value(k3)[:, None]
+    zero = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    a1, a2, a3 = zero, zero, zero
     kept = tl.zeros([BLOCK_M], tl.int32)
     fill_on = tl.where(rows_on, fill, 0)
     for c0 in range(0, tl.max(fill_on, 0), BLOCK_N):
         cols = c0 + tl.arange(0, BLOCK_N)
         stored = cols[None, :] < fill_on[:, None]
         s = tl.load(buf_rows[:, None] + cols[None, :], mask=stored, other=float("-inf"))
-        a1 += (s >= t1).to(tl.int32)
-        a2 += (s >= t2).to(tl.int32)
-        a3 += (s >= t3).to(tl.int32)
+        a1, a2, a3 = _count_at_or_above(s, t1, t2, t3, a1, a2, a3)
         if SHRINK:
             keep = stored & (s >= lo[:, None]) & (s < hi[:, None])
             one = keep.to(tl.int32)
@@ -619,8 +616,11 @@ def block_select_triton(
     need = hq * nqb * capacity
     if scratch is None:
         buf = torch.empty(max(1, need), dtype=torch.float32, device=device)
-    elif scratch.dtype != torch.float32 or scratch.device != out.device or not scratch.is_contiguous() or (
-        scratch.numel() < max(1, need)
+    elif (
+        scratch.dtype != torch.float32
+        or scratch.device != out.device
+        or not scratch.is_contiguous()
+        or (scratch.numel() < max(1, need))
     ):
         raise ValueError(
             f"block_select_triton: scratch must be a contiguous float32 tensor of at least {max(1, need)} "
