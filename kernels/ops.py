@@ -16,12 +16,34 @@ import torch
 from .block_select.reference import block_select_reference
 from .block_sparse.reference import block_sparse_attention_reference
 from .common.checks import check_index, check_mask, check_qkv, check_triton_head_dim
+from .dense.reference import dense_attention_reference
 from .quest.reference import quest_decode_attention_reference, quest_page_scores_reference
 from .vertical_slash.reference import vertical_slash_attention_reference
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Exact causal GQA attention, the definition every method is measured against.
+
+    key_mask: optional [Hkv, S] bool; False hides a key from every query of that head (a query that
+    sees no key gets zeros). Returns [Hq, T, D] in q's dtype. On CUDA through fused kernels that keep
+    no score matrix (``dense/fused.py``; a key_mask only with one query); elsewhere the float32
+    reference, which materialises the [Hq, T, S] scores.
+    """
+    op = "dense_attention"
+    check_qkv(op, q, k, v)
+    if key_mask is not None:
+        check_mask(op, "key_mask", key_mask, (k.shape[0], k.shape[1]), q.device)
+    if q.is_cuda:
+        from .dense.fused import dense_attention_fused
+
+        return dense_attention_fused(q, k, v, key_mask)
+    return dense_attention_reference(q, k, v, key_mask)
 
 
 def block_sparse_attention(

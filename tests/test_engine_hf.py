@@ -108,19 +108,31 @@ def test_eviction_compacts_the_cache_exactly(engine, prompts):
 
 
 def test_eviction_really_shrinks_the_cache(engine, prompts):
-    from transformers import DynamicCache
-
-    from sparse_frontier.engines.hf import _compact_cache, _SequenceState
+    from sparse_frontier.engines.hf import _BufferLayer
 
     prompt = prompts[0]
-    state = _SequenceState(_EvictOddHeads())
-    cache = DynamicCache(config=engine.model.config)
-    engine._forward(prompt, 0, cache, state)
-    _compact_cache(cache, state)
+    _, sequence = engine.prefill(prompt, _EvictOddHeads(), max_new_tokens=4)
     keep = _EvictOddHeads().evicted(2, len(prompt))
     widest = int(keep.sum(dim=1).max())
-    for layer in cache.layers:
+    for layer in sequence.cache.layers:
+        assert isinstance(layer, _BufferLayer)
         assert layer.keys.shape[2] == widest < len(prompt)
+    # Decoding appends after the kept tokens, in place: the cache grows by one per step.
+    token = int(engine.step(0, sequence).argmax())
+    engine.step(token, sequence)
+    assert all(layer.keys.shape[2] == widest + 2 for layer in sequence.cache.layers)
+
+
+def test_cache_buffers_grow_past_their_capacity(engine, prompts):
+    """A sequence longer than its buffers were sized for still decodes exactly (the buffers double)."""
+    prompt = prompts[0]
+    logits, short = engine.prefill(prompt, get_method("dense"), max_new_tokens=0)
+    _, roomy = engine.prefill(prompt, get_method("dense"), max_new_tokens=8)
+    for _ in range(8):
+        token = int(logits.argmax())
+        logits = engine.step(token, short)
+        assert torch.equal(logits, engine.step(token, roomy))
+    assert short.cache.layers[0]._keys.shape[2] >= len(prompt) + 8
 
 
 def test_missing_model_path_is_one_clear_sentence(tmp_path):

@@ -118,6 +118,25 @@ def build_tiny_model(
     return out_dir
 
 
+def build_random_model(
+    config_dir: str | Path, dtype: str = "bfloat16", device: str = "cuda", seed: int = 0, **overrides
+):
+    """A random-weight model of a real architecture, built in place on ``device`` (no download).
+
+    config_dir: a folder holding a Hugging Face ``config.json`` (e.g. Qwen2.5-7B-Instruct's, shipped
+    under tests/fixtures/models/); ``overrides`` replace config keys (``num_hidden_layers=2``).
+    Weights follow the config's initializer: right shapes and costs, meaningless outputs.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(config_dir), **overrides)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    return model.eval()
+
+
 def _check_source(path: str) -> None:
     """A local-looking path that does not exist is a mistake to name, not a hub id to try."""
     looks_local = path.startswith(("/", ".", "~")) or path.startswith("results/") or os.sep + "." in path

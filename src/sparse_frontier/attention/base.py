@@ -16,12 +16,12 @@ really computed, so the pipeline records achieved, not intended, compression.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 
+from ..kernels.ops import dense_attention
 from .common import check_shapes
 
 #: The phases a method can act in. ``kv-compression`` methods evict after prefill
@@ -60,30 +60,6 @@ def causal_pairs(n_queries: int, n_keys: int) -> int:
     """Query-key pairs under a causal mask when the queries are the last ``n_queries`` of ``n_keys``."""
     offset = n_keys - n_queries
     return n_queries * offset + n_queries * (n_queries + 1) // 2
-
-
-def dense_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Exact causal GQA attention, the definition every method is measured against.
-
-    key_mask: optional [Hkv, S] bool; False hides a key from every query of that head.
-    Computed in float32 and cast back, so float tolerances compare methods, not rounding.
-    """
-    hq, t, d = q.shape
-    hkv, s, _ = k.shape
-    group = hq // hkv
-    kf = k.float().repeat_interleave(group, dim=0)
-    vf = v.float().repeat_interleave(group, dim=0)
-    scores = torch.einsum("htd,hsd->hts", q.float(), kf) / math.sqrt(d)
-    rows = torch.arange(t, device=q.device)[:, None] + (s - t)
-    cols = torch.arange(s, device=q.device)[None, :]
-    mask = (cols <= rows)[None]
-    if key_mask is not None:
-        mask = mask & key_mask.repeat_interleave(group, dim=0)[:, None, :]
-    scores = scores.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-    return torch.einsum("hts,hsd->htd", probs, vf).to(q.dtype)
 
 
 @dataclass

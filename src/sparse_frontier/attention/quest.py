@@ -42,10 +42,10 @@ def page_bounds(
     n_pages = math.ceil(s / page_size)
     pad = n_pages * page_size - s
     visible = torch.nn.functional.pad(key_mask, (0, pad), value=False)[..., None]
-    kf = torch.nn.functional.pad(k.float(), (0, 0, 0, pad))
-    low = kf.masked_fill(~visible, float("inf")).view(hkv, n_pages, page_size, d).amin(2)
-    high = kf.masked_fill(~visible, float("-inf")).view(hkv, n_pages, page_size, d).amax(2)
-    return low, high
+    kp = torch.nn.functional.pad(k, (0, 0, 0, pad))  # the keys' own dtype: no float32 copy of the cache
+    low = kp.masked_fill(~visible, float("inf")).view(hkv, n_pages, page_size, d).amin(2)
+    high = kp.masked_fill(~visible, float("-inf")).view(hkv, n_pages, page_size, d).amax(2)
+    return low.float(), high.float()
 
 
 def page_scores(q: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

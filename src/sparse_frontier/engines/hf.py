@@ -4,7 +4,8 @@ Every attention call of the model goes through ``_sparse_attention``, registered
 an attention implementation, which hands one sequence's q/k/v to the configured
 method. Generation is a greedy loop of our own (not ``generate``) because the
 eviction methods shrink the cache: positions are passed explicitly, so RoPE stays
-right however many tokens the cache holds.
+right however many tokens the cache holds. The cache lives in preallocated buffers
+(``_BufferLayer``): a decode step writes its token in place instead of copying the whole cache.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from ..attention import AttentionMethod
 from .base import Generation
@@ -39,6 +42,8 @@ class _SequenceState:
     key_masks: dict[int, torch.Tensor] = field(default_factory=dict)
     #: per layer: [Hkv, S] bool keep mask returned by an eviction method's prefill
     keeps: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: when set (benchmarks), (start, end) CUDA events around every attention call, read after a sync
+    attention_events: list | None = None
 
     def density(self) -> float:
         phase = self.method.phase
@@ -65,7 +70,18 @@ def _sparse_attention(module, query, key, value, attention_mask, scaling=None, d
     if scaling is not None and not math.isclose(scaling, head_dim**-0.5):
         # Methods scale by 1/sqrt(D); fold a model's own scale (e.g. Gemma's) into q.
         q = q * (scaling * math.sqrt(head_dim))
-    layer = module.layer_idx
+    if state.attention_events is None:
+        return _attend(state, module.layer_idx, q, k, v), None
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    out = _attend(state, module.layer_idx, q, k, v)
+    end.record()
+    state.attention_events.append((start, end))
+    return out, None
+
+
+def _attend(state: _SequenceState, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """One layer's attention for one sequence through its method -> [1, T, Hq, D]."""
     method = state.method
     if q.shape[1] > 1:
         if k.shape[1] != q.shape[1]:
@@ -84,13 +100,73 @@ def _sparse_attention(module, query, key, value, attention_mask, scaling=None, d
         result = method.decode(q, k, v, key_mask)
         state.decode_computed += result.computed
         state.decode_total += result.total
-    return result.out.transpose(0, 1).unsqueeze(0), None
+    return result.out.transpose(0, 1).unsqueeze(0)
 
 
 def _register_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTN_IMPLEMENTATION, _sparse_attention)
+
+
+class _BufferLayer(DynamicLayer):
+    """A full-attention cache layer in preallocated buffers [1, Hkv, capacity, D].
+
+    transformers' DynamicLayer concatenates every new token onto the whole cache (a copy of the
+    cache per token and layer); here a step writes its token in place and attention reads a view.
+    The buffers double when a sequence outgrows them.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, n, d = key_states.shape
+        capacity = max(self.capacity, n)
+        self._keys = key_states.new_empty(b, h, capacity, d)
+        self._values = value_states.new_empty(b, h, capacity, value_states.shape[-1])
+        self.length = 0
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, end = self.length, self.length + key_states.shape[-2]
+        if end > self._keys.shape[-2]:
+            self._grow(max(end, 2 * self._keys.shape[-2]))
+        self._keys[:, :, start:end] = key_states
+        self._values[:, :, start:end] = value_states
+        self._set_length(end)
+        # A prefill from an empty cache attends to its own (contiguous) states, as with DynamicLayer.
+        return (key_states, value_states) if start == 0 else (self.keys, self.values)
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the slots ``index`` [1, Hkv, W, D] (gather indices along the sequence), in order."""
+        width = index.shape[2]
+        self._keys[:, :, :width] = torch.gather(self.keys, 2, index)
+        self._values[:, :, :width] = torch.gather(self.values, 2, index)
+        self._set_length(width)
+
+    def _grow(self, capacity: int) -> None:
+        for name in ("_keys", "_values"):
+            old = getattr(self, name)
+            new = old.new_empty(*old.shape[:2], capacity, old.shape[-1])
+            new[:, :, : self.length] = old[:, :, : self.length]
+            setattr(self, name, new)
+
+    def _set_length(self, length: int) -> None:
+        self.length = length
+        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
+
+
+def _new_cache(config, capacity: int):
+    """transformers' cache for this model, its full-attention layers in preallocated buffers."""
+    cache = DynamicCache(config=config)
+    layers = cache.layers
+    cache.layers = [_BufferLayer(capacity) if type(layer) is DynamicLayer else layer for layer in layers]
+    return cache
 
 
 def _compact_cache(cache, state: _SequenceState) -> None:
@@ -101,7 +177,7 @@ def _compact_cache(cache, state: _SequenceState) -> None:
     """
     for layer, keep in state.keeps.items():
         cache_layer = cache.layers[layer]
-        keys, values = cache_layer.keys, cache_layer.values  # [1, Hkv, S, D]
+        keys = cache_layer.keys  # [1, Hkv, S, D]
         keep = keep.to(keys.device)
         counts = keep.sum(dim=1)  # [Hkv]
         state.kept += float(counts.sum())
@@ -109,12 +185,19 @@ def _compact_cache(cache, state: _SequenceState) -> None:
         width = int(counts.max())
         # Stable sort puts kept slots first, in their original order.
         order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
-        index = order[None, :, :, None].expand(1, -1, -1, keys.shape[-1])
-        cache_layer.keys = torch.gather(keys, 2, index).contiguous()
-        cache_layer.values = torch.gather(values, 2, index).contiguous()
+        cache_layer.keep(order[None, :, :, None].expand(1, -1, -1, keys.shape[-1]))
         if bool((counts != width).any()):
             state.key_masks[layer] = torch.arange(width, device=keep.device)[None, :] < counts[:, None]
     state.keeps.clear()
+
+
+@dataclass
+class _Sequence:
+    """One prompt being generated: its cache, its attention state and the next position."""
+
+    cache: object
+    state: _SequenceState
+    position: int
 
 
 class HfEngine:
@@ -129,18 +212,34 @@ class HfEngine:
 
         _check_source(str(model_dir))
         _register_attention()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = load_tokenizer(str(model_dir))
-        self.model = AutoModelForCausalLM.from_pretrained(
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = AutoModelForCausalLM.from_pretrained(
             str(model_dir), dtype=getattr(torch, dtype), attn_implementation=ATTN_IMPLEMENTATION
-        ).to(self.device)
-        self.model.eval()
+        )
+        self._setup(model.to(device), load_tokenizer(str(model_dir)))
+
+    @classmethod
+    def from_model(cls, model, tokenizer=None) -> HfEngine:
+        """An engine around a model already built (benchmarks: random weights from a config.json).
+
+        Without a tokenizer, generations carry token ids and an empty text.
+        """
+        _register_attention()
+        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        engine = cls.__new__(cls)
+        engine._setup(model, tokenizer)
+        return engine
+
+    def _setup(self, model, tokenizer) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.tokenizer = tokenizer
         self.eos_ids = self._eos_ids()
 
     def _eos_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
         ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-        if self.tokenizer.eos_token_id is not None:
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
@@ -150,47 +249,61 @@ class HfEngine:
     ) -> list[Generation]:
         return [self._generate_one(prompt, method, max_new_tokens) for prompt in prompts]
 
-    def _forward(self, ids: list[int], start: int, cache, state: _SequenceState) -> torch.Tensor:
+    @torch.inference_mode()
+    def prefill(
+        self, prompt: list[int], method: AttentionMethod, max_new_tokens: int = 0, timed: bool = False
+    ) -> tuple[torch.Tensor, _Sequence]:
+        """Run the prompt (and an eviction method's compaction) -> (next-token logits [V], sequence).
+
+        ``max_new_tokens`` sizes the cache buffers; ``timed`` records CUDA events around every
+        attention call in ``sequence.state.attention_events``.
+        """
+        if not prompt:
+            raise ValueError("Cannot generate from an empty prompt.")
+        state = _SequenceState(method, attention_events=[] if timed else None)
+        sequence = _Sequence(_new_cache(self.model.config, len(prompt) + max_new_tokens), state, 0)
+        logits = self._forward(prompt, sequence)
+        if state.keeps:
+            _compact_cache(sequence.cache, state)
+        return logits, sequence
+
+    @torch.inference_mode()
+    def step(self, token: int, sequence: _Sequence) -> torch.Tensor:
+        """One decode step: feed ``token``, return the next-token logits [V]."""
+        return self._forward([token], sequence)
+
+    def _forward(self, ids: list[int], sequence: _Sequence) -> torch.Tensor:
         input_ids = torch.tensor([ids], device=self.device)
-        positions = torch.arange(start, start + len(ids), device=self.device)[None]
+        positions = torch.arange(sequence.position, sequence.position + len(ids), device=self.device)[None]
         out = self.model(
             input_ids=input_ids,
             position_ids=positions,
-            past_key_values=cache,
+            past_key_values=sequence.cache,
             use_cache=True,
-            sparse_state=state,
+            sparse_state=sequence.state,
             logits_to_keep=1,
         )
+        sequence.position += len(ids)
         return out.logits[0, -1]
 
     def _generate_one(self, prompt: list[int], method: AttentionMethod, max_new_tokens: int) -> Generation:
-        from transformers import DynamicCache
-
-        if not prompt:
-            raise ValueError("Cannot generate from an empty prompt.")
-        state = _SequenceState(method)
-        cache = DynamicCache(config=self.model.config)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-
         start = time.perf_counter()
-        logits = self._forward(prompt, 0, cache, state)
-        if state.keeps:
-            _compact_cache(cache, state)
+        logits, sequence = self.prefill(prompt, method, max_new_tokens)
         sync()
         prefill_ms = (time.perf_counter() - start) * 1e3
 
         output: list[int] = []
         start = time.perf_counter()
-        position = len(prompt)
         while True:
             token = int(logits.argmax())
             output.append(token)
             if token in self.eos_ids or len(output) >= max_new_tokens:
                 break
-            logits = self._forward([token], position, cache, state)
-            position += 1
+            logits = self.step(token, sequence)
         sync()
         decode_ms = (time.perf_counter() - start) * 1e3
 
-        text = self.tokenizer.decode(output, skip_special_tokens=True)
-        return Generation(output, text, state.density(), len(prompt), prefill_ms, decode_ms)
+        text = self.tokenizer.decode(output, skip_special_tokens=True) if self.tokenizer is not None else ""
+        density = sequence.state.density()
+        return Generation(output, text, density, len(prompt), prefill_ms, decode_ms)
