@@ -90,7 +90,7 @@ class _MaskOddHeads(_EvictOddHeads):
     def prefill(self, q, k, v) -> AttentionResult:
         return AttentionMethod.prefill(self, q, k, v)
 
-    def decode(self, q, k, v, key_mask=None) -> AttentionResult:
+    def decode(self, q, k, v, key_mask=None, memo=None) -> AttentionResult:
         mask = torch.ones(k.shape[0], k.shape[1], dtype=torch.bool, device=k.device)
         mask[:, : self.prompt_length] = self.evicted(k.shape[0], self.prompt_length, k.device)
         return AttentionResult(dense_attention(q, k, v, mask), 1, 1)

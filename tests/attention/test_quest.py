@@ -141,3 +141,32 @@ def test_prefill_is_dense_and_decode_rejects_many_queries():
         method.decode(q, k, v)
     with pytest.raises(ValueError, match="page_size"):
         get_method("quest", 2, page_size=0)
+
+
+def test_kept_page_summaries_equal_fresh_ones_as_the_cache_grows():
+    """Summaries kept across steps (full pages once, the current page afresh) are exact, through
+    buffer growth and ragged pages; a shrunk cache starts over."""
+    from sparse_frontier.attention.quest import PageSummaries
+
+    _, k, _ = decode_inputs(4, 2, 1300, d=8, seed=7)
+    summaries = PageSummaries(16)
+    for s in [5, 16, 17, 40, 41, 200, 1100, 1101, 1300, 64]:
+        low, high = summaries.bounds(k[:, :s])
+        fresh_low, fresh_high = page_bounds(k[:, :s], 16)
+        assert torch.equal(low, fresh_low) and torch.equal(high, fresh_high), s
+
+
+@pytest.mark.parametrize("ratio", [3, 20])
+def test_decode_with_memo_matches_decode_without(ratio):
+    """The engine's per-layer memo changes nothing but the work: same outputs and densities per step."""
+    q, k, v = decode_inputs(4, 2, 700, d=8, seed=ratio)
+    method, memo = get_method("quest", ratio), {}
+    for s in range(600, 700, 7):
+        kept = method.decode(q, k[:, :s], v[:, :s], memo=memo)
+        fresh = method.decode(q, k[:, :s], v[:, :s])
+        assert torch.equal(kept.out, fresh.out)
+        assert (kept.computed, kept.total) == (fresh.computed, fresh.total)
+        # The host-side count is the number of keys the selected pages really hold.
+        read = method.plan(q, k[:, :s]).repeat_interleave(16, 1)[:, :s].sum()
+        assert kept.computed == float(read)
+    assert "pages" in memo

@@ -99,8 +99,14 @@ class AttentionMethod:
         k: torch.Tensor,
         v: torch.Tensor,
         key_mask: torch.Tensor | None = None,
+        memo: dict | None = None,
     ) -> AttentionResult:
-        """One new query (T == 1) against the cache; ``key_mask`` hides evicted or padded slots."""
+        """One new query (T == 1) against the cache; ``key_mask`` hides evicted or padded slots.
+
+        ``memo``: a dict the engine keeps per sequence and layer across decode steps (for an
+        append-only cache), where a method may keep what it derived from the keys, e.g. Quest's
+        page summaries. None: nothing is kept.
+        """
         check_shapes(q, k, v)
         out = dense_attention(q, k, v, key_mask)
         group = q.shape[0] // k.shape[0]

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from ..kernels.ops import quest_decode_attention
+from ..kernels.ops import quest_decode_attention, quest_page_scores
 from . import register
 from .base import AttentionMethod, AttentionResult
 from .common import check_positive_int, check_shapes
@@ -49,15 +49,58 @@ def page_bounds(
 
 
 def page_scores(q: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """q [Hq, 1, D], bounds [Hkv, P, D] -> [Hq, P] upper bound of q.k over each page (-inf if empty)."""
-    hq, _, d = q.shape
-    hkv, p, _ = low.shape
-    qg = q.float().view(hkv, hq // hkv, 1, d)
-    empty = torch.isinf(low).all(-1)  # [Hkv, P]
-    low, high = low.masked_fill(empty[..., None], 0.0), high.masked_fill(empty[..., None], 0.0)
-    bound = torch.maximum(qg * low[:, None], qg * high[:, None]).sum(-1)  # [Hkv, g, P]
-    bound = bound.masked_fill(empty[:, None], float("-inf"))
-    return bound.view(hq, p)
+    """q [Hq, 1, D], bounds [Hkv, P, D] -> [Hq, P] upper bound of q.k over each page (-inf if empty).
+
+    The op ``quest_page_scores``: one Triton launch on CUDA, the PyTorch reference elsewhere.
+    """
+    return quest_page_scores(q, low, high)
+
+
+@dataclass
+class PageSummaries:
+    """One layer's page bounds, kept between the decode steps of one sequence.
+
+    In an append-only cache a full page never changes, so each is summarised once; a step only
+    re-reads the current, partial page. Re-summarising every step would read all keys, half of
+    what dense decoding reads, and cap Quest's gain near 2x.
+    low, high: [Hkv, capacity, D] float32 buffers; ``done`` full pages are valid.
+    """
+
+    page_size: int
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+    done: int = 0
+    length: int = 0
+
+    def bounds(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k [Hkv, S, D], the same cache as at earlier calls plus new tokens -> (low, high) [Hkv, P, D]."""
+        hkv, s, d = k.shape
+        size = self.page_size
+        full, n_pages = s // size, math.ceil(s / size)
+        if self.low is None or s < self.length or self.low.shape[0] != hkv:  # new or shrunk: start over
+            self.low = self.high = None
+            self.done = 0
+        if self.low is None or n_pages > self.low.shape[1]:
+            self._grow(hkv, max(n_pages + 64, 2 * (0 if self.low is None else self.low.shape[1])), d, k.device)
+        if full > self.done:
+            pages = k[:, self.done * size : full * size].view(hkv, full - self.done, size, d)
+            self.low[:, self.done : full] = pages.amin(2)
+            self.high[:, self.done : full] = pages.amax(2)
+            self.done = full
+        if s > full * size:  # the current page, partial: summarised afresh
+            tail = k[:, full * size :]
+            self.low[:, full] = tail.amin(1)
+            self.high[:, full] = tail.amax(1)
+        self.length = s
+        return self.low[:, :n_pages], self.high[:, :n_pages]
+
+    def _grow(self, hkv: int, capacity: int, d: int, device: torch.device) -> None:
+        low = torch.empty(hkv, capacity, d, dtype=torch.float32, device=device)
+        high = torch.empty_like(low)
+        if self.low is not None:
+            low[:, : self.done] = self.low[:, : self.done]
+            high[:, : self.done] = self.high[:, : self.done]
+        self.low, self.high = low, high
 
 
 def select_pages(scores: torch.Tensor, n_pages: int, current_page: int) -> torch.Tensor:
@@ -124,15 +167,26 @@ class Quest(AttentionMethod):
         budget = context / self.compression_ratio
         return min(max(1 + round((budget - current_tokens) / self.page_size), 1), n_pages)
 
-    def plan(self, q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Index building: page_mask [Hq, P] bool for this decode step."""
+    def plan(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        summaries: PageSummaries | None = None,
+    ) -> torch.Tensor:
+        """Index building: page_mask [Hq, P] bool for this decode step.
+
+        ``summaries``: this layer's page bounds from earlier steps (a cache without hidden slots).
+        """
         hkv, s, _ = k.shape
-        low, high = page_bounds(k, self.page_size, key_mask)
+        if key_mask is None and summaries is not None:
+            low, high = summaries.bounds(k)
+        else:
+            low, high = page_bounds(k, self.page_size, key_mask)
         current = (s - 1) // self.page_size
         scores = page_scores(q, low, high)
         if key_mask is None:
-            n = self.pages_for(s, s - current * self.page_size, low.shape[1])
-            return select_pages(scores, n, current)
+            return select_pages(scores, self.pages_for(s, s - current * self.page_size, low.shape[1]), current)
         # Pages with hidden slots hold fewer tokens: count what each page really offers, per head.
         group = q.shape[0] // hkv
         pad = low.shape[1] * self.page_size - s
@@ -146,6 +200,7 @@ class Quest(AttentionMethod):
         k: torch.Tensor,
         v: torch.Tensor,
         key_mask: torch.Tensor | None = None,
+        memo: dict | None = None,
     ) -> AttentionResult:
         check_shapes(q, k, v)
         if q.shape[1] != 1:
@@ -155,9 +210,17 @@ class Quest(AttentionMethod):
         hq = q.shape[0]
         hkv, s, _ = k.shape
         group = hq // hkv
-        page_mask = self.plan(q, k, key_mask)
-        visible = torch.ones(hkv, s, dtype=torch.bool, device=k.device) if key_mask is None else key_mask
-        read = page_mask.repeat_interleave(self.page_size, dim=1)[:, :s] & visible.repeat_interleave(group, 0)
+        summaries = None if memo is None else memo.setdefault("pages", PageSummaries(self.page_size))
+        page_mask = self.plan(q, k, key_mask, summaries)
         out = quest_decode_attention(q, k, v, page_mask, page_size=self.page_size, key_mask=key_mask)
-        total = float(visible.sum()) * group
+        if key_mask is None:
+            # Every head reads its n pages: all full but the current one. Counted on the host, so
+            # the step never waits for the GPU.
+            current = (s - 1) // self.page_size
+            n = self.pages_for(s, s - current * self.page_size, current + 1)
+            read = hq * ((n - 1) * self.page_size + s - current * self.page_size)
+            return AttentionResult(out, float(read), float(hq * s), info={"pages": n})
+        pages = page_mask.repeat_interleave(self.page_size, dim=1)[:, :s]
+        read = pages & key_mask.repeat_interleave(group, 0)
+        total = float(key_mask.sum()) * group
         return AttentionResult(out, float(read.sum()), total, info={"pages": int(page_mask[0].sum())})

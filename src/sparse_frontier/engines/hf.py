@@ -42,6 +42,8 @@ class _SequenceState:
     key_masks: dict[int, torch.Tensor] = field(default_factory=dict)
     #: per layer: [Hkv, S] bool keep mask returned by an eviction method's prefill
     keeps: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: per layer: what the method keeps across decode steps (``AttentionMethod.decode``'s memo)
+    memos: dict[int, dict] = field(default_factory=dict)
     #: when set (benchmarks), (start, end) CUDA events around every attention call, read after a sync
     attention_events: list | None = None
 
@@ -97,7 +99,7 @@ def _attend(state: _SequenceState, layer: int, q: torch.Tensor, k: torch.Tensor,
             grown = key_mask.new_ones(key_mask.shape[0], k.shape[1] - key_mask.shape[1])
             key_mask = torch.cat([key_mask, grown], dim=1)
             state.key_masks[layer] = key_mask
-        result = method.decode(q, k, v, key_mask)
+        result = method.decode(q, k, v, key_mask, state.memos.setdefault(layer, {}))
         state.decode_computed += result.computed
         state.decode_total += result.total
     return result.out.transpose(0, 1).unsqueeze(0)
