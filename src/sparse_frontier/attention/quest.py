@@ -80,8 +80,9 @@ class PageSummaries:
         if self.low is None or s < self.length or self.low.shape[0] != hkv:  # new or shrunk: start over
             self.low = self.high = None
             self.done = 0
-        if self.low is None or n_pages > self.low.shape[1]:
-            self._grow(hkv, max(n_pages + 64, 2 * (0 if self.low is None else self.low.shape[1])), d, k.device)
+        capacity = 0 if self.low is None else self.low.shape[1]
+        if n_pages > capacity:
+            self._grow(hkv, max(n_pages + 64, 2 * capacity), d, k.device)
         if full > self.done:
             pages = k[:, self.done * size : full * size].view(hkv, full - self.done, size, d)
             self.low[:, self.done : full] = pages.amin(2)
@@ -186,7 +187,8 @@ class Quest(AttentionMethod):
         current = (s - 1) // self.page_size
         scores = page_scores(q, low, high)
         if key_mask is None:
-            return select_pages(scores, self.pages_for(s, s - current * self.page_size, low.shape[1]), current)
+            n = self.pages_for(s, s - current * self.page_size, low.shape[1])
+            return select_pages(scores, n, current)
         # Pages with hidden slots hold fewer tokens: count what each page really offers, per head.
         group = q.shape[0] // hkv
         pad = low.shape[1] * self.page_size - s
