@@ -250,7 +250,10 @@ def quest_page_scores_triton(q: torch.Tensor, low: torch.Tensor, high: torch.Ten
     hq, _, d = q.shape
     hkv, n_pages, _ = low.shape
     group = hq // hkv
-    low, high = low.float().contiguous(), high.float().contiguous()
+    # Views of larger buffers (Quest's kept page summaries) are read in place when both share strides.
+    in_place = low.dtype == high.dtype == torch.float32 and low.stride() == high.stride()
+    if not (in_place and low.stride(-1) == 1):
+        low, high = low.float().contiguous(), high.float().contiguous()
     scores = torch.empty(hq, n_pages, dtype=torch.float32, device=q.device)
     block_p = 32
     quest_page_scores_kernel[(hkv, triton.cdiv(n_pages, block_p))](
