@@ -110,6 +110,13 @@ class AttentionMethod:
         check_shapes(q, k, v)
         out = dense_attention(q, k, v, key_mask)
         group = q.shape[0] // k.shape[0]
-        # Pairs read: every visible key of each query head's kv head.
-        visible = k.shape[1] * k.shape[0] if key_mask is None else float(key_mask.sum())
+        # Pairs read: every visible key of each query head's kv head. The hidden slots of an
+        # append-only cache never change (new tokens are visible), so they are counted once: a
+        # count per step would make every layer wait for the GPU.
+        hidden = None if key_mask is None else (memo or {}).get("hidden")
+        if key_mask is not None and hidden is None:
+            hidden = int((~key_mask).sum())
+            if memo is not None:
+                memo["hidden"] = hidden
+        visible = k.shape[1] * k.shape[0] - (hidden or 0)
         return AttentionResult(out, visible * group, visible * group)
