@@ -17,7 +17,7 @@ context lists them in key order. For any number of passages this is a uniformly 
 shuffle of statements and passages together (so a copy may come before the assignment it
 copies), and a longer fit only adds passages, so the statements keep their order while the
 fitter searches. With ``shuffle=False`` each chain's keys are sorted into chain order, so every
-variable is assigned before it is used (RULER's original layout).
+variable is assigned before it is used.
 
 Scoring: intersection over union between the variables named on the answer line and the
 first chain's variables (any order).
