@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizer", default=None, help="model folder or hub id (default: tiny BPE)")
     parser.add_argument("--source", default=None, help="QA tasks: normalised Parquet source")
     parser.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="a task parameter, as in the config's task_params (repeatable; VALUE is read as YAML)",
     )
     parser.add_argument("--keep", type=int, default=3000, help="characters shown at each end")
