@@ -45,7 +45,7 @@ def get_task(name: str, **params) -> Task:
 
 
 def task_parameters(name: str) -> dict[str, object]:
-    """The parameters a task's generator takes, with their defaults (the paper's values)."""
+    """The parameters a task's generator takes, with their defaults."""
     signature = inspect.signature(_task_class(name).__init__)
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name: p.default for p in list(signature.parameters.values())[1:] if p.kind in named}

@@ -10,8 +10,7 @@ Uses the tiny offline tokenizer unless ``--tokenizer`` names a local model folde
 from __future__ import annotations
 
 import argparse
-
-import yaml
+import json
 
 from . import get_task, load_all
 
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a task parameter, as in the config's task_params (repeatable; VALUE is read as YAML)",
+        help="a task parameter as in task_params (repeatable; VALUE is JSON, e.g. 1 or false, else text)",
     )
     parser.add_argument("--keep", type=int, default=3000, help="characters shown at each end")
     parser.add_argument("--full", action="store_true", help="print whole prompts")
@@ -54,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         name, sep, value = param.partition("=")
         if not sep:
             parser.error(f"--param {param!r} needs the form NAME=VALUE, e.g. --param chains=1.")
-        params[name] = yaml.safe_load(value)
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
     for sample in get_task(args.task, **params).generate(tokenizer, args.length, args.samples, args.seed):
         print(f"===== {args.task} sample {sample.sample_id}: {sample.n_tokens} tokens of {args.length} =====")
         print(sample.prompt if args.full else abridge(sample.prompt, args.keep))
