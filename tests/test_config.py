@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,45 @@ def test_unknown_method_parameter_stops_snakemake_with_its_name(tmp_path):
     config["methods"]["block_sparse"]["params"] = {"blok_size": 32}
     output = dry_run_fails(config, tmp_path)
     assert "methods.block_sparse: unknown parameter in ['blok_size']" in output
+
+
+def test_schema_documents_exactly_each_tasks_parameters_and_defaults():
+    from sparse_frontier.tasks import load_all, task_parameters
+
+    documented = yaml.safe_load(Path(SCHEMA).read_text())["properties"]["task_params"]["properties"]
+    for task in load_all():
+        keys = documented.get(task, {}).get("properties", {})
+        assert set(keys) == set(task_parameters(task)), task
+        for key, spec in keys.items():
+            assert spec["description"] and spec["type"]
+            assert spec.get("default", None) == task_parameters(task)[key], (task, key)
+
+
+def test_unknown_task_parameter_stops_snakemake_with_its_name(tmp_path):
+    config = load("config.yaml")
+    config["task_params"] = {"ruler_niah": {"num_keys": 2}}
+    output = dry_run_fails(config, tmp_path)
+    assert "task_params.ruler_niah: unknown parameter ['num_keys']; it takes none." in output
+
+
+def test_task_params_give_the_data_a_folder_of_its_own(tmp_path):
+    """Only non-default values change a task's data folder, and two settings never share one."""
+    config = load("config.yaml")
+    config["tasks"] = ["ruler_niah", "ruler_vt"]
+    settings = {"default": {}, "same": {"chains": 8}, "one": {"chains": 1}, "two": {"chains": 2}}
+    folders = {}
+    for name, params in settings.items():
+        config["task_params"] = {"ruler_vt": params} if params else {}
+        configfile = tmp_path / f"{name}.yaml"
+        configfile.write_text(yaml.safe_dump(config))
+        run = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--configfile", str(configfile), "-d", str(tmp_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        planned = set(re.findall(r"results/data/tiny-bpe/([\w-]+)/1024\.parquet", run.stdout))
+        assert "ruler_niah" in planned and len(planned) == 2, planned
+        folders[name] = (planned - {"ruler_niah"}).pop()
+    assert folders["default"] == folders["same"] == "ruler_vt"
+    assert folders["one"].startswith("ruler_vt-") and folders["two"].startswith("ruler_vt-")
+    assert folders["one"] != folders["two"]

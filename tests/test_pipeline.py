@@ -14,6 +14,8 @@ from sparse_frontier.pipeline import (
     collect_scores,
     engine_settings,
     shard_of,
+    study_task_params,
+    task_data_dir,
     work_items,
 )
 
@@ -42,6 +44,49 @@ def test_task_data_lengths_and_keys(tiny_tokenizer):
     assert data.n_tokens.between(0.95 * 1024, 1024).all()
     measured = [len(tiny_tokenizer(p, add_special_tokens=False).input_ids) for p in data.prompt]
     assert measured == list(data.n_tokens)
+
+
+def test_task_params_passed_on_change_the_data(tiny_tokenizer):
+    four_hops = build_task_data("ruler_vt", tiny_tokenizer, 1024, 2, seed=0, chains=1)
+    two_hops = build_task_data("ruler_vt", tiny_tokenizer, 1024, 2, seed=0, chains=1, hops=2)
+    assert set(four_hops.task_params) == {'{"chains": 1}'}
+    assert [len(gold) for gold in four_hops.gold] == [5, 5]
+    assert [len(gold) for gold in two_hops.gold] == [3, 3]
+
+
+def test_study_task_params_keep_only_non_default_values():
+    config = {"ruler_vt": {"chains": 8, "hops": 2, "shuffle": True}, "ruler_cwe": {"common_freq": 30}}
+    assert study_task_params(config, ["ruler_vt", "ruler_cwe", "ruler_niah"]) == {
+        "ruler_vt": {"hops": 2}, "ruler_cwe": {}, "ruler_niah": {}
+    }
+    assert study_task_params({}, ["ruler_vt"]) == {"ruler_vt": {}}
+
+
+@pytest.mark.parametrize(
+    ("config", "sentence"),
+    [
+        ({"ruler_vt": {"chain": 2}},
+         "task_params.ruler_vt: unknown parameter ['chain']; it accepts chains, hops, shuffle."),
+        ({"ruler_niah": {"keys": 2}}, "task_params.ruler_niah: unknown parameter ['keys']; it takes none."),
+        ({"ruler_cwe": {"common_freq": 4}},
+         "task_params.ruler_cwe: ruler_cwe is not in `tasks`; add it there or remove its parameters."),
+        ({"ruler_vt": {"chains": 0}}, "ruler_vt needs 1 <= chains"),
+    ],
+)
+def test_study_task_params_refuse_mistakes_in_one_sentence(config, sentence):
+    with pytest.raises(ValueError) as err:
+        study_task_params(config, ["ruler_vt", "ruler_niah"])
+    assert str(err.value).startswith(sentence)
+
+
+def test_task_data_dir_hashes_non_default_params_only():
+    assert task_data_dir("ruler_vt", {}) == "ruler_vt"
+    one = task_data_dir("ruler_vt", {"chains": 1, "shuffle": False})
+    assert one.startswith("ruler_vt-") and one == task_data_dir("ruler_vt", {"shuffle": False, "chains": 1})
+    settings = ({"chains": 2, "shuffle": False}, {"chains": 1}, {"shuffle": False})
+    others = {task_data_dir("ruler_vt", params) for params in settings}
+    assert one not in others and len(others) == 3
+    assert task_data_dir("ruler_cwe", {"common_freq": 4}) != task_data_dir("ruler_vt", {"common_freq": 4})
 
 
 def _scores(**overrides) -> pd.DataFrame:

@@ -89,3 +89,19 @@ def test_small_study_end_to_end_then_rebuild_one_figure(tmp_path):
 
     snakemake(tmp_path, configfile, "--report", str(tmp_path / "report.html"))
     assert "score_vs_compression" in (tmp_path / "report.html").read_text(errors="ignore")
+
+
+@pytest.mark.slow
+def test_task_params_reach_the_generator_through_the_data_rule(tmp_path):
+    from sparse_frontier.pipeline import task_data_dir
+
+    params = {"chains": 1, "hops": 2}
+    config = {**SMALL, "tasks": ["ruler_vt"], "task_params": {"ruler_vt": params}}
+    configfile = tmp_path / "vt.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    target = f"results/data/tiny-bpe/{task_data_dir('ruler_vt', params)}/1024.parquet"
+    snakemake(tmp_path, configfile, target)
+    data = pd.read_parquet(tmp_path / target)
+    assert set(data.task) == {"ruler_vt"} and len(data) == SMALL["samples"]
+    assert set(data.task_params) == {'{"chains": 1, "hops": 2}'}
+    assert all(len(gold) == 3 for gold in data.gold)  # hops + 1 variables of the one chain

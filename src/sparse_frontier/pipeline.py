@@ -6,6 +6,7 @@ of its cell: model, method, phase, compression_ratio, task, length, sample_id, s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field, fields
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .tasks import get_task
+from .tasks import get_task, task_parameters
 
 if TYPE_CHECKING:  # torch is imported only by the steps that run attention (data and scoring need none)
     from .attention import AttentionMethod
@@ -25,6 +26,42 @@ log = logging.getLogger(__name__)
 CELL_KEYS = ["model", "method", "phase", "compression_ratio", "task", "length", "sample_id", "seed"]
 
 
+def study_task_params(task_params: dict, tasks: list[str]) -> dict[str, dict]:
+    """Each study task's configured parameters that differ from its defaults.
+
+    Parameters for a task outside ``tasks``, a parameter the task does not take, or a value it
+    refuses stop the run with one sentence.
+    """
+    for task, params in task_params.items():
+        if task not in tasks:
+            raise ValueError(
+                f"task_params.{task}: {task} is not in `tasks`; add it there or remove its parameters."
+            )
+        accepted = task_parameters(task)
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            takes = f"it accepts {', '.join(accepted)}" if accepted else "it takes none"
+            raise ValueError(f"task_params.{task}: unknown parameter {unknown}; {takes}.")
+        get_task(task, **params)
+    return {
+        task: {
+            key: value
+            for key, value in task_params.get(task, {}).items()
+            if value != task_parameters(task)[key]
+        }
+        for task in tasks
+    }
+
+
+def task_data_dir(task: str, params: dict) -> str:
+    """The folder of a task's data: its name, plus a hash of its non-default parameters if it has
+    any, so two settings never share a file and the defaults keep the plain name."""
+    if not params:
+        return task
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+    return f"{task}-{digest[:10]}"
+
+
 def build_task_data(task_name: str, tokenizer, length: int, n: int, seed: int, **task_params) -> pd.DataFrame:
     """``n`` samples of one task at one target length, measured in ``tokenizer``'s tokens."""
     task = get_task(task_name, **task_params)
@@ -32,6 +69,7 @@ def build_task_data(task_name: str, tokenizer, length: int, n: int, seed: int, *
     df = pd.DataFrame(
         {
             "task": task_name,
+            "task_params": json.dumps(task_params, sort_keys=True, default=str),
             "length": length,
             "sample_id": [s.sample_id for s in samples],
             "seed": seed,

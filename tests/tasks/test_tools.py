@@ -6,9 +6,10 @@ from sparse_frontier.tasks import bench, show
 
 
 def test_show_prints_prompt_gold_and_meta(capsys):
-    show.main(["ruler_vt", "--length", "1024", "--keep", "200"])
+    show.main(["ruler_vt", "--length", "1024", "--keep", "200", "--param", "chains=2", "--param", "hops=1"])
     out = capsys.readouterr().out
     assert "ruler_vt sample 0" in out and "characters omitted" in out and "----- gold: (" in out
+    assert "'chains': 2, 'hops': 1, 'shuffle': True" in out
 
 
 def test_bench_rows(tiny_tokenizer, tmp_path):

@@ -13,7 +13,12 @@ os.environ.update(
     )
 )
 
-from sparse_frontier.pipeline import cells_from_config, check_cells
+from sparse_frontier.pipeline import (
+    cells_from_config,
+    check_cells,
+    study_task_params,
+    task_data_dir,
+)
 from sparse_frontier.tasks.qa_sources import TASK_DATASETS
 
 MODELS = list(config["models"])
@@ -22,12 +27,16 @@ TASKS = list(config["tasks"])
 TOKENIZERS = sorted({m["tokenizer"] for m in config["models"].values()})
 CELLS = cells_from_config(config["methods"])
 check_cells(CELLS, TASKS)  # a bad method parameter stops the run here, before any job
+# Non-default task parameters (a mistake stops the run here too); they name the data folder.
+TASK_PARAMS = study_task_params(config["task_params"], TASKS)
+TASK_DIRS = {task: task_data_dir(task, TASK_PARAMS[task]) for task in TASKS}
+TASK_OF_DIR = {folder: task for task, folder in TASK_DIRS.items()}
 
 
 wildcard_constraints:
     model="|".join(MODELS),
     tokenizer="|".join(TOKENIZERS),
-    task="|".join(TASKS),
+    task_dir="|".join(TASK_DIRS.values()),
     length=r"\d+",
     shard=r"\d+",
 
@@ -62,18 +71,29 @@ def task_data_tokenizer_input(wildcards):
     return model_build_input(tokenizer_model(wildcards.tokenizer))
 
 
+def task_data_task(wildcards):
+    return TASK_OF_DIR[wildcards.task_dir]
+
+
+def task_data_params(wildcards):
+    return TASK_PARAMS[task_data_task(wildcards)]
+
+
 def qa_source_input(wildcards):
     """The normalised QA dataset a qa_* task draws its documents from; nothing for other tasks."""
-    dataset = TASK_DATASETS.get(wildcards.task)
-    return [f"resources/qa/{dataset}.parquet"] if dataset else []
+    task = task_data_task(wildcards)
+    dataset = TASK_DATASETS.get(task)
+    if not dataset:
+        return []
+    return [TASK_PARAMS[task].get("source", f"resources/qa/{dataset}.parquet")]
 
 
 def inference_data(wildcards):
     tokenizer = model_spec(wildcards.model)["tokenizer"]
     return expand(
-        "results/data/{tokenizer}/{task}/{length}.parquet",
+        "results/data/{tokenizer}/{task_dir}/{length}.parquet",
         tokenizer=tokenizer,
-        task=TASKS,
+        task_dir=[TASK_DIRS[task] for task in TASKS],
         length=wildcards.length,
     )
 

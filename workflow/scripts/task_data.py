@@ -8,7 +8,9 @@ sm = snakemake  # noqa: F821 (snakemake is injected)
 log_to_file(sm.log[0])
 tokenizer = load_tokenizer(sm.params.tokenizer)
 length = int(sm.wildcards.length)
-task_params = {"source": sm.input.source[0]} if sm.input.source else {}
-data = build_task_data(sm.wildcards.task, tokenizer, length, sm.params.samples, sm.params.seed, **task_params)
+task_params = dict(sm.params.task_params)
+if sm.input.source:
+    task_params["source"] = sm.input.source[0]
+data = build_task_data(sm.params.task, tokenizer, length, sm.params.samples, sm.params.seed, **task_params)
 data["tokenizer"] = sm.wildcards.tokenizer
 write_parquet(data, sm.output[0])

@@ -7,6 +7,7 @@ whichever one is asked for.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from .base import FittedTask, Instance, Sample, Task
 
@@ -31,12 +32,33 @@ def load_all() -> dict[str, type[Task]]:
     return TASKS
 
 
-def get_task(name: str, **params) -> Task:
-    """Build a task by registry name; an unknown name lists the known ones."""
+def _task_class(name: str) -> type[Task]:
     load_all()
     if name not in TASKS:
         raise KeyError(f"Unknown task '{name}'; choose one of: {', '.join(sorted(TASKS))}.")
-    return TASKS[name](**params)
+    return TASKS[name]
 
 
-__all__ = ["TASKS", "FittedTask", "Instance", "Sample", "Task", "get_task", "load_all", "register"]
+def get_task(name: str, **params) -> Task:
+    """Build a task by registry name; an unknown name lists the known ones."""
+    return _task_class(name)(**params)
+
+
+def task_parameters(name: str) -> dict[str, object]:
+    """The parameters a task's generator takes, with their defaults."""
+    signature = inspect.signature(_task_class(name).__init__)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in list(signature.parameters.values())[1:] if p.kind in named}
+
+
+__all__ = [
+    "TASKS",
+    "FittedTask",
+    "Instance",
+    "Sample",
+    "Task",
+    "get_task",
+    "load_all",
+    "register",
+    "task_parameters",
+]

@@ -4,17 +4,23 @@ Paper, Appendix A.2.2: "Resolve variable assignments (direct or chained) to iden
 variables matching a target value. Context includes repeated filler text ('The grass is
 green...'). Evaluated using IoU." High dispersion, low scope (Table 2).
 
-Construction (RULER's defaults: one chain of four hops, so five variables). The chain is
-``VAR A = 12345``, ``VAR B = VAR A``, ... ``VAR E = VAR D``; its statements sit at random
-depths of the filler, in chain order, so each variable is assigned before it is used.
-Optional distractor chains (``distractor_chains``) have values of their own: nothing in them
-resolves to the target value. Variable names are five distinct upper-case letters strings,
-never reused; values are distinct five-digit numbers. The filler unit of the length fitter
-is one repetition of RULER's filler passage; statement depths are fractions of the filler,
-drawn once per sample.
+Construction, as in the authors' release (8 chains of 4 hops, shuffled). A chain is a direct
+assignment ``VAR A = 12345`` followed by ``hops`` copies ``VAR B = VAR A``, ``VAR C = VAR B``,
+...; each chain has its own value, so only the first chain resolves to the value asked about
+and the other ``chains - 1`` are distractors. All variable names are drawn first: distinct
+strings of five upper-case letters, never reused in a sample. Then the values: distinct
+integers drawn from [10000, 99999). Statements end without a full stop, as in the release.
+The filler unit of the length fitter is one repetition of RULER's filler passage.
+
+Placement. Every statement and every filler passage gets a uniform random key, and the
+context lists them in key order. For any number of passages this is a uniformly random
+shuffle of statements and passages together (so a copy may come before the assignment it
+copies), and a longer fit only adds passages, so the statements keep their order while the
+fitter searches. With ``shuffle=False`` each chain's keys are sorted into chain order, so every
+variable is assigned before it is used.
 
 Scoring: intersection over union between the variables named on the answer line and the
-chain's variables (any order).
+first chain's variables (any order).
 """
 
 from __future__ import annotations
@@ -29,32 +35,64 @@ from .metrics import iou
 from .prompt import build_prompt
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+VALUES = range(10000, 99999)
 
 _INSTRUCTIONS = (
     "Below is a long text. Hidden in it are variable assignments of the form VAR NAME = VALUE, "
     "where VALUE is either a number or another variable. A variable assigned another variable "
     "takes that variable's value. Your task is to track these assignments."
 )
+_ANY_ORDER = " The assignments can appear in any order in the text."
 _RULES = (
     "List every variable that ends up with the value, separated by commas, in any order.",
     "Write the variable names only, without 'VAR'.",
 )
 
 
-def _fresh_name(rng: random.Random, used: set[str]) -> str:
-    while True:
+def distinct_names(rng: random.Random, n: int) -> list[str]:
+    """``n`` distinct random strings of five upper-case letters."""
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
         name = "".join(rng.choices(string.ascii_uppercase, k=5))
-        if name not in used:
-            used.add(name)
-            return name
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names
 
 
-def _chain(rng: random.Random, value: str, hops: int, used: set[str]) -> tuple[list[str], list[str]]:
-    """Variable names and statements of one chain: a direct assignment, then ``hops`` copies."""
-    names = [_fresh_name(rng, used) for _ in range(hops + 1)]
-    statements = [f"VAR {names[0]} = {value}."]
-    statements += [f"VAR {names[i]} = VAR {names[i - 1]}." for i in range(1, hops + 1)]
-    return names, statements
+def chain_statements(names: list[str], value: int) -> list[str]:
+    """A direct assignment of ``value`` to the first name, then each name copying the one before."""
+    copies = [f"VAR {b} = VAR {a}" for a, b in zip(names, names[1:], strict=False)]
+    return [f"VAR {names[0]} = {value}", *copies]
+
+
+class Placement:
+    """Statements among any number of filler passages, in the order of uniform random keys.
+
+    ``chains`` are lists of statements; the keys of the passages are drawn lazily from their
+    own stream, so the ``i``-th passage has the same key at every count and :meth:`render` is
+    a pure function of the count.
+    """
+
+    def __init__(self, rng: random.Random, chains: list[list[str]], filler: str, shuffle: bool):
+        self._statements: list[tuple[float, str]] = []
+        for chain in chains:
+            keys = [rng.random() for _ in chain]
+            self._statements += zip(keys if shuffle else sorted(keys), chain, strict=True)
+        self._filler = filler
+        self._filler_rng = random.Random(rng.getrandbits(64))
+        self._filler_keys: list[float] = []  # in draw order
+
+    def pieces(self, n_units: int) -> list[str]:
+        """The statements and ``n_units`` passages, in key order."""
+        while len(self._filler_keys) < n_units:
+            self._filler_keys.append(self._filler_rng.random())
+        passages = [(key, self._filler) for key in self._filler_keys[:n_units]]
+        return [text for _, text in sorted(passages + self._statements)]
+
+    def render(self, n_units: int) -> str:
+        return " ".join(self.pieces(n_units))
 
 
 @register
@@ -66,40 +104,44 @@ class RulerVT(FittedTask):
     category = "high_dispersion"
     max_new_tokens = 256
 
-    def __init__(self, hops: int = 4, distractor_chains: int = 0):
-        if hops < 0 or distractor_chains < 0:
+    def __init__(self, chains: int = 8, hops: int = 4, shuffle: bool = True):
+        if not (isinstance(chains, int) and isinstance(hops, int) and isinstance(shuffle, bool)):
             raise ValueError(
-                f"ruler_vt needs hops >= 0 and distractor_chains >= 0, got {hops} and {distractor_chains}."
+                f"ruler_vt needs integer chains and hops and a boolean shuffle, got {chains!r}, "
+                f"{hops!r} and {shuffle!r}."
             )
+        if not (1 <= chains <= len(VALUES) and hops >= 0):
+            raise ValueError(
+                f"ruler_vt needs 1 <= chains <= {len(VALUES)} and hops >= 0, got {chains} and {hops}."
+            )
+        self.chains = chains
         self.hops = hops
-        self.distractor_chains = distractor_chains
+        self.shuffle = shuffle
 
     def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
-        used: set[str] = set()
-        values = rng.sample(range(10000, 100000), 1 + self.distractor_chains)
-        value = str(values[0])
-        chains = [_chain(rng, str(v), self.hops, used) for v in values]
-        target_names = chains[0][0]
-        placed: list[tuple[float, str]] = []
-        for _, statements in chains:
-            depths = sorted(rng.random() for _ in statements)
-            placed += list(zip(depths, statements, strict=True))
-        placed.sort()
+        per_chain = self.hops + 1
+        names = distinct_names(rng, self.chains * per_chain)
+        values = rng.sample(VALUES, self.chains)
+        chain_names = [names[i * per_chain : (i + 1) * per_chain] for i in range(self.chains)]
+        chains = [chain_statements(n, v) for n, v in zip(chain_names, values, strict=True)]
+        placement = Placement(rng, chains, FILLER, self.shuffle)
+        value = values[0]
+        instructions = _INSTRUCTIONS + (_ANY_ORDER if self.shuffle else "")
         question = f"Which variables are assigned the value {value}, directly or through other variables?"
 
         def render(n_units: int) -> str:
-            pieces = [FILLER] * n_units
-            # Insert deepest first so earlier insertions do not shift later ones; among statements
-            # at the same position, the later one goes in first so chain order is kept.
-            slots = [(round(depth * n_units), order, s) for order, (depth, s) in enumerate(placed)]
-            for position, _, statement in sorted(slots, reverse=True):
-                pieces.insert(position, statement)
             return build_prompt(
-                _INSTRUCTIONS, " ".join(pieces), question, "<variable>, <variable>, ...", _RULES
+                instructions, placement.render(n_units), question, "<variable>, <variable>, ...", _RULES
             )
 
-        meta = {"value": value, "distractor_values": [str(v) for v in values[1:]]}
-        return Instance(render=render, gold=tuple(target_names), meta=meta)
+        meta = {
+            "value": str(value),
+            "distractor_values": [str(v) for v in values[1:]],
+            "chains": self.chains,
+            "hops": self.hops,
+            "shuffle": self.shuffle,
+        }
+        return Instance(render=render, gold=tuple(chain_names[0]), meta=meta)
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
         items = [
