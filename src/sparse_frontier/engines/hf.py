@@ -122,7 +122,7 @@ class HfEngine:
 
     name = "hf"
 
-    def __init__(self, model_dir: str, dtype: str = "float32", device: str | None = None):
+    def __init__(self, model_dir: str, dtype: str = "float32", device: str | None = None, hf_overrides=None):
         from transformers import AutoModelForCausalLM
 
         from ..models import _check_source, load_tokenizer
@@ -132,7 +132,10 @@ class HfEngine:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = load_tokenizer(str(model_dir))
         self.model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=getattr(torch, dtype), attn_implementation=ATTN_IMPLEMENTATION
+            str(model_dir),
+            dtype=getattr(torch, dtype),
+            attn_implementation=ATTN_IMPLEMENTATION,
+            **(hf_overrides or {}),  # config fields, e.g. RoPE scaling (context.rope_overrides)
         ).to(self.device)
         self.model.eval()
         self.eos_ids = self._eos_ids()
