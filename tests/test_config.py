@@ -95,14 +95,13 @@ QWEN_POSITIONS = {"max_position_embeddings": 32768}  # Qwen2.5's config.json
 
 
 def test_paper_grid_fits_its_models_with_yarn():
-    from sparse_frontier.context import check_lengths_fit, context_limit, study_model_config
+    from sparse_frontier.context import check_lengths_fit, context_limit
     from sparse_frontier.pipeline import answer_budget
 
     config = load("paper.yaml")
     validate(config, SCHEMA)
     models = config["models"]
-    configs = {name: study_model_config(spec) for name, spec in models.items()}
-    check_lengths_fit(models, config["lengths"], answer_budget(config["tasks"]), configs)
+    check_lengths_fit(models, config["lengths"], answer_budget(config["tasks"]))
     # Qwen2.5 takes 131072 tokens with YaRN (even where max_context is left out) and 32768 without
     qwen = {k: v for k, v in models["qwen2.5-7b"].items() if k != "max_context"}
     assert context_limit(qwen, QWEN_POSITIONS)[0] == 131072

@@ -94,3 +94,21 @@ def test_rope_overrides_of_other_types():
     yarn = rope_overrides(small, {"rope_type": "yarn", "factor": 2.0}, 8000)
     assert yarn["rope_parameters"]["original_max_position_embeddings"] == 4096
     assert yarn["max_position_embeddings"] == 8192
+
+
+def test_a_hub_id_already_in_the_cache_is_read(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # the Hugging Face cache layout: refs/main names the snapshot that holds the files
+    repo = tmp_path / "models--some-org--some-model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text('{"max_position_embeddings": 4096}')
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert local_model_config("some-org/some-model") == {"max_position_embeddings": 4096}
+    assert local_model_config("some-org/other-model") is None
+    with pytest.raises(ValueError, match="'m' takes at most 4096 tokens"):
+        check_lengths_fit({"m": {"path": "some-org/some-model"}}, [4096], 256)
+    check_lengths_fit({"m": {"path": "some-org/some-model", "max_context": 8192}}, [4096], 256)

@@ -33,13 +33,13 @@ def local_model_config(path: str) -> dict | None:
         return json.loads((folder / "config.json").read_text(encoding="utf-8"))
     if folder.exists() or path.count("/") != 1:
         return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
+    from transformers.utils.hub import cached_file
 
-        cached = try_to_load_from_cache(path, "config.json")
-    except Exception:  # not a valid repo id, or no hub client: nothing to read
+    try:
+        cached = cached_file(path, "config.json", local_files_only=True)
+    except Exception:  # not in the cache, or not a valid repo id: nothing to read
         return None
-    return json.loads(Path(cached).read_text(encoding="utf-8")) if isinstance(cached, str) else None
+    return json.loads(Path(cached).read_text(encoding="utf-8")) if cached else None
 
 
 def own_positions(model_config: Mapping | None, rope_scaling: Mapping | None = None) -> int | None:
@@ -70,13 +70,18 @@ def check_lengths_fit(
     models: Mapping[str, Mapping],
     lengths: Iterable[int],
     answer_tokens: int,
-    model_configs: Mapping[str, Mapping | None],
+    model_configs: Mapping[str, Mapping | None] | None = None,
 ) -> None:
     """Stop with one sentence naming the model, the length and the fix when a studied length plus
     the answer budget exceeds a model's context (:func:`context_limit`); a model whose limit is
-    unknown is not checked."""
+    unknown is not checked. model_configs: name -> config.json dict (default: what
+    :func:`study_model_config` finds on this machine)."""
     for name, spec in models.items():
-        limit = context_limit(spec, model_configs.get(name))
+        if model_configs is not None:
+            model_config = model_configs.get(name)
+        else:  # a max_context needs no config.json (and no look-up in the hub cache)
+            model_config = None if spec.get("max_context") else study_model_config(spec)
+        limit = context_limit(spec, model_config)
         if limit is None:
             continue
         tokens, source = limit
@@ -87,7 +92,7 @@ def check_lengths_fit(
                 f"needs {too_long[-1] + answer_tokens} with the {answer_tokens}-token answer budget; "
                 f"drop {', '.join(map(str, too_long))} from `lengths`, or give the model a `rope_scaling` "
                 "(e.g. {rope_type: yarn, factor: 4.0, original_max_position_embeddings: "
-                f"{own_positions(model_configs.get(name)) or 'N'}}}) or the `max_context` it really supports."
+                f"{own_positions(model_config) or 'N'}}}) or the `max_context` it really supports."
             )
 
 

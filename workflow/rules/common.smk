@@ -13,7 +13,7 @@ os.environ.update(
     )
 )
 
-from sparse_frontier.context import check_lengths_fit, study_model_config
+from sparse_frontier.context import check_lengths_fit
 from sparse_frontier.pipeline import answer_budget, cells_from_config, check_cells
 from sparse_frontier.tasks.qa_sources import TASK_DATASETS
 
@@ -24,12 +24,7 @@ TOKENIZERS = sorted({m["tokenizer"] for m in config["models"].values()})
 CELLS = cells_from_config(config["methods"])
 check_cells(CELLS, TASKS)  # a bad method parameter stops the run here, before any job
 # A length (plus the answer budget) longer than a model's context stops the run here too.
-check_lengths_fit(
-    config["models"],
-    LENGTHS,
-    answer_budget(TASKS),
-    {name: study_model_config(spec) for name, spec in config["models"].items()},
-)
+check_lengths_fit(config["models"], LENGTHS, answer_budget(TASKS))
 
 
 wildcard_constraints:
