@@ -20,7 +20,8 @@ attention over L tokens, by the ``convention`` (:data:`FLOPS_CONVENTIONS`):
 
 - ``paper`` (the default): P(L) = L^2, the full square, as the paper counts it. Its Appendix D puts
   the move to the quadratic regime "beyond 16K-48K" and finds larger sparse models cheaper than
-  smaller dense ones at 128K; only the full square gives both for the Qwen2.5 shapes.
+  smaller dense ones at 128K; for the Qwen2.5 shapes the full square gives 30K-55K and keeps that
+  crossover, the causal count gives 60K-110K and loses it (docs/analysis.md).
 - ``causal``: P(L) = L (L + 1) / 2, the pairs under the causal mask that a kernel really computes
   (the count the recorded densities are defined over).
 
