@@ -124,6 +124,19 @@ def test_engine_settings_follow_the_job():
         engine_settings("hf", dtype="float32", length=2048, tasks=["ruler_niah"], gpus=2)
 
 
+def test_engine_settings_scale_rope_only_beyond_the_model_positions(tiny_model_dir):
+    # The tiny model takes 32768 positions; YaRN over 16384 of them applies from 16K + answer on.
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16384}
+    for kind in ("hf", "vllm"):
+        job = dict(dtype="float32", tasks=["ruler_niah"], gpus=1, model_path=str(tiny_model_dir))
+        assert "hf_overrides" not in engine_settings(kind, length=8192, rope_scaling=yarn, **job)
+        assert "hf_overrides" not in engine_settings(kind, length=32768, rope_scaling=None, **job)
+        over = engine_settings(kind, length=32768, rope_scaling=yarn, **job)["hf_overrides"]
+        assert over["rope_parameters"]["rope_type"] == "yarn"
+        assert over["rope_parameters"]["rope_theta"] == 10000.0  # the tiny model's own base
+        assert over["max_position_embeddings"] == 65536
+
+
 def test_shards_partition_the_work_contiguously():
     data = pd.DataFrame({"task": ["a"] * 5 + ["b"] * 3, "prompt": ["p"] * 8})
     cells = cells_from_config({"block_sparse": {"compression_ratios": [2, 4]}})

@@ -52,13 +52,18 @@ def figure12_lengths(lengths: list[int]) -> np.ndarray:
     return np.unique(np.concatenate([grid, np.asarray(lengths, dtype=np.int64)]))
 
 
-def flops_step(scores: pd.DataFrame, shapes: Mapping[str, ModelShape], causal: bool = True) -> StepResult:
-    """FLOPS of every studied cell (table) and FLOPS against length per model (Figure 12 data)."""
+def flops_step(
+    scores: pd.DataFrame, shapes: Mapping[str, ModelShape], convention: str = "paper"
+) -> StepResult:
+    """FLOPS of every studied cell (table) and FLOPS against length per model (Figure 12 data).
+
+    convention: how attention pairs are counted, "paper" (L^2) or "causal" (analysis.flops).
+    """
     cells = as_cells(scores)[["model", "phase", "method", "length", "compression_ratio"]].drop_duplicates()
-    table = flops_table(shapes, cells, causal=causal)
+    table = flops_table(shapes, cells, convention=convention)
     studied = sorted(int(n) for n in cells["length"].unique())
-    by_length = flops_by_length(shapes, figure12_lengths(studied), causal=causal)
-    crossover = crossover_table(shapes, causal=causal)
+    by_length = flops_by_length(shapes, figure12_lengths(studied), convention=convention)
+    crossover = crossover_table(shapes, convention=convention)
     return StepResult({"flops": table, "flops_by_length": by_length, "flops_crossover": crossover})
 
 

@@ -207,7 +207,7 @@ class HfEngine:
 
     name = "hf"
 
-    def __init__(self, model_dir: str, dtype: str = "float32", device: str | None = None):
+    def __init__(self, model_dir: str, dtype: str = "float32", device: str | None = None, hf_overrides=None):
         from transformers import AutoModelForCausalLM
 
         from ..models import _check_source, load_tokenizer
@@ -216,7 +216,10 @@ class HfEngine:
         _register_attention()
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=getattr(torch, dtype), attn_implementation=ATTN_IMPLEMENTATION
+            str(model_dir),
+            dtype=getattr(torch, dtype),
+            attn_implementation=ATTN_IMPLEMENTATION,
+            **(hf_overrides or {}),  # config fields, e.g. RoPE scaling (context.rope_overrides)
         )
         self._setup(model.to(device), load_tokenizer(str(model_dir)))
 

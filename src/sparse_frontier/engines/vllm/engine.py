@@ -88,6 +88,9 @@ class VllmEngine:
     output (default: the model's).   method: the method the workers start with (sent through
     ``additional_config``; later batches switch by RPC).   settings: any other ``vllm.LLM``
     argument; the ones in ``FORCED`` are overridden with a warning (exact sparse attention needs them).
+    RoPE scaling arrives as the ``hf_overrides`` setting (:func:`sparse_frontier.context.rope_overrides`:
+    complete ``rope_parameters``, since vLLM sets a dict-valued override after it has standardised
+    the model's own, and ``max_position_embeddings``, from which it derives the longest context).
     """
 
     name = "vllm"
