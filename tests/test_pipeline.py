@@ -6,13 +6,16 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from sparse_frontier.engines.base import Generation
 from sparse_frontier.io import write_parquet
 from sparse_frontier.pipeline import (
     CELL_KEYS,
+    Cell,
     build_task_data,
     cells_from_config,
     collect_scores,
     engine_settings,
+    run_inference,
     shard_of,
     work_items,
 )
@@ -42,6 +45,31 @@ def test_task_data_lengths_and_keys(tiny_tokenizer):
     assert data.n_tokens.between(0.95 * 1024, 1024).all()
     measured = [len(tiny_tokenizer(p, add_special_tokens=False).input_ids) for p in data.prompt]
     assert measured == list(data.n_tokens)
+
+
+class _CountingEngine:
+    """Generations with set densities: Vertical-Slash reports two countings, the rest one."""
+
+    name = "fake"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def generate(self, prompts, method, max_new_tokens):
+        densities = {"exact": 0.04, "kernel": 0.05} if method.name == "vertical_slash" else {}
+        density = densities.get("kernel", 0.2)
+        return [Generation([5], "x", density, len(p), 1.0, 0.0, densities) for p in prompts]
+
+
+def test_prediction_rows_record_both_densities(tiny_tokenizer):
+    data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 2, seed=0)
+    cells = [Cell("vertical_slash", 20.0), Cell("quest", 5.0)]
+    rows = run_inference(_CountingEngine(tiny_tokenizer), data, cells, model="m").set_index("method")
+    assert rows.loc["vertical_slash", "density_exact"].tolist() == [0.04, 0.04]
+    assert rows.loc["vertical_slash", "density_kernel"].tolist() == [0.05, 0.05]
+    assert rows.loc["vertical_slash", "density"].tolist() == [0.05, 0.05]  # the calibrated one
+    quest = rows.loc["quest"]
+    assert (quest.density_exact == 0.2).all() and (quest.density_kernel == 0.2).all()
 
 
 def _scores(**overrides) -> pd.DataFrame:
