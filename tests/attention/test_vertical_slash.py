@@ -147,6 +147,24 @@ def test_kernel_calibration_takes_the_budget_nearest_the_target(ratio):
     assert exact_n > n
 
 
+def test_budget_counts_the_forced_items_as_the_authors_do():
+    """Default: n verticals and n slashes in all, the 4 sinks and 64 local diagonals among them
+    (never fewer than those); forced_in_budget=False: n of each on top of them."""
+    s = 3000
+    index = VerticalSlashIndex.build(*local_scores(2, s, seed=1, noise=0.5), s, sinks=4, local=64)
+    authors = get_method("vertical_slash", 10)
+    assert [x.tolist() for x in authors.uniform_counts(index, 100)] == [[100, 100], [100, 100]]
+    assert [x.tolist() for x in authors.uniform_counts(index, 10)] == [[10, 10], [64, 64]]
+    on_top = get_method("vertical_slash", 10, forced_in_budget=False)
+    assert [x.tolist() for x in on_top.uniform_counts(index, 100)] == [[104, 104], [164, 164]]
+    v_idx, s_idx = index.indices(*authors.uniform_counts(index, 100))
+    assert ((v_idx >= 0).sum(1) == 100).all() and ((s_idx >= 0).sum(1) == 100).all()
+    assert set(range(4)) <= set(v_idx[0].tolist()) and set(range(64)) <= set(s_idx[0].tolist())
+    # The smallest budget the search may pick is the authors' minimum, N = 64.
+    n_v, n_s, info = authors.budgets(index, 1.0)
+    assert info["n"] == 64 and n_v.tolist() == n_s.tolist() == [64, 64]
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_plan_reports_both_counts_and_calibrates_on_the_chosen_one(name):
     s = 2048
