@@ -13,6 +13,7 @@ from sparse_frontier.pipeline import (
     Cell,
     build_task_data,
     cells_from_config,
+    check_cells,
     collect_scores,
     engine_settings,
     run_inference,
@@ -37,6 +38,23 @@ def test_per_task_parameters_override_defaults():
     )[1:]
     assert cell.build("ruler_niah").approx_window == 512
     assert cell.build("ruler_vt").approx_window == 256
+
+
+def test_counting_and_page_options_reach_the_methods_and_bad_values_stop_the_run():
+    cells = cells_from_config({
+        "vertical_slash": {"compression_ratios": [4], "params": {"density": "exact"}},
+        "quest": {"compression_ratios": [4], "params": {"share_pages": False}},
+    })
+    assert cells[1].build("ruler_niah").density == "exact"
+    assert cells[2].build("ruler_niah").share_pages is False
+    assert get_default("flexprefill", "density") == "kernel" and get_default("quest", "share_pages") is True
+    bad = cells_from_config({"flexprefill": {"compression_ratios": [4], "params": {"density": "tiles"}}})
+    with pytest.raises(ValueError, match="density must be one of exact, kernel"):
+        check_cells(bad, ["ruler_niah"])
+
+
+def get_default(method: str, option: str):
+    return getattr(cells_from_config({method: {"compression_ratios": [2]}})[1].build("ruler_niah"), option)
 
 
 def test_task_data_lengths_and_keys(tiny_tokenizer):
