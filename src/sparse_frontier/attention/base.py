@@ -58,10 +58,6 @@ class AttentionResult:
     def density(self) -> float:
         return self.computed / self.total if self.total else 1.0
 
-    def count(self, counting: str) -> float:
-        """Work under ``counting`` (see ``COUNTINGS``); ``computed`` where the method has one count."""
-        return self.counts.get(counting, self.computed)
-
 
 #: Ways to count a sparse prefill's work. exact: the query-key pairs selected. kernel: the cells the
 #: paper's kernel computes (MInference's 64 x 64 tiles and 64-row column pieces, as the authors count).
