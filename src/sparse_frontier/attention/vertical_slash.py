@@ -147,7 +147,7 @@ class VerticalSlashIndex:
 
         The authors' count (MInference's index conversion, 64 x 64 tiles): in every block of 64 query
         rows (the last one counted whole), each slash needs the 64 keys its diagonal crosses there
-        (offsets beyond the block's end are skipped, and ranges reaching before key 0 become keys
+        (offsets at or beyond the block's end are skipped, and ranges reaching before key 0 become keys
         0..63). Walking the ranges from the left, one more 64-key tile is added where the next range
         passes the last tile's end: it starts at that end when the range touches or overlaps it,
         else at the range's own start (a new run of tiles). A vertical inside a tile costs
@@ -202,7 +202,7 @@ def _kernel_cells(offsets: torch.Tensor, prefix: torch.Tensor, ends: torch.Tenso
 
     offsets [L, K]: chosen slash offsets, descending, padded with -1; prefix [L, S + 1]: chosen
     verticals left of each key; ends [R]: one past the last query position of each row block.
-    -> [L] cells. Every row block of every lane is walked at once. Offsets whose gaps are at most
+    -> [L] cells (int64). Every row block of every lane is walked at once. Offsets whose gaps are at most
     ``tile`` form a run, and a run never starts a second run of tiles: each step takes one run
     (its part that reaches the block) in closed form, so the loop is over runs, not offsets.
     """
@@ -211,7 +211,7 @@ def _kernel_cells(offsets: torch.Tensor, prefix: torch.Tensor, ends: torch.Tenso
     dev = offsets.device
     valid = offsets >= 0
     if width == 0:
-        return torch.zeros(lanes, dtype=torch.float64, device=dev)
+        return torch.zeros(lanes, dtype=torch.long, device=dev)
     gap_break = torch.ones_like(valid)
     gap_break[:, 1:] = (offsets[:, :-1] - offsets[:, 1:]) > tile
     run = torch.where(valid, (gap_break & valid).cumsum(1) - 1, width)  # run id; padding -> width
@@ -251,7 +251,7 @@ def _kernel_cells(offsets: torch.Tensor, prefix: torch.Tensor, ends: torch.Tenso
     has = end >= 0
     covered += torch.where(has, verticals_before(end) - verticals_before(start), 0)
     columns = torch.where(has, verticals_before(end), 0) - covered
-    return (tiles * tile * tile + columns * tile).sum(1).double()
+    return (tiles * tile * tile + columns * tile).sum(1)
 
 
 def _prefix_at(cumulative: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
