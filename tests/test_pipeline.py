@@ -6,13 +6,17 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from sparse_frontier.engines.base import Generation
 from sparse_frontier.io import write_parquet
 from sparse_frontier.pipeline import (
     CELL_KEYS,
+    Cell,
     build_task_data,
     cells_from_config,
+    check_cells,
     collect_scores,
     engine_settings,
+    run_inference,
     shard_of,
     study_task_params,
     task_data_dir,
@@ -36,6 +40,23 @@ def test_per_task_parameters_override_defaults():
     )[1:]
     assert cell.build("ruler_niah").approx_window == 512
     assert cell.build("ruler_vt").approx_window == 256
+
+
+def test_counting_and_page_options_reach_the_methods_and_bad_values_stop_the_run():
+    cells = cells_from_config({
+        "vertical_slash": {"compression_ratios": [4], "params": {"density": "exact"}},
+        "quest": {"compression_ratios": [4], "params": {"share_pages": False}},
+    })
+    assert cells[1].build("ruler_niah").density == "exact"
+    assert cells[2].build("ruler_niah").share_pages is False
+    assert get_default("flexprefill", "density") == "kernel" and get_default("quest", "share_pages") is True
+    bad = cells_from_config({"flexprefill": {"compression_ratios": [4], "params": {"density": "tiles"}}})
+    with pytest.raises(ValueError, match="density must be one of exact, kernel"):
+        check_cells(bad, ["ruler_niah"])
+
+
+def get_default(method: str, option: str):
+    return getattr(cells_from_config({method: {"compression_ratios": [2]}})[1].build("ruler_niah"), option)
 
 
 def test_task_data_lengths_and_keys(tiny_tokenizer):
@@ -87,6 +108,31 @@ def test_task_data_dir_hashes_non_default_params_only():
     others = {task_data_dir("ruler_vt", params) for params in settings}
     assert one not in others and len(others) == 3
     assert task_data_dir("ruler_cwe", {"common_freq": 4}) != task_data_dir("ruler_vt", {"common_freq": 4})
+
+
+class _CountingEngine:
+    """Generations with set densities: Vertical-Slash reports two countings, the rest one."""
+
+    name = "fake"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def generate(self, prompts, method, max_new_tokens):
+        densities = {"exact": 0.04, "kernel": 0.05} if method.name == "vertical_slash" else {}
+        density = densities.get("kernel", 0.2)
+        return [Generation([5], "x", density, len(p), 1.0, 0.0, densities) for p in prompts]
+
+
+def test_prediction_rows_record_both_densities(tiny_tokenizer):
+    data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 2, seed=0)
+    cells = [Cell("vertical_slash", 20.0), Cell("quest", 5.0)]
+    rows = run_inference(_CountingEngine(tiny_tokenizer), data, cells, model="m").set_index("method")
+    assert rows.loc["vertical_slash", "density_exact"].tolist() == [0.04, 0.04]
+    assert rows.loc["vertical_slash", "density_kernel"].tolist() == [0.05, 0.05]
+    assert rows.loc["vertical_slash", "density"].tolist() == [0.05, 0.05]  # the calibrated one
+    quest = rows.loc["quest"]
+    assert (quest.density_exact == 0.2).all() and (quest.density_kernel == 0.2).all()
 
 
 def _scores(**overrides) -> pd.DataFrame:

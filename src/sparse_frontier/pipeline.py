@@ -245,6 +245,9 @@ def run_inference(
                         "gold": list(sample.gold),
                         "density": gen.density,
                         "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),
+                        # Both countings of the same work, where a method has two (the rest: equal).
+                        "density_exact": gen.densities.get("exact", gen.density),
+                        "density_kernel": gen.densities.get("kernel", gen.density),
                         "n_prompt_tokens": gen.n_prompt_tokens,
                         "n_output_tokens": len(gen.output_ids),
                         "prefill_ms": gen.prefill_ms,
