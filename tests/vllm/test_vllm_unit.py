@@ -52,6 +52,18 @@ def flash_writer(key, value, kv_cache, slots):
     value_cache[blocks, offsets] = value[: len(slots)]
 
 
+def flash_writer_v0_25(key, value, kv_cache, slots):
+    """FLASH_ATTN's do_kv_cache_update in torch (vLLM 0.25 flash_attn.py, reshape_and_cache_flash).
+
+    kv_cache [B, 2, N, H, D]; key_cache, value_cache = kv_cache.unbind(1), each [B, N, H, D].
+    """
+    key_cache, value_cache = kv_cache.unbind(1)
+    n = kv_cache.shape[2]
+    blocks, offsets = slots // n, slots % n
+    key_cache[blocks, offsets] = key[: len(slots)]
+    value_cache[blocks, offsets] = value[: len(slots)]
+
+
 def transposed_writer(key, value, kv_cache, slots):
     """A CPU-like layout: per head [2N, D] rows, keys stored transposed inside the key half."""
     n, d = kv_cache.shape[2], key.shape[-1]
@@ -65,7 +77,6 @@ def transposed_writer(key, value, kv_cache, slots):
 
 def cpu_attn_writer(dtype, n, d):
     """vLLM's real CPU_ATTN writer (ops.cpu_attn_reshape_and_cache) with the ISA it would pick."""
-    pytest.importorskip("vllm.config")
     from vllm import _custom_ops as ops
     from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
@@ -81,16 +92,34 @@ def cpu_attn_writer(dtype, n, d):
     return write
 
 
-@pytest.mark.parametrize("layout", ["flash", "transposed", "cpu_attn"])
+def nan_cache(layout, blocks, hkv, n, d, dtype):
+    """A NaN-filled layer cache as the backend allocates it (logical shape, physical strides)."""
+    if layout == "flash_v0_25_nhd":
+        return torch.full((blocks, 2, n, hkv, d), float("nan"), dtype=dtype)
+    if layout == "flash_v0_25_hnd":  # stride order (0, 1, 3, 2, 4): heads before tokens in memory
+        return torch.full((blocks, 2, hkv, n, d), float("nan"), dtype=dtype).permute(0, 1, 3, 2, 4)
+    return torch.full((blocks, hkv, n, 2 * d), float("nan"), dtype=dtype)
+
+
+LAYOUTS = ["flash", "flash_v0_25_nhd", "flash_v0_25_hnd", "transposed", "cpu_attn"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_read_kv_returns_what_the_writer_stored(layout, dtype):
-    """Write random tokens at scattered slots through a backend's writer; read them back exactly."""
+    """Write random tokens at scattered slots through a backend's writer; read them back exactly.
+
+    The probe is given only the cache and the head counts: the block size and where each
+    (head, token, channel) lives are learned, for 4-D (0.32) and 5-D (0.25) FLASH_ATTN caches alike.
+    """
     torch.manual_seed(0)
     blocks, hkv, n, d = 9, 2, 32, 32
-    writers = {"flash": flash_writer, "transposed": transposed_writer}
+    writers = {"flash": flash_writer, "flash_v0_25_nhd": flash_writer_v0_25,
+               "flash_v0_25_hnd": flash_writer_v0_25, "transposed": transposed_writer}
     write = writers.get(layout) or cpu_attn_writer(dtype, n, d)
-    layout_info = probe_block_layout(write, (blocks, hkv, n, 2 * d), dtype, "cpu", d)
-    cache = torch.full((blocks, hkv, n, 2 * d), float("nan"), dtype=dtype)
+    cache = nan_cache(layout, blocks, hkv, n, d, dtype)
+    layout_info = probe_block_layout(write, cache, hkv, d)
+    assert layout_info.block_size == n and layout_info.key_index.shape == (hkv, n * d)
     length = 77  # not a multiple of the block size
     block_row = torch.tensor([5, 2, 7, 0, 4])
     key = torch.randn(length, hkv, d).to(dtype)
@@ -100,6 +129,21 @@ def test_read_kv_returns_what_the_writer_stored(layout, dtype):
     assert k.shape == (hkv, length, d)
     torch.testing.assert_close(k, key.transpose(0, 1), rtol=0, atol=0)
     torch.testing.assert_close(v, value.transpose(0, 1), rtol=0, atol=0)
+
+
+def test_probe_refuses_a_cache_that_is_not_keys_and_values_of_these_heads():
+    cache = torch.zeros(4, 2, 16, 3, 30)  # 3 heads of 30 channels, told 2 heads of 32
+    with pytest.raises(RuntimeError, match="does not hold keys and values of 2 heads x 32 channels"):
+        probe_block_layout(flash_writer_v0_25, cache, 2, 32)
+
+
+def test_probe_refuses_a_writer_that_drops_elements():
+    def lossy(key, value, kv_cache, slots):
+        flash_writer_v0_25(key, value, kv_cache, slots)
+        kv_cache[:, 0, 3] = 0  # one token's keys never stored
+
+    with pytest.raises(RuntimeError, match="found .* key elements"):
+        probe_block_layout(lossy, torch.zeros(4, 2, 16, 2, 32), 2, 32)
 
 
 def test_slots_for_maps_positions_through_the_block_row():

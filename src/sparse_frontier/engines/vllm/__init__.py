@@ -1,10 +1,11 @@
-"""The vLLM engine: the sparse methods inside vLLM V1 through a plugin (vLLM 0.32 pinned).
+"""The vLLM engine: the sparse methods inside vLLM V1 through a plugin (vLLM 0.25 to 0.32).
 
 Modules: ``plugin`` (the ``vllm.general_plugins`` entry point), ``backend`` (the routing
 wrapper around a platform backend; ``backend_cpu`` / ``backend_flash`` instantiate it),
-``cache_io`` (reading keys and values back from the paged cache), ``runtime`` (per-worker
-state), ``worker`` (the RPCs that switch methods), ``spec`` (methods as plain data) and
-``engine`` (``VllmEngine``). See docs/vllm.md.
+``cache_io`` (reading keys and values back from the paged cache), ``adapters`` (what differs
+between the supported vLLM releases), ``runtime`` (per-worker state), ``worker`` (the RPCs
+that switch methods), ``spec`` (methods as plain data) and ``engine`` (``VllmEngine``).
+See docs/vllm.md.
 """
 
 from __future__ import annotations

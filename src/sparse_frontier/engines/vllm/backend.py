@@ -33,9 +33,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...attention import AttentionMethod
+from .adapters import adapter
 from .cache_io import BlockLayout, probe_block_layout, read_kv, slots_for
 from .runtime import LayerCompaction, RequestState, SparseRuntime, get_runtime
 
@@ -95,32 +97,32 @@ class BatchPlan:
 
 
 def _slice_common(cm: Any, a: int, b: int, qsl: list[int]) -> Any:
-    """CommonAttentionMetadata restricted to requests [a, b) (rows qsl[a]:qsl[b])."""
+    """CommonAttentionMetadata restricted to requests [a, b) (rows qsl[a]:qsl[b]).
+
+    Which fields are per request, per row or derived is the installed release's adapter's word.
+    """
+    fields = adapter()
     t0, t1 = qsl[a], qsl[b]
 
-    def rows(x: Any, lo: int, hi: int) -> Any:
-        return None if x is None else x[lo:hi]
+    def part(x: Any, lo: int, hi: int) -> Any:
+        return x[lo:hi] if isinstance(x, torch.Tensor | np.ndarray) else x
 
-    return cm.replace(
-        query_start_loc=cm.query_start_loc[a : b + 1] - cm.query_start_loc[a],
-        query_start_loc_cpu=cm.query_start_loc_cpu[a : b + 1] - cm.query_start_loc_cpu[a],
-        seq_lens=cm.seq_lens[a:b],
-        num_reqs=b - a,
-        num_actual_tokens=t1 - t0,
-        max_query_len=max(qsl[i + 1] - qsl[i] for i in range(a, b)),
-        max_seq_len=int(cm.seq_lens[a:b].max()),
-        block_table_tensor=cm.block_table_tensor[a:b],
-        slot_mapping=cm.slot_mapping[t0:t1],
-        positions=rows(cm.positions, t0, t1),
-        is_prefilling=rows(cm.is_prefilling, a, b),
-        seq_lens_cpu_upper_bound=rows(cm.seq_lens_cpu_upper_bound, a, b),
-        req_idx=rows(cm.req_idx, a, b),
-        logits_indices_padded=None,
-        num_logits_indices=None,
-        max_logits_per_req=None,
-        _num_computed_tokens_cache=None,
-        _token_to_req_indices_cache=None,
-    )
+    def rekeyed(ranges: dict | None) -> dict | None:
+        return None if ranges is None else {i - a: r for i, r in ranges.items() if a <= i < b}
+
+    changes = {
+        "query_start_loc": cm.query_start_loc[a : b + 1] - cm.query_start_loc[a],
+        "query_start_loc_cpu": cm.query_start_loc_cpu[a : b + 1] - cm.query_start_loc_cpu[a],
+        "num_reqs": b - a,
+        "num_actual_tokens": t1 - t0,
+        "max_query_len": max(qsl[i + 1] - qsl[i] for i in range(a, b)),
+        "max_seq_len": int(cm.seq_lens[a:b].max()),
+    }
+    changes.update({name: part(getattr(cm, name), a, b) for name in fields.PER_REQUEST})
+    changes.update({name: part(getattr(cm, name), t0, t1) for name in fields.PER_TOKEN})
+    changes.update({name: rekeyed(getattr(cm, name)) for name in fields.REQUEST_KEYED})
+    changes.update(dict.fromkeys((*fields.DERIVED, *fields.WHOLE_BATCH)))
+    return cm.replace(**changes)
 
 
 def plan_batch(runtime: SparseRuntime, cm: Any, builder: Any) -> BatchPlan | None:
@@ -190,12 +192,13 @@ class SparseImplMixin:
         self._sparse_base.do_kv_cache_update(self, layer, key, value, kv_cache, slots)
 
     def _layout(self, layer: Any, kv_cache: torch.Tensor) -> BlockLayout:
-        if self._sparse_layout is None or self._sparse_layout.block_size != kv_cache.shape[2]:
-            self._sparse_layout = probe_block_layout(
-                lambda k, v, c, s: self._write_cache(layer, k, v, c, s),
-                tuple(kv_cache.shape), kv_cache.dtype, kv_cache.device, self.head_size,
-            )
-        return self._sparse_layout
+        """The learned layout of this layer's cache (probed again if its block shape changes)."""
+        layout = self._sparse_layout
+        if layout is None or layout.block_shape != tuple(kv_cache.shape[1:]):
+            layout = probe_block_layout(lambda k, v, c, s: self._write_cache(layer, k, v, c, s),
+                                        kv_cache, self.num_kv_heads, self.head_size)
+            self._sparse_layout = layout
+        return layout
 
     def _check_supported(self) -> None:
         from vllm.v1.attention.backend import AttentionType
@@ -229,7 +232,6 @@ class SparseImplMixin:
         plan = _layer_plan(layer.layer_name)
         if plan is not None:
             runtime = get_runtime()
-            block = kv_cache.shape[2]
             redirected = None
             for i, req_id in enumerate(plan.req_ids):
                 state = runtime.requests.get(req_id)
@@ -238,6 +240,7 @@ class SparseImplMixin:
                     continue
                 if redirected is None:
                     redirected = slot_mapping.clone()
+                    block = self._layout(layer, kv_cache).block_size
                 # The new token's compacted position: after the kept tokens and the earlier outputs.
                 position = comp.width + plan.seq_lens[i] - 1 - state.prompt_len
                 redirected[plan.qsl[i]] = slots_for(
@@ -330,7 +333,8 @@ class SparseImplMixin:
             # Stable sort: kept positions first, in prompt order.
             order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]  # [Hkv, W]
             index = order.T[:, :, None].expand(-1, -1, key.shape[-1])  # [W, Hkv, D]
-            slots = slots_for(plan.common.block_table_tensor[i], torch.arange(width), kv_cache.shape[2])
+            slots = slots_for(plan.common.block_table_tensor[i], torch.arange(width),
+                              self._layout(layer, kv_cache).block_size)
             self._write_cache(layer, key.gather(0, index).contiguous(), value.gather(0, index).contiguous(),
                               kv_cache, slots)
         uniform = bool((counts == width).all())
@@ -383,7 +387,7 @@ def make_sparse_backend(base: type, name: str | None = None) -> type:
                     state.decode_calls += len(self.layer_names)
                 # max_seq_len stays an upper bound; positions (RoPE) are untouched.
                 common_attn_metadata = common_attn_metadata.replace(
-                    seq_lens=seq_lens, _num_computed_tokens_cache=None
+                    seq_lens=seq_lens, **dict.fromkeys(adapter().DERIVED)
                 )
                 plan.common = common_attn_metadata
             metadata = super().build(common_prefix_len, common_attn_metadata, fast_build)

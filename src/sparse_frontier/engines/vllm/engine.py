@@ -105,8 +105,10 @@ class VllmEngine:
         from vllm.platforms import current_platform
 
         from ...models import _check_source, load_tokenizer
+        from .adapters import adapter
 
         _check_source(str(model_dir))
+        adapter()  # an unsupported vLLM release stops here, before any model loads
         # The plugin names a step's requests through the V1 model runner's persistent batch
         # (``input_batch.req_ids``); on GPUs vLLM 0.32 defaults to Model Runner V2, which keeps
         # its batch local to ``execute_model``. Inherited by the engine-core and worker processes.
