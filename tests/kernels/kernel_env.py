@@ -15,3 +15,22 @@ needs_kernel = pytest.mark.skipif(
 )
 DEVICE = "cuda" if ON_GPU else "cpu"
 DTYPE = torch.bfloat16 if ON_GPU else torch.float16
+
+
+def _ptxas_available() -> bool:
+    try:
+        import triton.backends.nvidia as nvidia
+    except ImportError:
+        return False
+    from pathlib import Path
+
+    tools = Path(nvidia.__file__).parent / "bin"
+    return any((tools / name).exists() for name in ("ptxas-blackwell", "ptxas"))
+
+
+#: Offline compilation for sm_90: the interpreter replaces the jit functions it compiles, and it
+#: needs Triton's bundled CUDA toolchain.
+compiles_offline = [
+    pytest.mark.skipif(INTERPRET, reason="the interpreter replaces the jit functions this compiles"),
+    pytest.mark.skipif(not _ptxas_available(), reason="needs Triton's bundled CUDA toolchain (ptxas)"),
+]

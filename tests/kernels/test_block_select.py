@@ -32,7 +32,7 @@ from sparse_frontier.kernels import ops
 from sparse_frontier.kernels.block_select.reference import block_select_reference, block_select_scores
 from sparse_frontier.kernels.block_sparse.reference import block_sparse_pairs
 
-from .kernel_env import DEVICE, DTYPE, INTERPRET, ON_GPU, needs_kernel
+from .kernel_env import DEVICE, DTYPE, ON_GPU, compiles_offline, needs_kernel
 
 # (Hq, Hkv, T, S, D, top_k): GQA 7:1, 4:1, 1:1; ragged lengths (not multiples of 16); T < S with
 # S - T off the block grid (two boundary blocks); top_k 0, fractional, and above every row's reach.
@@ -463,19 +463,8 @@ def test_kernel_options_are_checked():
         block_select_triton(qp, kp, n, n, n, stats=torch.zeros(3, 5, dtype=torch.int32))
 
 
-def _ptxas_available() -> bool:
-    try:
-        import triton.backends.nvidia as nvidia
-    except ImportError:
-        return False
-    from pathlib import Path
-
-    tools = Path(nvidia.__file__).parent / "bin"
-    return any((tools / name).exists() for name in ("ptxas-blackwell", "ptxas"))
-
-
-@pytest.mark.skipif(INTERPRET, reason="the interpreter replaces the jit functions this compiles")
-@pytest.mark.skipif(not _ptxas_available(), reason="needs Triton's bundled CUDA toolchain (ptxas)")
+@compiles_offline[0]
+@compiles_offline[1]
 @pytest.mark.parametrize(
     "name,dtype,options",
     [

@@ -23,8 +23,9 @@ HERE = Path(__file__).parent
         ["test_block_select.py", "-k", "kernel"],
         ["test_vertical_slash_index.py", "-k", "triton"],
         ["test_vertical_slash_scores.py", "-k", "triton"],
+        ["test_vertical_slash_cells.py"],
     ],
-    ids=["attention_kernels", "block_select", "vertical_slash_index", "vertical_slash_scores"],
+    ids=["attention_kernels", "block_select", "vertical_slash_index", "vertical_slash_scores", "cells"],
 )
 def test_kernel_tests_under_interpreter(selection):
     target, *options = selection

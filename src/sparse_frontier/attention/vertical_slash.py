@@ -169,7 +169,7 @@ class VerticalSlashIndex:
             chosen = self.vertical_rank[None] < nv[..., None]  # [C, Hq, S] by key
             prefix = torch.nn.functional.pad(chosen.flatten(0, 1).cumsum(1), (1, 0))  # [L, S + 1]
             offsets = self._chosen_offsets_descending(ns)  # [L, K], padding -1 at the end
-            cells.append(_kernel_cells(offsets, prefix, ends, tile).view(nv.shape))
+            cells.append(_count_cells(offsets, prefix, ends, tile).view(nv.shape))
         return torch.cat(cells).reshape(shape)
 
     def _chosen_offsets_descending(self, n_slash: torch.Tensor) -> torch.Tensor:
@@ -195,6 +195,16 @@ class VerticalSlashIndex:
 
 #: Side of the paper kernel's tiles (MInference's BLOCK_M = BLOCK_N = 64), for its cell count.
 KERNEL_TILE = 64
+
+
+def _count_cells(offsets: torch.Tensor, prefix: torch.Tensor, ends: torch.Tensor, tile: int) -> torch.Tensor:
+    """``_kernel_cells``: one Triton launch on CUDA (kernels/vertical_slash/triton_cells.py), whose
+    walk takes one step per slash, where this PyTorch form takes a round of launches per run."""
+    if offsets.is_cuda:
+        from ..kernels.vertical_slash.triton_cells import kernel_cells_triton
+
+        return kernel_cells_triton(offsets, prefix, ends, tile)
+    return _kernel_cells(offsets, prefix, ends, tile)
 
 
 def _kernel_cells(offsets: torch.Tensor, prefix: torch.Tensor, ends: torch.Tensor, tile: int) -> torch.Tensor:
