@@ -121,10 +121,11 @@ class AttentionMethod:
         # Pairs read: every visible key of each query head's kv head. The hidden slots of an
         # append-only cache never change (new tokens are visible), so they are counted once: a
         # count per step would make every layer wait for the GPU.
-        hidden = None if key_mask is None else (memo or {}).get("hidden")
-        if key_mask is not None and hidden is None:
-            hidden = int((~key_mask).sum())
-            if memo is not None:
-                memo["hidden"] = hidden
-        visible = k.shape[1] * k.shape[0] - (hidden or 0)
+        hidden = 0
+        if key_mask is not None:
+            memo = {} if memo is None else memo
+            if "hidden" not in memo:
+                memo["hidden"] = int((~key_mask).sum())
+            hidden = memo["hidden"]
+        visible = k.shape[1] * k.shape[0] - hidden
         return AttentionResult(out, visible * group, visible * group)
