@@ -92,7 +92,7 @@ def test_unknown_task_parameter_stops_snakemake_with_its_name(tmp_path):
     config = load("config.yaml")
     config["task_params"] = {"ruler_niah": {"num_keys": 2}}
     output = dry_run_fails(config, tmp_path)
-    assert "task_params.ruler_niah: unknown parameter ['num_keys']; it takes none." in output
+    assert "task_params.ruler_niah: unknown parameter ['num_keys']; it accepts answer_format." in output
 
 
 def test_task_params_give_the_data_a_folder_of_its_own(tmp_path):
@@ -110,7 +110,7 @@ def test_task_params_give_the_data_a_folder_of_its_own(tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
         assert run.returncode == 0, run.stderr[-2000:]
-        planned = set(re.findall(r"results/data/tiny-bpe/([\w-]+)/1024\.parquet", run.stdout))
+        planned = set(re.findall(r"results/data/tiny-bpe/([\w-]+)/2048\.parquet", run.stdout))
         assert "ruler_niah" in planned and len(planned) == 2, planned
         folders[name] = (planned - {"ruler_niah"}).pop()
     assert folders["default"] == folders["same"] == "ruler_vt"
