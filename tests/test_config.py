@@ -40,6 +40,11 @@ def test_shipped_configs_validate(name):
         (lambda c: c["methods"].update(quest_v2={"compression_ratios": [2]}), "quest_v2"),
         (lambda c: c.update(engine="tgi"), "tgi"),
         (lambda c: c["inference"].update(batch_size=0), "batch_size"),
+        (lambda c: c.update(task_params={"ruler_niah": {"answer_format": "tagged"}}), "tagged"),
+        (lambda c: c["models"]["tiny-qwen2"].update(rope_scaling={"rope_type": "yarn", "factor": "auto"}),
+         "original_max_position_embeddings"),
+        (lambda c: c["models"]["tiny-qwen2"].update(rope_scaling={"rope_type": "yarn", "factor": "twice"}),
+         "twice"),
     ],
 )
 def test_schema_rejects_and_names_the_mistake(mutate, named):
@@ -92,7 +97,7 @@ def test_unknown_task_parameter_stops_snakemake_with_its_name(tmp_path):
     config = load("config.yaml")
     config["task_params"] = {"ruler_niah": {"num_keys": 2}}
     output = dry_run_fails(config, tmp_path)
-    assert "task_params.ruler_niah: unknown parameter ['num_keys']; it takes none." in output
+    assert "task_params.ruler_niah: unknown parameter ['num_keys']; it accepts answer_format." in output
 
 
 def test_task_params_give_the_data_a_folder_of_its_own(tmp_path):
@@ -110,7 +115,7 @@ def test_task_params_give_the_data_a_folder_of_its_own(tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
         assert run.returncode == 0, run.stderr[-2000:]
-        planned = set(re.findall(r"results/data/tiny-bpe/([\w-]+)/1024\.parquet", run.stdout))
+        planned = set(re.findall(r"results/data/tiny-bpe/([\w-]+)/2048\.parquet", run.stdout))
         assert "ruler_niah" in planned and len(planned) == 2, planned
         folders[name] = (planned - {"ruler_niah"}).pop()
     assert folders["default"] == folders["same"] == "ruler_vt"
@@ -145,9 +150,13 @@ def test_paper_grid_fits_its_models_with_yarn():
     validate(config, SCHEMA)
     models = config["models"]
     check_lengths_fit(models, config["lengths"], answer_budget(config["tasks"]))
-    # Qwen2.5 takes 131072 tokens with YaRN (even where max_context is left out) and 32768 without
+    # Qwen2.5 takes its max_context with YaRN scaled per job (the authors' factor: auto), with a
+    # fixed factor 4 131072 tokens even where max_context is left out, and 32768 without scaling
+    assert models["qwen2.5-7b"]["rope_scaling"]["factor"] == "auto"
+    assert context_limit(models["qwen2.5-7b"], QWEN_POSITIONS)[0] == 131072
     qwen = {k: v for k, v in models["qwen2.5-7b"].items() if k != "max_context"}
-    assert context_limit(qwen, QWEN_POSITIONS)[0] == 131072
+    fixed = {**qwen, "rope_scaling": {**qwen["rope_scaling"], "factor": 4.0}}
+    assert context_limit(fixed, QWEN_POSITIONS)[0] == 131072
     without = {k: v for k, v in qwen.items() if k != "rope_scaling"}
     with pytest.raises(ValueError, match="Model 'qwen2.5-7b' takes at most 32768 tokens"):
         check_lengths_fit({"qwen2.5-7b": without}, config["lengths"], 512, {"qwen2.5-7b": QWEN_POSITIONS})

@@ -11,11 +11,13 @@ from sparse_frontier.context import (
     context_limit,
     local_model_config,
     rope_overrides,
+    scaling_factor,
     study_model_config,
 )
 from sparse_frontier.models import TINY_MAX_POSITIONS
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+YARN_AUTO = {**YARN, "factor": "auto"}
 # Qwen2.5-7B-Instruct's config.json as published (legacy RoPE keys) and as transformers 5 writes it.
 QWEN_LEGACY = {"max_position_embeddings": 32768, "rope_theta": 1000000.0, "rope_scaling": None}
 QWEN_V5 = {
@@ -84,6 +86,32 @@ def test_rope_overrides_scale_only_beyond_the_trained_context(config):
         },
         "max_position_embeddings": 131072,
     }
+
+
+@pytest.mark.parametrize("config", [QWEN_LEGACY, QWEN_V5])
+def test_auto_factor_is_the_authors_context_over_32768_per_job(config):
+    assert rope_overrides(config, YARN_AUTO, 32768) == {}  # fits: the model runs as released
+    for length, answer in ((65536, 256), (131072, 512), (40000, 256)):
+        context = length + answer
+        over = rope_overrides(config, YARN_AUTO, context)
+        factor = over["rope_parameters"]["factor"]
+        assert factor == pytest.approx(context / 32768)  # e.g. 2.0078 at 64K, 4.0156 at 128K
+        assert over["max_position_embeddings"] == context  # just long enough for the job
+        assert over["rope_parameters"]["original_max_position_embeddings"] == 32768
+    assert rope_overrides(config, YARN_AUTO, 65536 + 256)["rope_parameters"]["factor"] < 2.01
+    # a fixed factor stays possible, and is the same at every length
+    assert rope_overrides(config, YARN, 40000)["rope_parameters"]["factor"] == 4.0
+
+
+def test_auto_factor_bounds_nothing_but_max_context():
+    assert context_limit({"rope_scaling": YARN_AUTO}, QWEN_LEGACY) is None
+    assert context_limit({"rope_scaling": YARN_AUTO, "max_context": 131072}, QWEN_LEGACY)[0] == 131072
+    check_lengths_fit({"q": {"rope_scaling": YARN_AUTO}}, [65536, 131072], 512, {"q": QWEN_LEGACY})
+    with pytest.raises(ValueError, match="length 131072"):
+        spec = {"rope_scaling": YARN_AUTO, "max_context": 131072}
+        check_lengths_fit({"q": spec}, [65536, 131072], 512, {"q": QWEN_LEGACY})
+    with pytest.raises(ValueError, match="original_max_position_embeddings"):
+        scaling_factor({"rope_type": "yarn", "factor": "auto"}, None, 65536)
 
 
 def test_rope_overrides_of_other_types():

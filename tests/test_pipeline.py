@@ -17,6 +17,7 @@ from sparse_frontier.pipeline import (
     collect_scores,
     engine_settings,
     run_inference,
+    score_predictions,
     shard_of,
     study_task_params,
     task_data_dir,
@@ -60,16 +61,16 @@ def get_default(method: str, option: str):
 
 
 def test_task_data_lengths_and_keys(tiny_tokenizer):
-    data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 3, seed=0)
+    data = build_task_data("ruler_niah", tiny_tokenizer, 2048, 3, seed=0)
     assert list(data.sample_id) == [0, 1, 2]
-    assert data.n_tokens.between(0.95 * 1024, 1024).all()
+    assert data.n_tokens.between(0.95 * 2048, 2048).all()
     measured = [len(tiny_tokenizer(p, add_special_tokens=False).input_ids) for p in data.prompt]
     assert measured == list(data.n_tokens)
 
 
 def test_task_params_passed_on_change_the_data(tiny_tokenizer):
-    four_hops = build_task_data("ruler_vt", tiny_tokenizer, 1024, 2, seed=0, chains=1)
-    two_hops = build_task_data("ruler_vt", tiny_tokenizer, 1024, 2, seed=0, chains=1, hops=2)
+    four_hops = build_task_data("ruler_vt", tiny_tokenizer, 2048, 2, seed=0, chains=1)
+    two_hops = build_task_data("ruler_vt", tiny_tokenizer, 2048, 2, seed=0, chains=1, hops=2)
     assert set(four_hops.task_params) == {'{"chains": 1}'}
     assert [len(gold) for gold in four_hops.gold] == [5, 5]
     assert [len(gold) for gold in two_hops.gold] == [3, 3]
@@ -87,8 +88,10 @@ def test_study_task_params_keep_only_non_default_values():
     ("config", "sentence"),
     [
         ({"ruler_vt": {"chain": 2}},
-         "task_params.ruler_vt: unknown parameter ['chain']; it accepts chains, hops, shuffle."),
-        ({"ruler_niah": {"keys": 2}}, "task_params.ruler_niah: unknown parameter ['keys']; it takes none."),
+         "task_params.ruler_vt: unknown parameter ['chain']; "
+         "it accepts chains, hops, shuffle, answer_format."),
+        ({"ruler_niah": {"keys": 2}},
+         "task_params.ruler_niah: unknown parameter ['keys']; it accepts answer_format."),
         ({"ruler_cwe": {"common_freq": 4}},
          "task_params.ruler_cwe: ruler_cwe is not in `tasks`; add it there or remove its parameters."),
         ({"ruler_vt": {"chains": 0}}, "ruler_vt needs 1 <= chains"),
@@ -196,3 +199,16 @@ def test_shards_partition_the_work_contiguously():
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(ValueError, match="Shard 3 does not exist; there are 3"):
         shard_of(items, 3, 3)
+
+
+def test_predictions_are_scored_in_the_answer_format_they_were_prompted_with():
+    gold = ["ABCDE", "FGHIJ"]
+    predictions = pd.DataFrame(
+        {"task": ["ruler_vt"] * 2, "output": ["<answer>ABCDE FGHIJ</answer>\nDone.", "Answer: ABCDE, FGHIJ"],
+         "gold": [gold, gold]}
+    )
+    # the authors read the tagged names, or every word of an untagged response
+    assert list(score_predictions(predictions).score) == [1.0, 0.25]
+    structured = score_predictions(predictions, {"ruler_vt": {"answer_format": "structured"}})
+    assert list(structured.score) == [0.0, 1.0]
+    assert set(structured.task_category) == {"high_dispersion"}

@@ -48,7 +48,7 @@ def test_default_config_plans_the_expected_jobs(tmp_path):
 
 SMALL = {
     "samples": 3,
-    "lengths": [1024],
+    "lengths": [2048],
     "tasks": ["ruler_niah"],
     "models": {
         "tiny-qwen2": {
@@ -99,7 +99,7 @@ def test_task_params_reach_the_generator_through_the_data_rule(tmp_path):
     config = {**SMALL, "tasks": ["ruler_vt"], "task_params": {"ruler_vt": params}}
     configfile = tmp_path / "vt.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    target = f"results/data/tiny-bpe/{task_data_dir('ruler_vt', params)}/1024.parquet"
+    target = f"results/data/tiny-bpe/{task_data_dir('ruler_vt', params)}/2048.parquet"
     snakemake(tmp_path, configfile, target)
     data = pd.read_parquet(tmp_path / target)
     assert set(data.task) == {"ruler_vt"} and len(data) == SMALL["samples"]

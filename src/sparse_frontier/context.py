@@ -7,6 +7,11 @@ original_max_position_embeddings: 32768}``) it takes ``factor x original_max_pos
 a configured ``max_context`` overrides both. A job applies the scaling only when its context (length
 plus answer budget) exceeds the model's own positions, as the paper's authors did for Qwen2.5
 beyond 32K: shorter lengths run the model as released.
+
+``factor: auto`` is the authors' rule: each job scales by its context / the model's own positions
+(about 2 at 64K and 4 at 128K for Qwen2.5's 32768), just enough for that job. A number is a fixed
+factor for every scaled job (e.g. the model card's 4). With ``auto`` the scaling sets no upper
+bound of its own, so only ``max_context`` (or nothing) limits the lengths.
 """
 
 from __future__ import annotations
@@ -19,6 +24,21 @@ from pathlib import Path
 #: default factor from it, vLLM does not multiply it by ``factor`` again); for the others
 #: (linear, dynamic) it stays the model's own length.
 SCALED_LENGTH_TYPES = ("yarn", "longrope", "llama3")
+AUTO_FACTOR = "auto"
+
+
+def scaling_factor(rope_scaling: Mapping, own: int | None, context: int) -> float:
+    """The factor a job of ``context`` tokens scales by: the configured number, or with ``auto``
+    ``context / own`` (the authors' per-length rule; it needs the model's own positions)."""
+    factor = rope_scaling["factor"]
+    if factor != AUTO_FACTOR:
+        return float(factor)
+    if not own:
+        raise ValueError(
+            "rope_scaling factor 'auto' needs the model's own positions: set "
+            "original_max_position_embeddings in rope_scaling, or give a number as factor."
+        )
+    return context / own
 
 
 def _text_config(model_config: Mapping) -> Mapping:
@@ -61,6 +81,8 @@ def context_limit(spec: Mapping, model_config: Mapping | None) -> tuple[int, str
     if own is None:
         return None
     if scaling:
+        if scaling["factor"] == AUTO_FACTOR:
+            return None  # scaled to fit each job: no bound but max_context
         factor = float(scaling["factor"])
         return int(own * factor), f"{own} positions x rope_scaling factor {factor:g}"
     return own, "its max_position_embeddings"
@@ -123,11 +145,11 @@ def rope_overrides(model_config: Mapping, rope_scaling: Mapping | None, context:
     base = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
     if "rope_theta" in cfg:
         base.setdefault("rope_theta", cfg["rope_theta"])
-    params = {**base, **rope_scaling}
+    params = {**base, **rope_scaling, "factor": scaling_factor(rope_scaling, own, context)}
     if "type" in params:  # the legacy name of rope_type
         params.setdefault("rope_type", params.pop("type"))
     overrides = {"rope_parameters": params}
     if params.get("rope_type") in SCALED_LENGTH_TYPES and own is not None:
         params.setdefault("original_max_position_embeddings", own)
-        overrides["max_position_embeddings"] = int(own * float(params["factor"]))
+        overrides["max_position_embeddings"] = int(own * params["factor"])
     return overrides

@@ -259,12 +259,18 @@ def run_inference(
     return pd.DataFrame(rows)
 
 
-def score_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Add each row's task score (answer extraction included) and the task's category."""
+def score_predictions(predictions: pd.DataFrame, task_params: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Add each row's task score (answer extraction included) and the task's category.
+
+    ``task_params`` are the study's task parameters by task name: a task is scored as it was
+    prompted (its ``answer_format`` decides which extraction rules read the output).
+    """
     scored = predictions.copy()
+    task_params = task_params or {}
+    tasks = {name: get_task(name, **task_params.get(name, {})) for name in set(scored.task)}
     scores, categories = [], []
     for task_name, output, gold in zip(scored.task, scored.output, scored.gold, strict=True):
-        task = get_task(task_name)
+        task = tasks[task_name]
         scores.append(float(task.score(output, tuple(gold))))
         categories.append(task.category)
     scored["score"] = scores

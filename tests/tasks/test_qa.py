@@ -22,7 +22,7 @@ from sparse_frontier.tasks.qa_sources import (
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "qa"
 # Lengths the fixtures can fill (they are small; real sources fill 128K).
-LENGTHS = {"qa_squad": [1024, 1536], "qa_quality": [1536, 2048], "qa_toefl": [1024, 1152]}
+LENGTHS = {"qa_squad": [1536, 2048], "qa_quality": [1536, 2048], "qa_toefl": [1536, 1664]}
 
 
 def _normalized():
@@ -104,7 +104,7 @@ def test_answer_document_present_once_and_named(sources, tiny_tokenizer, name):
             assert documents[number] == row.document
             assert sum(text == row.document for text in documents.values()) == 1
             assert sample.prompt.count(row.document) == 1
-            assert sample.prompt.count(f"Based on Document {number}: ") == 2
+            assert sample.prompt.count(f"Question about document {number}:\n") == 2
             if name == "qa_squad":
                 assert sample.gold == tuple(row.answers)
             else:
@@ -112,7 +112,7 @@ def test_answer_document_present_once_and_named(sources, tiny_tokenizer, name):
 
 
 def test_determinism(sources, tiny_tokenizer):
-    assert_deterministic(_task("qa_squad", sources), tiny_tokenizer, 1024)
+    assert_deterministic(_task("qa_squad", sources), tiny_tokenizer, 1536)
 
 
 def test_too_short_length_is_a_clear_error(sources, tiny_tokenizer):
@@ -126,8 +126,29 @@ def test_sentence_ends_cover_text():
     assert [text[:e].rstrip() for e in ends] == ["One.", 'One. "Two!"', 'One. "Two!" Three?', text]
 
 
-def test_multiple_choice_scoring(sources):
+def test_authors_multiple_choice_scoring(sources):
     task = _task("qa_quality", sources)
+    gold = ("C", "Lightning")
+    explained = "<explanation>B is wrong.</explanation><answer>C</answer>"
+    for output in ["<answer>C</answer>", "<answer>\n(c)\n</answer>", explained]:
+        assert task.score(output, gold) == 1.0, output
+    # every A-D counts, as the authors read it; tags must be lower case
+    for output in ["<answer>C. Cloud</answer>", "<ANSWER>C</ANSWER>", "Answer: C", "<answer>B</answer>"]:
+        assert task.score(output, gold) == 0.0, output
+
+
+def test_authors_squad_scoring(sources):
+    task = _task("qa_squad", sources)
+    gold = ("salt traders", "the salt traders of the north")
+    assert task.score("<answer>Salt traders.</answer>", gold) == 1.0
+    assert task.score("<answer>traders</answer>", gold) == pytest.approx(0.67)
+    # distinct words: {traders, of, north} against {salt, traders, of, north}
+    assert task.score("<answer>traders traders of north</answer>", gold) == pytest.approx(0.86)
+    assert task.score("Answer: salt traders", gold) == 0.0
+
+
+def test_multiple_choice_scoring(sources):
+    task = get_task("qa_quality", source=str(sources["quality"]), answer_format="structured")
     gold = ("C", "Lightning")
     for output in [
         "Answer: C",
@@ -142,7 +163,7 @@ def test_multiple_choice_scoring(sources):
 
 
 def test_squad_f1_scoring(sources):
-    task = _task("qa_squad", sources)
+    task = get_task("qa_squad", source=str(sources["squad"]), answer_format="structured")
     gold = ("salt traders", "the salt traders of the north")
     assert task.score("Answer: Salt traders.", gold) == 1.0
     assert task.score("Answer: traders", gold) == pytest.approx(2 / 3)

@@ -33,9 +33,20 @@ def test_cwe_counts_exactly_30_and_3(tiny_tokenizer, length):
         assert sum(1 for c in counts.values() if c == 3) == sample.meta["n_units"]
 
 
-def test_cwe_determinism_score_and_short_length_error(tiny_tokenizer):
+def test_cwe_determinism_and_authors_score(tiny_tokenizer):
     task = get_task("ruler_cwe")
     assert_deterministic(task, tiny_tokenizer, 4096)
+    gold = tuple("apple bread cloud dream eagle flame grape honey igloo jelly".split())
+    numbered = "\n".join(f"{i}. {w.title()}" for i, w in enumerate(reversed(gold), start=1))
+    assert task.score(f"<explanation>Counted.</explanation>\n<answer>\n{numbered}\n</answer>", gold) == 1.0
+    assert task.score(numbered, gold) == 0.0  # no answer tags
+    half = "\n".join(f"{i}) {w}" for i, w in enumerate([*gold[:5], "kiwi", "kiwi", "lemon"], start=1))
+    assert task.score(f"<answer>{half}</answer>", gold) == 5 / 12
+    assert task.score("<answer>" + ", ".join(gold) + "</answer>", gold) == 0.0  # not a numbered list
+
+
+def test_cwe_structured_score_and_short_length_error(tiny_tokenizer):
+    task = get_task("ruler_cwe", answer_format="structured")
     gold = tuple("apple bread cloud dream eagle flame grape honey igloo jelly".split())
     assert task.score("Answer: " + ", ".join(reversed(gold)), gold) == 1.0
     assert task.score("Answer:\n" + "\n".join(f"{i}. **{w}**" for i, w in enumerate(gold)), gold) == 1.0
@@ -43,5 +54,7 @@ def test_cwe_determinism_score_and_short_length_error(tiny_tokenizer):
     assert task.score("Answer: " + ", ".join(gold[:5] + ("kiwi",) * 3 + ("lemon",)), gold) == 5 / 12
     with pytest.raises(ValueError, match="at least"):
         task.generate(tiny_tokenizer, 1024, 1, seed=0)
-    short = get_task("ruler_cwe", common_freq=4, distractor_freq=1).generate(tiny_tokenizer, 1024, 1, seed=0)
+    short = get_task("ruler_cwe", common_freq=4, distractor_freq=1, answer_format="structured").generate(
+        tiny_tokenizer, 1024, 1, seed=0
+    )
     assert_lengths(short, tiny_tokenizer, 1024)

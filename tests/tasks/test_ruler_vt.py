@@ -46,7 +46,7 @@ def pieces_of(context: str) -> list[str]:
 
 def asked_value(prompt: str) -> str:
     """The value the question asks about, read from the question before the context."""
-    return re.search(r"Question: .*?value (\d{5})", prompt.split("<context>")[0])[1]
+    return re.search(r"value (\d{5})", prompt.split("<context>")[0])[1]
 
 
 @pytest.mark.parametrize(
@@ -136,13 +136,29 @@ def test_vt_lengths(tiny_tokenizer, length):
 
 
 def test_vt_short_smoke_setting_fits_1k(tiny_tokenizer):
-    samples = get_task("ruler_vt", chains=1).generate(tiny_tokenizer, 1024, 3, seed=0)
+    task = get_task("ruler_vt", chains=1, answer_format="structured")
+    samples = task.generate(tiny_tokenizer, 1024, 3, seed=0)
     assert_lengths(samples, tiny_tokenizer, 1024)
 
 
-def test_vt_determinism_and_score(tiny_tokenizer):
+def test_vt_determinism_and_authors_score(tiny_tokenizer):
     task = get_task("ruler_vt")
     assert_deterministic(task, tiny_tokenizer, 2048)
+    gold = ("ABCDE", "FGHIJ", "KLMNO", "PQRST", "UVWXY")
+    explained = "<explanation>...</explanation>\n<answer>\nUVWXY PQRST KLMNO FGHIJ ABCDE\n</answer>"
+    assert task.score(explained, gold) == 1.0
+    assert task.score("<answer>VAR ABCDE VAR FGHIJ VAR KLMNO</answer>", gold) == pytest.approx(3 / 5)
+    # split on spaces, as the authors do: a comma makes a name a wrong one
+    assert task.score("<answer>ABCDE, FGHIJ, KLMNO, PQRST, UVWXY</answer>", gold) == pytest.approx(1 / 9)
+    assert task.score("<answer>ABCDE FGHIJ KLMNO PQRST UVWXY ZZZZZ</answer>", gold) == pytest.approx(5 / 6)
+    assert task.score("ABCDE FGHIJ", gold) == pytest.approx(2 / 5)  # no tags: every word counts
+    assert task.score("<answer>ZZZZZ</answer>", gold) == 0.0
+
+
+def test_vt_structured_score(tiny_tokenizer):
+    task = get_task("ruler_vt", answer_format="structured")
+    sample = task.generate(tiny_tokenizer, 2048, 1, seed=0)[0]
+    assert "Answer: <variable>" in sample.prompt and "<answer>" not in sample.prompt
     gold = ("ABCDE", "FGHIJ", "KLMNO", "PQRST", "UVWXY")
     assert task.score("Answer: UVWXY, PQRST, KLMNO, FGHIJ, ABCDE", gold) == 1.0
     assert task.score("**Answer:** VAR ABCDE, VAR FGHIJ, VAR KLMNO, VAR PQRST and VAR UVWXY.", gold) == 1.0
@@ -158,6 +174,7 @@ def test_vt_determinism_and_score(tiny_tokenizer):
         ({"chains": 0}, "1 <= chains"),
         ({"shuffle": "yes"}, "boolean shuffle"),
         ({"chains": 2.5}, "integer chains"),
+        ({"answer_format": "tagged"}, "answer_format must be one of authors, structured"),
     ],
 )
 def test_vt_rejects_bad_parameters(params, message):

@@ -99,17 +99,39 @@ def test_pick_chapters_distinct_and_in_range():
         pick_chapters([0.1] * 4, 3)
 
 
-def test_scores():
+def test_authors_scores():
     retrieval = get_task("story_retrieval")
+    gold = tuple(f"answer{i}" for i in range(16))
+    lines = [f"{i}. {g.upper()}" for i, g in enumerate(gold, start=1)]
+    assert retrieval.score("<answer>\n" + "\n".join(lines) + "\n</answer>", gold) == 1.0
+    half = [*lines[:8], *(f"{i}) wrong" for i in range(9, 17))]
+    assert retrieval.score("<answer>" + "\n".join(half) + "</answer>", gold) == 0.5
+    assert retrieval.score("<answer>" + "; ".join(gold) + "</answer>", gold) == 0.0  # not numbered lines
+    multihop = get_task("story_multihop")
+    tagged = "<explanation>x</explanation><answer> The Copper  Lantern </answer>"
+    assert multihop.score(tagged, ("copper lantern",)) == 1.0
+    assert multihop.score("<answer>copper lantern.</answer>", ("copper lantern",)) == 0.0
+    assert multihop.score("copper lantern", ("copper lantern",)) == 0.0  # no answer tags
+    filtering = get_task("story_filtering")
+    assert filtering.score("<answer>Chapter 12, Chapter 3, Chapter 40</answer>", ("3", "12", "40")) == 1.0
+    assert filtering.score("<answer>3, 12 and 41</answer>", ("3", "12", "40")) == pytest.approx(2 / 4)
+    assert filtering.score("Chapters 3, 12, 40", ("3", "12", "40")) == 0.0
+
+
+def test_structured_scores(tiny_tokenizer):
+    task = get_task("story_filtering", answer_format="structured")
+    (sample,) = task.generate(tiny_tokenizer, 2048, 1, seed=0)
+    assert "Answer: <chapter number>" in sample.prompt and "<answer>" not in sample.prompt
+    retrieval = get_task("story_retrieval", answer_format="structured")
     gold = tuple(f"answer{i}" for i in range(16))
     assert retrieval.score("Answer: " + "; ".join(gold), gold) == 1.0
     half = list(gold[:8]) + ["wrong"] * 8
     assert retrieval.score("Answer: " + "; ".join(half), gold) == 0.5
     assert retrieval.score("Answer: " + "; ".join(reversed(gold)), gold) == 0.0  # matched by position
-    multihop = get_task("story_multihop")
+    multihop = get_task("story_multihop", answer_format="structured")
     assert multihop.score("...\n**Answer:** The Copper Lantern.", ("copper lantern",)) == 1.0
     assert multihop.score("Answer: lantern", ("copper lantern",)) == 0.0
-    filtering = get_task("story_filtering")
+    filtering = get_task("story_filtering", answer_format="structured")
     assert filtering.score("Answer: Chapter 12, Chapter 3 and Chapter 40", ("3", "12", "40")) == 1.0
     assert filtering.score("Answer: 3, 12", ("3", "12", "40")) == pytest.approx(2 / 3)
     assert filtering.score("Answer: 3, 12, 41", ("3", "12", "40")) == pytest.approx(2 / 4)

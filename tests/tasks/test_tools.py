@@ -6,7 +6,7 @@ from sparse_frontier.tasks import bench, show
 
 
 def test_show_prints_prompt_gold_and_meta(capsys):
-    show.main(["ruler_vt", "--length", "1024", "--keep", "200", "--param", "chains=2", "--param", "hops=1"])
+    show.main(["ruler_vt", "--length", "2048", "--keep", "200", "--param", "chains=2", "--param", "hops=1"])
     out = capsys.readouterr().out
     assert "ruler_vt sample 0" in out and "characters omitted" in out and "----- gold: (" in out
     assert "'chains': 2, 'hops': 1, 'shuffle': True" in out

@@ -13,6 +13,8 @@ rule evaluate:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        task_params=TASK_PARAMS,
     script:
         "../scripts/evaluate.py"
 

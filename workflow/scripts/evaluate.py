@@ -7,4 +7,5 @@ from sparse_frontier.pipeline import score_predictions
 
 log_to_file(snakemake.log[0])  # noqa: F821 (snakemake is injected)
 predictions = pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True)  # noqa: F821
-write_parquet(score_predictions(predictions), snakemake.output[0])  # noqa: F821
+scores = score_predictions(predictions, dict(snakemake.params.task_params))  # noqa: F821
+write_parquet(scores, snakemake.output[0])  # noqa: F821

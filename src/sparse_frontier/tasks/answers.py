@@ -1,6 +1,7 @@
 """Pull the final answer out of what a model really writes.
 
-The prompt (see :mod:`.prompt`) asks for a last line ``Answer: ...``. Real models vary it:
+The structured prompt (``answer_format="structured"``, see :mod:`.prompt`) asks for a last line
+``Answer: ...``; the authors' tagged format is read by :mod:`.tagged_answers`. Real models vary it:
 ``**Answer:** x``, ``Final answer: x``, ``ANSWER - ...`` is rarer, ``Answer:`` followed by a
 bulleted list on the next lines, a trailing explanation after a blank line, quotes, a full
 stop, ``<answer>`` tags. The functions here undo those variations; the metrics in

@@ -15,6 +15,15 @@ and the repeat sits next to where generation starts.
 Every task builds its text with :func:`build_prompt`, so the format is the same for all nine,
 and :func:`to_model_input` applies the tokenizer's chat template (if it has one) so that the
 stored prompt is exactly what the engine feeds the model.
+
+Two answer formats, chosen per task by its ``answer_format`` parameter:
+
+- ``authors`` (the default): the paper authors' released prompt (:func:`build_tagged_prompt`),
+  an explanation in ``<explanation>`` tags, then the answer in ``<answer>`` tags in a format of
+  each task's own (numbered lines for NIAH, CWE and Story Retrieval, names separated by spaces
+  for VT, ...), read by the authors' extraction rules (:mod:`.tagged_answers`);
+- ``structured``: the project's own format (:func:`build_prompt`), one shared shape for all
+  nine tasks ending in a final ``Answer:`` line, read by the tolerant extractor of :mod:`.answers`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 ANSWER_MARKER = "Answer:"
+ANSWER_FORMATS = ("authors", "structured")
 
 _TEMPLATE = """{instructions}
 
@@ -72,6 +82,84 @@ def build_prompt(
         marker=ANSWER_MARKER,
         answer_format=answer_format.strip(),
         rules="\n".join(bullet_rules),
+    )
+
+
+def check_answer_format(task: str, answer_format: str) -> None:
+    """Stop with one sentence when a task's ``answer_format`` is not one of :data:`ANSWER_FORMATS`."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(
+            f"{task} answer_format must be one of {', '.join(ANSWER_FORMATS)}, got {answer_format!r}."
+        )
+
+
+# The authors' release words its prompt so; its wording is the definition this format follows.
+_TAGGED_TEMPLATE = """{intro}
+
+Below {is_are} your {questions}. I will state {it_them} both before and after the context.
+
+<{tag}>
+{question}
+</{tag}>
+
+<context>
+{context}
+</context>
+
+<{tag}_repeated>
+{question}
+</{tag}_repeated>
+
+Instructions:
+1. First, provide a brief explanation of your reasoning process. Explain how you identified
+   the relevant information from the context and how you determined your answer.
+2. Then, provide your final answer following this exact format:
+<answer>
+{answer_format}
+</answer>
+
+Your response must follow this structure exactly:
+<explanation>
+Your explanation here...
+</explanation>
+<answer>
+Your answer here...
+</answer>
+
+Important:
+{extra_instructions}
+- Keep your explanations clear, coherent, concise, and to the point.
+- Do not include any additional text, explanations, or reasoning in the answer section. \
+Follow the answer format exactly.
+"""
+
+
+def build_tagged_prompt(
+    intro: str,
+    context: str,
+    question: str,
+    answer_format: str,
+    extra_instructions: Sequence[str] = (),
+    several_questions: bool = False,
+) -> str:
+    """The task text in the paper authors' format (no chat template applied).
+
+    intro:              what the task is, one paragraph
+    question:           stated in ``<question>`` tags before and after the context
+                        (``<questions>`` when ``several_questions``)
+    answer_format:      the template of the answer section, shown inside ``<answer>`` tags
+    extra_instructions: task rules, rendered as the first bullets under "Important:"
+    """
+    return _TAGGED_TEMPLATE.format(
+        intro=intro.strip(),
+        is_are="are" if several_questions else "is",
+        questions="questions" if several_questions else "question",
+        it_them="them" if several_questions else "it",
+        tag="questions" if several_questions else "question",
+        question=question.strip(),
+        context=context,
+        answer_format=answer_format.strip(),
+        extra_instructions="\n".join(f"- {rule}" for rule in extra_instructions),
     )
 
 

@@ -17,6 +17,15 @@ other documents (never the same text), in a per-sample random order; the length 
 unit is one sentence of that distractor stream, so only the last distractor may be cut short,
 at a sentence end. The answer document is whole, inserted at a depth drawn once per sample,
 and the question names its number.
+
+Answer formats. With ``answer_format="authors"`` (the default) the prompt is the authors'
+release (``Question about document k:`` and their answer instructions) and the answer is the
+text in lower-case ``<answer>`` tags ("" without them), read by their rules: multiple choice
+keeps every letter A-D of the answer, upper-cased and sorted, and scores 1 when that equals the
+gold letter (so ``B) the cat`` reads as ``BC``); SQuAD scores the F1 of the answer's distinct
+words (lower case, no punctuation, no a/an/the/and/or/about/to) against the best gold answer,
+rounded to two decimals. With ``"structured"`` the final ``Answer:`` line is read by the
+project's extractor (an option letter, or the option's text; SQuAD token F1 with counts).
 """
 
 from __future__ import annotations
@@ -34,11 +43,15 @@ from . import register
 from .answers import extract_answer, extract_choice
 from .base import FittedTask, Instance
 from .metrics import item_matches, token_f1
-from .prompt import build_prompt
+from .prompt import build_prompt, build_tagged_prompt, check_answer_format
 from .qa_sources import TASK_DATASETS, missing_source_message
+from .tagged_answers import option_letters, qa_answer, word_set_f1
 
 PAPER_MAX_DOC_TOKENS = 8192
 LETTERS = "ABCDEFGHIJ"
+_TAGGED_INTRO = (
+    "I will provide you with multiple documents and ask you a question about one specific document."
+)
 
 # A sentence ends at . ! or ? (and closing quotes/brackets) followed by space, or at a line end.
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+|\n+")
@@ -97,7 +110,9 @@ class _QATask(FittedTask):
     category = "retrieval"
     max_new_tokens = 256
 
-    def __init__(self, source: str | None = None):
+    def __init__(self, source: str | None = None, answer_format: str = "authors"):
+        check_answer_format(self.name, answer_format)
+        self.answer_format = answer_format
         self.source = Path(source) if source else Path("resources/qa") / f"{self.dataset}.parquet"
         self._frame: pd.DataFrame | None = None
 
@@ -163,6 +178,11 @@ class _QATask(FittedTask):
             def render(n_units: int) -> str:
                 docs, number = layout(n_units)
                 context = "\n\n".join(f"Document {i}:\n{text}" for i, text in enumerate(docs, start=1))
+                if self.answer_format == "authors":
+                    question = f"Question about document {number}:\n{question_text}"
+                    return build_tagged_prompt(
+                        _TAGGED_INTRO, context, question, self.tagged_format, self.tagged_rules
+                    )
                 question = f"Based on Document {number}: {question_text}"
                 return build_prompt(instructions, context, question, answer_format, rules)
 
@@ -181,12 +201,15 @@ class _QATask(FittedTask):
         return instance(_Stream(distractors), lambda _below: by_words)
 
     def pose(self, row) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
-        """(question text, answer format, rules, gold) for one source row."""
+        """(question text, answer format, rules, gold) for one source row (rules and format:
+        those of the structured prompt)."""
         raise NotImplementedError
 
 
 class _MultipleChoice(_QATask):
     metric = "exact_match"
+    tagged_format = "Only the letter(s) of the correct option(s) (e.g., 'A' or 'AB')."
+    tagged_rules = ("Multiple correct options are possible (e.g., 'AB' is valid).",)
 
     def pose(self, row):
         options = list(row.options)
@@ -200,8 +223,10 @@ class _MultipleChoice(_QATask):
         )
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
-        """1 if the chosen letter is right; without a letter, if the correct option's text is named."""
+        """1 if the chosen letter is right (structured: or, without a letter, the right option's text)."""
         letter, option_text = gold
+        if self.answer_format == "authors":
+            return float(option_letters(qa_answer(output)) == letter)
         answer = extract_answer(output)
         choice = extract_choice(answer, n_options=len(LETTERS))
         if choice is not None:
@@ -216,6 +241,13 @@ class QASquad(_QATask):
     name = "qa_squad"
     metric = "f1"
     dataset = TASK_DATASETS["qa_squad"]
+    tagged_format = "Your answer here..."
+    tagged_rules = (
+        "Do not use complete sentences in the answer.",
+        "For dates: Include ONLY the COMPLETE date if specifically asked.",
+        "For locations: Use the shortest unambiguous form (e.g., 'New York' not 'New York City').",
+        "For comparisons: State ONLY the answer that matches the criteria",
+    )
 
     def pose(self, row):
         return (
@@ -226,6 +258,8 @@ class QASquad(_QATask):
         )
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
+        if self.answer_format == "authors":
+            return word_set_f1(qa_answer(output), gold)
         return token_f1(extract_answer(output), gold)
 
 

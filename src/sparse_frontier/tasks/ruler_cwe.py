@@ -13,7 +13,10 @@ sample and the unit count, so every count gives a fixed, exact list. The 300 com
 occurrences alone take ~1.5-3K tokens, so the paper's frequencies need targets of ~4K tokens
 or more; ``common_freq``/``distractor_freq`` can be lowered for shorter smoke runs.
 
-Scoring: intersection over union between the words on the answer line and the 10 common words.
+Scoring: intersection over union between the words named and the 10 common words. With
+``answer_format="authors"`` (the default) the model writes a numbered list in ``<answer>`` tags and
+each numbered line is one word, lower-cased, as in the authors' release (a response without the
+tags scores 0). With ``"structured"`` the final ``Answer:`` line lists the words.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from . import register
 from .answers import extract_answer, split_items
 from .base import FittedTask, Instance
 from .metrics import iou
-from .prompt import build_prompt
+from .prompt import build_prompt, build_tagged_prompt, check_answer_format
+from .tagged_answers import numbered_words, set_iou
 
 N_COMMON, COMMON_FREQ, DISTRACTOR_FREQ = 10, 30, 3  # the paper's values
 
@@ -36,6 +40,12 @@ _INSTRUCTIONS = (
 )
 _UNSCORABLE = frozenset({"a", "an", "the", "and"})
 _RULES = ("List exactly 10 words, separated by commas, in any order.",)
+_TAGGED_INTRO = (
+    "You will be given a numbered list of words. Your task is to identify the most frequently occurring "
+    "words. You should solve this task by carefully reading and analyzing the word list. Do not attempt "
+    "to write code or use programming tools to count frequencies. This is a test of your ability to "
+    "track word frequencies directly."
+)
 
 
 @lru_cache(maxsize=1)
@@ -63,30 +73,56 @@ class RulerCWE(FittedTask):
     category = "high_scope"
     max_new_tokens = 256
 
-    def __init__(self, common_freq: int = COMMON_FREQ, distractor_freq: int = DISTRACTOR_FREQ):
+    def __init__(
+        self,
+        common_freq: int = COMMON_FREQ,
+        distractor_freq: int = DISTRACTOR_FREQ,
+        answer_format: str = "authors",
+    ):
         if not common_freq > distractor_freq >= 1:
             raise ValueError(
                 "ruler_cwe needs common_freq > distractor_freq >= 1, "
                 f"got {common_freq} and {distractor_freq}."
             )
+        check_answer_format(self.name, answer_format)
         self.common_freq = common_freq
         self.distractor_freq = distractor_freq
+        self.answer_format = answer_format
 
     def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
         words = list(vocabulary())
         rng.shuffle(words)
         common, pool = words[:N_COMMON], words[N_COMMON:]
         shuffle_seed = rng.getrandbits(64)
-        question = f"What are the {N_COMMON} most common words in the list?"
+        if self.answer_format == "authors":
+            question = (
+                f"The list contains exactly {N_COMMON} words that appear {self.common_freq} times each. All "
+                f"other words appear {self.distractor_freq} times each. The order of words in the list is "
+                f"randomized.\nYour task is to identify the {N_COMMON} words that appear {self.common_freq} "
+                "times each."
+            )
+            answer_format = (
+                f"1. word_one\n2. word_two\n...\n{N_COMMON}. word_{N_COMMON}\n\n"
+                f"Note: List exactly {N_COMMON} words, one per line, numbered from 1 to {N_COMMON}."
+            )
+
+            def frame(context: str) -> str:
+                return build_tagged_prompt(_TAGGED_INTRO, context, question, answer_format)
+        else:
+            question = f"What are the {N_COMMON} most common words in the list?"
+            answer_format = ", ".join(f"<word {i}>" for i in range(1, N_COMMON + 1))
+
+            def frame(context: str) -> str:
+                return build_prompt(_INSTRUCTIONS, context, question, answer_format, _RULES)
 
         def render(n_units: int) -> str:
             entries = common * self.common_freq + pool[:n_units] * self.distractor_freq
             random.Random(f"{shuffle_seed}|{n_units}").shuffle(entries)
-            context = "\n".join(f"{i}. {word}" for i, word in enumerate(entries, start=1))
-            answer_format = ", ".join(f"<word {i}>" for i in range(1, N_COMMON + 1))
-            return build_prompt(_INSTRUCTIONS, context, question, answer_format, _RULES)
+            return frame("\n".join(f"{i}. {word}" for i, word in enumerate(entries, start=1)))
 
         return Instance(render=render, gold=tuple(common), max_units=len(pool))
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
+        if self.answer_format == "authors":
+            return set_iou(numbered_words(output) or set(), set(gold))
         return iou(split_items(extract_answer(output)), gold)

@@ -5,18 +5,22 @@ and distractor key-value pairs (random hyphenated strings). Evaluated using Exac
 Accuracy." Low scope, low dispersion (Table 2). Synthetic on purpose: random symbol strings
 have no syntax, which is what makes Quest and Ada-SnapKV struggle on it (Section 4.3.1).
 
-Construction. Keys and values are random hyphenated strings (``k3x9a-0pq2m-...``) drawn
-without replacement from one pool per sample, so every target value appears exactly once and
+Construction. Keys and values are random hyphenated strings of four groups of eight letters
+and digits (``k3x9a0pq-2m71bzdq-...``, as in the authors' release) drawn without replacement
+from one pool per sample, so every target value appears exactly once and
 no distractor key equals a target key (or any other key or value). The context is one
 sentence per pair; the filler unit of the length fitter is one distractor pair, and the four
 needles sit at depths drawn once per sample (fractions of the context), so a longer fit moves
 them proportionally rather than changing them.
 
-Scoring. A sample's score is the fraction of the four values named on the answer line
-(:func:`..metrics.fraction_recalled`), as RULER's multi-value NIAH scores the fraction of
-needles recovered and the paper's own release scores per key; the paper's "accuracy" is the
-mean over samples. Order is not required (the values are unique strings); listing more than
-four items lowers the score so that guessing many values does not pay.
+Scoring. A sample's score is the fraction of the four keys answered correctly; the paper's
+"accuracy" is the mean over samples. ``gold`` holds one ``key=value`` string per needle, in
+question order. With ``answer_format="authors"`` (the default) the model writes numbered lines
+``1. The answer for <key> is <value>.`` in ``<answer>`` tags, and answer ``i`` counts when its
+key is the ``i``-th key asked, written exactly, and its value matches (case and spacing aside),
+as in the authors' release. With ``"structured"`` the final ``Answer:`` line lists the values,
+in any order (:func:`..metrics.fraction_recalled`); listing more than four items lowers the
+score so that guessing many values does not pay.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from . import register
 from .answers import extract_answer, split_items
 from .base import FittedTask, Instance
 from .metrics import fraction_recalled
-from .prompt import build_prompt
+from .prompt import build_prompt, build_tagged_prompt, check_answer_format
+from .tagged_answers import niah_answers, niah_value
 
 N_NEEDLES = 4
 _ALPHABET = string.ascii_lowercase + string.digits
-_GROUPS, _GROUP_LEN = 4, 5
+_GROUPS, _GROUP_LEN = 4, 8
 
 _INSTRUCTIONS = (
     "Below is a long list of key-value pairs, one per line. Keys and values are random strings of "
@@ -42,10 +47,21 @@ _RULES = (
     "Give the four values in the order the keys are asked, separated by commas.",
     "Copy each value exactly as it appears in the list, hyphens included.",
 )
+_TAGGED_INTRO = (
+    "I will provide you with a document containing multiple key-value pairs. Your task is to "
+    "extract specific values associated with given keys."
+)
+_TAGGED_FORMAT = "1. The answer for <key1> is <value1>.\n2. The answer for <key2> is <value2>.\netc."
+_TAGGED_RULES = (
+    "Provide answers in the exact order of the requested keys",
+    'Each answer must follow the format: "<number>. The answer for <key> is <value>."',
+    "Ensure exact key matches - do not modify or paraphrase the keys",
+    "Values must match exactly as they appear in the document",
+)
 
 
 def hyphenated_string(rng: random.Random, groups: int = _GROUPS, group_len: int = _GROUP_LEN) -> str:
-    """A random string like ``a8k2m-x0p1q-...`` (``groups`` groups of ``group_len`` characters)."""
+    """A random string like ``a8k2m0x1-p1q...`` (``groups`` groups of ``group_len`` characters)."""
     return "-".join("".join(rng.choices(_ALPHABET, k=group_len)) for _ in range(groups))
 
 
@@ -98,6 +114,10 @@ class RulerNIAH(FittedTask):
     category = "retrieval"
     max_new_tokens = 256
 
+    def __init__(self, answer_format: str = "authors"):
+        check_answer_format(self.name, answer_format)
+        self.answer_format = answer_format
+
     def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
         used: set[str] = set()
         keys, values = [], []
@@ -110,19 +130,39 @@ class RulerNIAH(FittedTask):
                 bucket.append(candidate)
         depths = [rng.random() for _ in range(N_NEEDLES)]
         pool = _DistractorPool(random.Random(rng.getrandbits(64)), used)
-        question = f"What are the values for the keys {', '.join(keys[:-1])} and {keys[-1]}?"
-        answer_format = ", ".join(f"<value for {key}>" for key in keys)
         needle_lines = [_pair_line(k, v) for k, v in zip(keys, values, strict=True)]
+        if self.answer_format == "authors":
+            question = f"Extract the values for the following keys: {', '.join(keys)}"
+
+            def frame(context: str) -> str:
+                return build_tagged_prompt(
+                    _TAGGED_INTRO, context, question, _TAGGED_FORMAT, _TAGGED_RULES, several_questions=True
+                )
+        else:
+            question = f"What are the values for the keys {', '.join(keys[:-1])} and {keys[-1]}?"
+            answer_format = ", ".join(f"<value for {key}>" for key in keys)
+
+            def frame(context: str) -> str:
+                return build_prompt(_INSTRUCTIONS, context, question, answer_format, _RULES)
 
         def render(n_units: int) -> str:
             lines = list(pool.take(n_units))
             # Insert from the deepest needle down so earlier insertions don't shift later ones.
             for depth, line in sorted(zip(depths, needle_lines, strict=True), reverse=True):
                 lines.insert(round(depth * n_units), line)
-            return build_prompt(_INSTRUCTIONS, "\n".join(lines), question, answer_format, _RULES)
+            return frame("\n".join(lines))
 
         meta = {"keys": keys, "depths": depths}
-        return Instance(render=render, gold=tuple(values), meta=meta)
+        gold = tuple(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+        return Instance(render=render, gold=gold, meta=meta)
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
-        return fraction_recalled(split_items(extract_answer(output)), gold)
+        pairs = [item.split("=", 1) for item in gold]
+        if self.answer_format == "structured":
+            return fraction_recalled(split_items(extract_answer(output)), [value for _, value in pairs])
+        answers = niah_answers(output)
+        correct = sum(
+            answers.get(number) == (key, niah_value(value))
+            for number, (key, value) in enumerate(pairs, start=1)
+        )
+        return correct / len(pairs)

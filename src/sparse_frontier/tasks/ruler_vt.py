@@ -19,8 +19,12 @@ copies), and a longer fit only adds passages, so the statements keep their order
 fitter searches. With ``shuffle=False`` each chain's keys are sorted into chain order, so every
 variable is assigned before it is used.
 
-Scoring: intersection over union between the variables named on the answer line and the
-first chain's variables (any order).
+Scoring: intersection over union between the variables named and the first chain's variables
+(any order). With ``answer_format="authors"`` (the default) the model lists the names separated by
+spaces in ``<answer>`` tags, and the answer is split on white space, as in the authors' release:
+``VAR`` prefixes are dropped, but a name with a comma attached counts as a wrong name, and
+without tags every word of the response counts. With ``"structured"`` the final ``Answer:`` line
+is split on commas, semicolons, ``and`` and white space around them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from . import register
 from .answers import extract_answer, split_items
 from .base import FittedTask, Instance
 from .metrics import iou
-from .prompt import build_prompt
+from .prompt import build_prompt, build_tagged_prompt, check_answer_format
+from .tagged_answers import set_iou, variable_names
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 VALUES = range(10000, 99999)
@@ -46,6 +51,16 @@ _ANY_ORDER = " The assignments can appear in any order in the text."
 _RULES = (
     "List every variable that ends up with the value, separated by commas, in any order.",
     "Write the variable names only, without 'VAR'.",
+)
+_TAGGED_INTRO = """I will provide you with a text containing variable assignments. The text contains \
+two types of assignments:
+1. Numeric assignments that set a variable to a number (e.g., "VAR ABC = 12345")
+2. Copy assignments that set a variable equal to another variable (e.g., "VAR XYZ = VAR ABC")
+Variables are sequences of uppercase letters. The assignments can appear in any order in the text."""
+_TAGGED_RULES = (
+    "List ONLY the variable names that resolve to the target value.",
+    "Variables can be listed in any order.",
+    'Do not include "VAR" prefix in your answer. Do not include punctuation.',
 )
 
 
@@ -104,7 +119,7 @@ class RulerVT(FittedTask):
     category = "high_dispersion"
     max_new_tokens = 256
 
-    def __init__(self, chains: int = 8, hops: int = 4, shuffle: bool = True):
+    def __init__(self, chains: int = 8, hops: int = 4, shuffle: bool = True, answer_format: str = "authors"):
         if not (isinstance(chains, int) and isinstance(hops, int) and isinstance(shuffle, bool)):
             raise ValueError(
                 f"ruler_vt needs integer chains and hops and a boolean shuffle, got {chains!r}, "
@@ -114,9 +129,11 @@ class RulerVT(FittedTask):
             raise ValueError(
                 f"ruler_vt needs 1 <= chains <= {len(VALUES)} and hops >= 0, got {chains} and {hops}."
             )
+        check_answer_format(self.name, answer_format)
         self.chains = chains
         self.hops = hops
         self.shuffle = shuffle
+        self.answer_format = answer_format
 
     def make_instance(self, rng: random.Random, length: int, sample_id: int) -> Instance:
         per_chain = self.hops + 1
@@ -126,13 +143,25 @@ class RulerVT(FittedTask):
         chains = [chain_statements(n, v) for n, v in zip(chain_names, values, strict=True)]
         placement = Placement(rng, chains, FILLER, self.shuffle)
         value = values[0]
-        instructions = _INSTRUCTIONS + (_ANY_ORDER if self.shuffle else "")
-        question = f"Which variables are assigned the value {value}, directly or through other variables?"
-
-        def render(n_units: int) -> str:
-            return build_prompt(
-                instructions, placement.render(n_units), question, "<variable>, <variable>, ...", _RULES
+        if self.answer_format == "authors":
+            question = (
+                f"Which variables resolve to the value {value}? A variable resolves to {value} if it is "
+                f"either directly assigned {value}, or assigned to another variable that resolves to {value}."
             )
+
+            def render(n_units: int) -> str:
+                context = placement.render(n_units)
+                return build_tagged_prompt(
+                    _TAGGED_INTRO, context, question, "VARIABLE_ONE VARIABLE_TWO etc.", _TAGGED_RULES
+                )
+        else:
+            instructions = _INSTRUCTIONS + (_ANY_ORDER if self.shuffle else "")
+            question = f"Which variables are assigned the value {value}, directly or through other variables?"
+
+            def render(n_units: int) -> str:
+                return build_prompt(
+                    instructions, placement.render(n_units), question, "<variable>, <variable>, ...", _RULES
+                )
 
         meta = {
             "value": str(value),
@@ -144,6 +173,8 @@ class RulerVT(FittedTask):
         return Instance(render=render, gold=tuple(chain_names[0]), meta=meta)
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
+        if self.answer_format == "authors":
+            return set_iou(variable_names(output), {name.upper() for name in gold})
         items = [
             item.removeprefix("VAR ").removeprefix("var ") for item in split_items(extract_answer(output))
         ]

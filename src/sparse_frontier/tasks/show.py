@@ -2,7 +2,7 @@
 
     python -m sparse_frontier.tasks.show ruler_niah --length 16384 --samples 1
     python -m sparse_frontier.tasks.show story_filtering --length 131072 --full > sample.txt
-    python -m sparse_frontier.tasks.show ruler_vt --length 1024 --param chains=1 --param shuffle=false
+    python -m sparse_frontier.tasks.show ruler_vt --length 2048 --param chains=1 --param shuffle=false
 
 Uses the tiny offline tokenizer unless ``--tokenizer`` names a local model folder or hub id.
 """

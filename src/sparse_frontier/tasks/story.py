@@ -19,6 +19,15 @@ chapters move proportionally as the length fitter grows the story; gold answers 
 from the chapters the final prompt contains. The length fitter's unit is a chapter; at short
 targets, where one chapter overshoots the 5% window, the story keeps the most chapters that
 fit and a prologue of journey sentences (no place, person, item or purchase) fills the rest.
+
+Answer formats. With ``answer_format="authors"`` (the default) the prompt is the authors'
+release: their task introduction and question wording ("the protagonist"), answers in
+``<answer>`` tags, read by their rules: Retrieval's numbered lines ``1. answer`` compared by
+number after lower-casing and dropping a leading article; Multi-hop's whole answer section
+compared the same way; Filtering's ``Chapter <n>`` mentions (or its bare numbers) as a set,
+scored by IoU. A response without tags scores 0 on Multi-hop and Filtering (Retrieval then
+reads numbered lines anywhere). With ``"structured"`` the final ``Answer:`` line is read by the
+project's tolerant extractor.
 """
 
 from __future__ import annotations
@@ -33,7 +42,16 @@ from .answers import extract_answer, split_items
 from .base import FittedTask, Instance
 from .metrics import exact_match, iou, item_matches
 from .narrative import PROLOGUE, ChapterFacts, Story, pick_chapters
-from .prompt import build_prompt
+from .prompt import build_prompt, build_tagged_prompt, check_answer_format
+from .tagged_answers import chapter_numbers, numbered_answers, set_iou, story_text, tagged_answer
+
+_TAGGED_INTRO = (
+    "You are given a narrative composed of multiple chapters. Throughout these chapters, the "
+    "protagonist travels between different locations, meets various characters, and engages in "
+    "trading activities. All items mentioned in the narrative are unique, and their ownership can "
+    "change through trades. Your task is to carefully read the narrative and answer the questions "
+    "based on the provided information."
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,7 @@ class _Posed:
 
     question: str
     answer_format: str
-    rules: tuple[str, ...]
+    rules: tuple[str, ...]  # the answer line's rules, or the authors' extra instructions
     gold: tuple[str, ...]
     overrides: dict[int, str]  # chapter index -> transaction kind replacing the drawn one
     meta: dict
@@ -53,6 +71,11 @@ class _StoryTask(FittedTask):
 
     min_chapters: ClassVar[int]
     kinds: ClassVar[tuple[str, ...]] = ("purchase",)
+    several_questions: ClassVar[bool] = False
+
+    def __init__(self, answer_format: str = "authors"):
+        check_answer_format(self.name, answer_format)
+        self.answer_format = answer_format
 
     @abstractmethod
     def draw(self, rng: random.Random) -> dict:
@@ -87,6 +110,10 @@ class _StoryTask(FittedTask):
             def render(n_units: int) -> str:
                 chapters, prologue, p = posed(n_units)
                 context = story.render(chapters, p.overrides, prologue)
+                if self.answer_format == "authors":
+                    return build_tagged_prompt(
+                        _TAGGED_INTRO, context, p.question, p.answer_format, p.rules, self.several_questions
+                    )
                 return build_prompt(instructions, context, p.question, p.answer_format, p.rules)
 
             def meta(n_units: int) -> dict:
@@ -124,6 +151,7 @@ class StoryRetrieval(_StoryTask):
     max_new_tokens = 512
     min_chapters = 16
     n_questions = 16
+    several_questions = True
 
     def draw(self, rng: random.Random) -> dict:
         return {
@@ -134,6 +162,29 @@ class StoryRetrieval(_StoryTask):
     def pose(self, story: Story, chapters: list[ChapterFacts], choices: dict) -> _Posed:
         picked = pick_chapters(choices["fractions"], len(chapters))
         lines, gold = [], []
+        meta = {"chapters": picked, "question_kinds": list(choices["kinds"])}
+        if self.answer_format == "authors":
+            asked = {
+                "place": "which specific location did the protagonist visit?",
+                "person": "which character did the protagonist interact with?",
+                "item": "which specific item was acquired by the protagonist?",
+            }
+            for number, (index, kind) in enumerate(zip(picked, choices["kinds"], strict=True), start=1):
+                chapter = chapters[index - 1]
+                lines.append(f"{number}. In Chapter {index}, {asked[kind]}")
+                gold.append({"place": chapter.place, "person": chapter.person, "item": chapter.item}[kind])
+            return _Posed(
+                question="\n".join(lines),
+                answer_format="1. ANSWER_ONE\n2. ANSWER_TWO\netc.",
+                rules=(
+                    "For answers, use one line per answer with the number prefix",
+                    "Do not include articles like 'the' or 'a' in answers",
+                    "Answers should be specific names/items/locations mentioned in the text",
+                ),
+                gold=tuple(gold),
+                overrides={},
+                meta=meta,
+            )
         for number, (index, kind) in enumerate(zip(picked, choices["kinds"], strict=True), start=1):
             chapter = chapters[index - 1]
             if kind == "place":
@@ -156,10 +207,13 @@ class StoryRetrieval(_StoryTask):
             ),
             gold=tuple(gold),
             overrides={},
-            meta={"chapters": picked, "question_kinds": list(choices["kinds"])},
+            meta=meta,
         )
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
+        if self.answer_format == "authors":
+            answers = numbered_answers(output)
+            return sum(answers.get(i) == story_text(g) for i, g in enumerate(gold, start=1)) / len(gold)
         items = split_items(extract_answer(output))
         correct = sum(item_matches(item, g) for item, g in zip(items, gold, strict=False))
         return correct / len(gold)
@@ -182,6 +236,22 @@ class StoryMultiHop(_StoryTask):
     def pose(self, story: Story, chapters: list[ChapterFacts], choices: dict) -> _Posed:
         (target,) = pick_chapters([choices["fraction"]], len(chapters), lowest=2)
         target_item = chapters[target - 1].item
+        meta = {"target_chapter": target, "target_item": target_item}
+        if self.answer_format == "authors":
+            return _Posed(
+                question=(
+                    f"What was the last item that the protagonist acquired before acquiring {target_item}?"
+                ),
+                answer_format="ITEM_NAME",
+                rules=(
+                    "Provide only the item name in the answer section.",
+                    "Do not include articles like 'the' or 'a' in your answer.",
+                    "The item name must be exactly as mentioned in the text.",
+                ),
+                gold=(chapters[target - 2].item,),
+                overrides={},
+                meta=meta,
+            )
         return _Posed(
             question=(
                 f"{story.name} came by one item in every chapter. Which item did {story.name} acquire "
@@ -191,10 +261,13 @@ class StoryMultiHop(_StoryTask):
             rules=("Answer with the item's name only, such as 'copper lantern'.",),
             gold=(chapters[target - 2].item,),
             overrides={},
-            meta={"target_chapter": target, "target_item": target_item},
+            meta=meta,
         )
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
+        if self.answer_format == "authors":
+            answer = tagged_answer(output)
+            return float(answer is not None and story_text(answer) == story_text(gold[0]))
         return exact_match(extract_answer(output), gold)
 
 
@@ -217,14 +290,29 @@ class StoryFiltering(_StoryTask):
 
     def pose(self, story: Story, chapters: list[ChapterFacts], choices: dict) -> _Posed:
         picked = sorted(pick_chapters(choices["fractions"], len(chapters)))
+        if self.answer_format == "authors":
+            question = (
+                "Identify all chapters where the protagonist did not buy any item.\n"
+                f"Note: There are exactly {self.n_target} chapters without any purchases."
+            )
+            answer_format = "chapter_id_1, chapter_id_2, ..."
+            rules: tuple[str, ...] = (
+                "In the answer section, provide only the chapter IDs separated by commas.",
+            )
+        else:
+            question = f"In which three chapters did {story.name} not buy anything?"
+            answer_format = "<chapter number>, <chapter number>, <chapter number>"
+            rules = ("Give the three chapter numbers separated by commas, in any order.",)
         return _Posed(
-            question=f"In which three chapters did {story.name} not buy anything?",
-            answer_format="<chapter number>, <chapter number>, <chapter number>",
-            rules=("Give the three chapter numbers separated by commas, in any order.",),
+            question=question,
+            answer_format=answer_format,
+            rules=rules,
             gold=tuple(str(i) for i in picked),
             overrides=dict(zip(picked, choices["kinds"], strict=True)),
             meta={"no_purchase_chapters": picked},
         )
 
     def score(self, output: str, gold: tuple[str, ...]) -> float:
+        if self.answer_format == "authors":
+            return set_iou(chapter_numbers(output), {int(g) for g in gold})
         return iou(split_items(extract_answer(output)), gold)
