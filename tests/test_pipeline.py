@@ -128,7 +128,7 @@ class _CountingEngine:
 
 
 def test_prediction_rows_record_both_densities(tiny_tokenizer):
-    data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 2, seed=0)
+    data = build_task_data("ruler_niah", tiny_tokenizer, 2048, 2, seed=0)
     cells = [Cell("vertical_slash", 20.0), Cell("quest", 5.0)]
     rows = run_inference(_CountingEngine(tiny_tokenizer), data, cells, model="m").set_index("method")
     assert rows.loc["vertical_slash", "density_exact"].tolist() == [0.04, 0.04]
