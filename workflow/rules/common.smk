@@ -1,6 +1,7 @@
 # Config access, target lists and wildcard constraints; the rules hold no logic.
 
 import os
+import sys
 from pathlib import Path
 
 # Scripts import the library from this checkout, so a conda env needs only its dependencies.
@@ -20,6 +21,11 @@ from sparse_frontier.pipeline import (
     task_data_dir,
 )
 from sparse_frontier.tasks.qa_sources import TASK_DATASETS
+from sparse_frontier.preflight import check_study
+
+# Every mistake that needs no job to find stops the run here, in one sentence: models that
+# cannot be loaded, analysis and method settings that name what the study does not run.
+check_study(config, sys.argv)
 
 MODELS = list(config["models"])
 LENGTHS = [int(length) for length in config["lengths"]]
