@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from sparse_frontier.analysis.summary import print_summary
 from sparse_frontier.preflight import check_config
 
 min_version("9.0")
@@ -41,3 +42,7 @@ rule all:
     input:
         "results/tables/scores.parquet",
         analysis_targets(),
+
+
+onsuccess:
+    print_summary("results/summary.md")

@@ -13,6 +13,7 @@ from sparse_frontier.pipeline import (
     cells_from_config,
     collect_scores,
     engine_settings,
+    run_inference,
     shard_of,
     study_task_params,
     task_data_dir,
@@ -137,3 +138,39 @@ def test_shards_partition_the_work_contiguously():
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(ValueError, match="Shard 3 does not exist; there are 3"):
         shard_of(items, 3, 3)
+
+
+def test_inference_progress_goes_live_to_the_terminal_not_the_log(tiny_tokenizer, tmp_path, monkeypatch):
+    import io
+    import logging
+    import sys
+
+    from sparse_frontier import pipeline
+    from sparse_frontier.engines.base import Generation
+    from sparse_frontier.io import log_to_file
+
+    class EchoEngine:
+        name = "echo"
+        tokenizer = tiny_tokenizer
+
+        def generate(self, prompts, method, max_new_tokens):
+            return [Generation([1], "Answer: x", 1.0, len(p), 1.0, 1.0) for p in prompts]
+
+    screen = io.StringIO()
+    monkeypatch.setattr(pipeline, "terminal", lambda: screen)
+    log = tmp_path / "inference.log"
+    saved = sys.stderr
+    try:
+        log_to_file(log)
+        data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 3, 0)
+        rows = run_inference(
+            EchoEngine(), data, cells_from_config({"snapkv": {"compression_ratios": [2]}}), model="m"
+        )
+    finally:
+        sys.stderr = saved
+        logging.basicConfig(force=True)
+    assert len(rows) == 6
+    shown = screen.getvalue()
+    assert "inference m 1024 shard 1/1" in shown and "6/6" in shown
+    assert "ETA" in shown and "prompts/s" in shown
+    assert "6/6" not in log.read_text() and "6 prompts in" in log.read_text()
