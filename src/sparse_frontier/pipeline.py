@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # torch is imported only by the steps that run attention (dat
 log = logging.getLogger(__name__)
 
 #: The live progress line of inference: done/total, elapsed, ETA and throughput.
-PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}, {rate_fmt}]"
+PROGRESS_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}, {rate_fmt}]"
+)
 
 CELL_KEYS = ["model", "method", "phase", "compression_ratio", "task", "length", "sample_id", "seed"]
 
