@@ -35,6 +35,7 @@ include: "workflow/rules/inference.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -42,6 +43,7 @@ rule all:
     input:
         "results/tables/scores.parquet",
         analysis_targets(),
+        report_pages(),
 
 
 onsuccess:

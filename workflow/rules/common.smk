@@ -21,6 +21,7 @@ from sparse_frontier.pipeline import (
     task_data_dir,
 )
 from sparse_frontier.tasks.qa_sources import TASK_DATASETS
+from sparse_frontier.analysis.targets import REPORT_PAGES
 from sparse_frontier.preflight import check_study
 
 # Every mistake that needs no job to find stops the run here, in one sentence: models that
@@ -139,3 +140,21 @@ def score_tables():
 
 def model_configs():
     return expand("results/model_configs/{model}.json", model=MODELS)
+
+
+def task_data_files():
+    """Every task data file of the study (all tokenizers, tasks and lengths)."""
+    return expand(
+        "results/data/{tokenizer}/{task_dir}/{length}.parquet",
+        tokenizer=TOKENIZERS,
+        task_dir=[TASK_DIRS[task] for task in TASKS],
+        length=LENGTHS,
+    )
+
+
+def model_tokenizers():
+    return {name: spec["tokenizer"] for name, spec in config["models"].items()}
+
+
+def report_pages():
+    return list(REPORT_PAGES.values())

@@ -47,6 +47,9 @@ FIGURES = {
 #: The study's results in one page, printed at the end of a run.
 SUMMARY = "results/summary.md"
 
+#: Pages of the Snakemake report beside the figures: name -> path.
+REPORT_PAGES = {"tables": "results/report/tables.html", "predictions": "results/report/predictions.html"}
+
 
 def table_paths(name: str) -> dict[str, str]:
     """Named outputs ``<name>_<ext>`` of one table (Parquet only for a data table)."""
