@@ -172,6 +172,16 @@ def test_plans_only_recognises_commands_that_run_no_job():
     assert not plans_only(["snakemake", "-c", "4", "--configfile", "config/paper.yaml"])
 
 
+def test_a_cluster_job_does_not_check_the_models_again(no_hub):
+    no_hub("missing")
+    config = mutated(
+        lambda c: c["models"].update(hub={"path": "Org/Absent", "tokenizer": "t", "params_b": 1})
+    )
+    with pytest.raises(SystemExit, match="the Hugging Face hub has no model Org/Absent"):
+        preflight.check_study(config, ["snakemake", "--cores", "1"])
+    preflight.check_study(config, ["snakemake", "--target-jobs", "inference:model=hub,length=1024"])
+
+
 def dry_run_output(config: dict, tmp_path) -> tuple[int, str]:
     configfile = tmp_path / "bad.yaml"
     configfile.write_text(yaml.safe_dump(config))

@@ -305,6 +305,12 @@ def plans_only(argv: list[str]) -> bool:
     return False
 
 
+def inside_a_job(argv: list[str]) -> bool:
+    """Whether this is Snakemake re-reading the workflow to run jobs it was handed (a cluster job):
+    the submitting process checked the study already, and a compute node may have no network."""
+    return "--target-jobs" in argv
+
+
 def stop_on_mistake(check, *args, **kwargs) -> None:
     """Run ``check``; a mistake it finds ends the process with its one sentence as the last line
     on screen (Snakemake would follow an exception with its traceback)."""
@@ -327,7 +333,8 @@ def check_study(config: Mapping, argv: list[str]) -> None:
             study_task_params(config.get("task_params", {}), tasks)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        check_models(config["models"], dry_run=plans_only(argv))
+        if not inside_a_job(argv):
+            check_models(config["models"], dry_run=plans_only(argv))
 
     stop_on_mistake(checks)
 
