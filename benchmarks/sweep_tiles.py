@@ -64,7 +64,8 @@ def main() -> None:
                 print(row + f"| {4 * pairs * D / ms / 1e9:.0f} |", flush=True)
             del mask, index
         if "vertical_slash" in args.methods:
-            v_idx, s_idx, _, _ = VerticalSlash(compression_ratio=cr).plan(q, k)
+            method = VerticalSlash(compression_ratio=cr, density="exact", forced_in_budget=False)
+            v_idx, s_idx, _, _ = method.plan(q, k)
             pairs = vertical_slash_pairs(v_idx, s_idx, length, length)
             for bm, bn, warps, stages in itertools.product((64, 128), (32, 64), (4, 8), (2, 3)):
                 if (bm, warps) == (64, 8):

@@ -116,3 +116,38 @@ def test_task_params_give_the_data_a_folder_of_its_own(tmp_path):
     assert folders["default"] == folders["same"] == "ruler_vt"
     assert folders["one"].startswith("ruler_vt-") and folders["two"].startswith("ruler_vt-")
     assert folders["one"] != folders["two"]
+
+
+def test_a_length_beyond_the_model_context_stops_snakemake_before_any_job(tmp_path):
+    # A local model folder whose config.json takes 1024 positions, studied at 2048 tokens.
+    model = tmp_path / "short-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2", "max_position_embeddings": 1024}')
+    config = load("config.yaml")
+    config["models"] = {"short": {"path": str(model), "tokenizer": "short", "params_b": 0.001}}
+    config["lengths"] = [2048]
+    output = dry_run_fails(config, tmp_path)
+    assert (
+        "Model 'short' takes at most 1024 tokens (its max_position_embeddings), but length 2048 needs 2304"
+        in output
+    )
+    assert "drop 2048 from `lengths`, or give the model a `rope_scaling`" in output
+
+
+QWEN_POSITIONS = {"max_position_embeddings": 32768}  # Qwen2.5's config.json
+
+
+def test_paper_grid_fits_its_models_with_yarn():
+    from sparse_frontier.context import check_lengths_fit, context_limit
+    from sparse_frontier.pipeline import answer_budget
+
+    config = load("paper.yaml")
+    validate(config, SCHEMA)
+    models = config["models"]
+    check_lengths_fit(models, config["lengths"], answer_budget(config["tasks"]))
+    # Qwen2.5 takes 131072 tokens with YaRN (even where max_context is left out) and 32768 without
+    qwen = {k: v for k, v in models["qwen2.5-7b"].items() if k != "max_context"}
+    assert context_limit(qwen, QWEN_POSITIONS)[0] == 131072
+    without = {k: v for k, v in qwen.items() if k != "rope_scaling"}
+    with pytest.raises(ValueError, match="Model 'qwen2.5-7b' takes at most 32768 tokens"):
+        check_lengths_fit({"qwen2.5-7b": without}, config["lengths"], 512, {"qwen2.5-7b": QWEN_POSITIONS})

@@ -140,3 +140,27 @@ def test_missing_model_path_is_one_clear_sentence(tmp_path):
         load_engine("hf", str(tmp_path / "no-such-model"))
     with pytest.raises(ValueError, match="Unknown engine 'tgi'"):
         load_engine("tgi", str(tmp_path))
+
+
+def test_rope_scaling_reaches_the_loaded_model(tiny_model_dir, prompts):
+    import math
+
+    from sparse_frontier.context import rope_overrides
+    from sparse_frontier.models import load_model_config
+
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    overrides = rope_overrides(load_model_config(str(tiny_model_dir)), yarn, 65536)
+    scaled = load_engine("hf", str(tiny_model_dir), hf_overrides=overrides)
+    plain = load_engine("hf", str(tiny_model_dir))
+    config = scaled.model.config
+    assert config.rope_parameters["rope_type"] == "yarn" and config.rope_parameters["factor"] == 4.0
+    assert config.rope_parameters["rope_theta"] == plain.model.config.rope_parameters["rope_theta"]
+    assert config.max_position_embeddings == 131072
+    # the rotary embedding the layers use is YaRN's: stretched low frequencies, scaled attention
+    rotary, reference = scaled.model.model.rotary_emb, plain.model.model.rotary_emb
+    assert rotary.attention_scaling == pytest.approx(0.1 * math.log(4.0) + 1.0)
+    assert reference.attention_scaling == 1.0
+    assert rotary.inv_freq[-1] < reference.inv_freq[-1]
+    assert torch.equal(rotary.inv_freq[0], reference.inv_freq[0])  # high frequencies unchanged
+    out = scaled.generate(prompts[:1], get_method("dense"), 4)[0]
+    assert len(out.output_ids) == 4

@@ -6,11 +6,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from sparse_frontier.engines.base import Generation
 from sparse_frontier.io import write_parquet
 from sparse_frontier.pipeline import (
     CELL_KEYS,
+    Cell,
     build_task_data,
     cells_from_config,
+    check_cells,
     collect_scores,
     engine_settings,
     run_inference,
@@ -37,6 +40,23 @@ def test_per_task_parameters_override_defaults():
     )[1:]
     assert cell.build("ruler_niah").approx_window == 512
     assert cell.build("ruler_vt").approx_window == 256
+
+
+def test_counting_and_page_options_reach_the_methods_and_bad_values_stop_the_run():
+    cells = cells_from_config({
+        "vertical_slash": {"compression_ratios": [4], "params": {"density": "exact"}},
+        "quest": {"compression_ratios": [4], "params": {"share_pages": False}},
+    })
+    assert cells[1].build("ruler_niah").density == "exact"
+    assert cells[2].build("ruler_niah").share_pages is False
+    assert get_default("flexprefill", "density") == "kernel" and get_default("quest", "share_pages") is True
+    bad = cells_from_config({"flexprefill": {"compression_ratios": [4], "params": {"density": "tiles"}}})
+    with pytest.raises(ValueError, match="density must be one of exact, kernel"):
+        check_cells(bad, ["ruler_niah"])
+
+
+def get_default(method: str, option: str):
+    return getattr(cells_from_config({method: {"compression_ratios": [2]}})[1].build("ruler_niah"), option)
 
 
 def test_task_data_lengths_and_keys(tiny_tokenizer):
@@ -90,6 +110,31 @@ def test_task_data_dir_hashes_non_default_params_only():
     assert task_data_dir("ruler_cwe", {"common_freq": 4}) != task_data_dir("ruler_vt", {"common_freq": 4})
 
 
+class _CountingEngine:
+    """Generations with set densities: Vertical-Slash reports two countings, the rest one."""
+
+    name = "fake"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def generate(self, prompts, method, max_new_tokens):
+        densities = {"exact": 0.04, "kernel": 0.05} if method.name == "vertical_slash" else {}
+        density = densities.get("kernel", 0.2)
+        return [Generation([5], "x", density, len(p), 1.0, 0.0, densities) for p in prompts]
+
+
+def test_prediction_rows_record_both_densities(tiny_tokenizer):
+    data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 2, seed=0)
+    cells = [Cell("vertical_slash", 20.0), Cell("quest", 5.0)]
+    rows = run_inference(_CountingEngine(tiny_tokenizer), data, cells, model="m").set_index("method")
+    assert rows.loc["vertical_slash", "density_exact"].tolist() == [0.04, 0.04]
+    assert rows.loc["vertical_slash", "density_kernel"].tolist() == [0.05, 0.05]
+    assert rows.loc["vertical_slash", "density"].tolist() == [0.05, 0.05]  # the calibrated one
+    quest = rows.loc["quest"]
+    assert (quest.density_exact == 0.2).all() and (quest.density_kernel == 0.2).all()
+
+
 def _scores(**overrides) -> pd.DataFrame:
     row = dict(model="m", method="dense", phase="dense", compression_ratio=1.0, task="ruler_niah",
                length=1024, sample_id=0, seed=0, score=1.0)
@@ -123,6 +168,19 @@ def test_engine_settings_follow_the_job():
     assert vllm["max_model_len"] > 16384
     with pytest.raises(ValueError, match="engine 'hf' runs on one device"):
         engine_settings("hf", dtype="float32", length=2048, tasks=["ruler_niah"], gpus=2)
+
+
+def test_engine_settings_scale_rope_only_beyond_the_model_positions(tiny_model_dir):
+    # The tiny model takes 32768 positions; YaRN over 16384 of them applies from 16K + answer on.
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16384}
+    for kind in ("hf", "vllm"):
+        job = dict(dtype="float32", tasks=["ruler_niah"], gpus=1, model_path=str(tiny_model_dir))
+        assert "hf_overrides" not in engine_settings(kind, length=8192, rope_scaling=yarn, **job)
+        assert "hf_overrides" not in engine_settings(kind, length=32768, rope_scaling=None, **job)
+        over = engine_settings(kind, length=32768, rope_scaling=yarn, **job)["hf_overrides"]
+        assert over["rope_parameters"]["rope_type"] == "yarn"
+        assert over["rope_parameters"]["rope_theta"] == 10000.0  # the tiny model's own base
+        assert over["max_position_embeddings"] == 65536
 
 
 def test_shards_partition_the_work_contiguously():

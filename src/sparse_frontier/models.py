@@ -18,6 +18,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+#: Positions of the tiny model unless its ``build`` says otherwise.
+TINY_MAX_POSITIONS = 32768
+
 _SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 _WORDS = (
@@ -71,7 +74,7 @@ def build_tiny_model(
     num_attention_heads: int = 4,
     num_key_value_heads: int = 2,
     intermediate_size: int = 128,
-    max_position_embeddings: int = 32768,
+    max_position_embeddings: int = TINY_MAX_POSITIONS,
     initializer_range: float = 0.3,
     seed: int = 0,
 ) -> Path:

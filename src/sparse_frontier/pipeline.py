@@ -132,21 +132,46 @@ def cells_from_config(methods: dict) -> list[Cell]:
     return cells
 
 
-def engine_settings(kind: str, *, dtype: str, length: int, tasks: list[str], gpus: int) -> dict:
+def answer_budget(tasks: list[str]) -> int:
+    """Tokens a prompt of these tasks may be answered with: the longest task's ``max_new_tokens``."""
+    return max(get_task(task).max_new_tokens for task in tasks)
+
+
+def engine_settings(
+    kind: str,
+    *,
+    dtype: str,
+    length: int,
+    tasks: list[str],
+    gpus: int,
+    model_path: str | None = None,
+    rope_scaling: dict | None = None,
+) -> dict:
     """Constructor settings of an engine for one (model, length) job.
 
     vLLM gets a context just long enough for the longest prompt plus the longest answer
-    of the job's tasks, and one tensor-parallel rank per GPU the job was given.
+    of the job's tasks, and one tensor-parallel rank per GPU the job was given. Both engines get
+    the configured ``rope_scaling`` as Hugging Face config overrides (``hf_overrides``) when that
+    context exceeds the model's own positions (context.rope_overrides; it reads ``model_path``'s
+    config.json).
     """
-    if kind == "hf":
-        if gpus > 1:
-            raise ValueError(
-                f"engine 'hf' runs on one device but this job has {gpus} GPUs; "
-                "set `engine: vllm` for tensor parallelism, or give the job one GPU."
-            )
-        return {"dtype": dtype}
-    max_new_tokens = max(get_task(task).max_new_tokens for task in tasks)
-    return {"dtype": dtype, "max_model_len": length + max_new_tokens, "tensor_parallel_size": max(gpus, 1)}
+    settings: dict = {"dtype": dtype}
+    if kind == "hf" and gpus > 1:
+        raise ValueError(
+            f"engine 'hf' runs on one device but this job has {gpus} GPUs; "
+            "set `engine: vllm` for tensor parallelism, or give the job one GPU."
+        )
+    context = length + answer_budget(tasks)
+    if kind != "hf":
+        settings.update(max_model_len=context, tensor_parallel_size=max(gpus, 1))
+    if rope_scaling:
+        from .context import rope_overrides
+        from .models import load_model_config
+
+        overrides = rope_overrides(load_model_config(str(model_path)), rope_scaling, context)
+        if overrides:
+            settings["hf_overrides"] = overrides
+    return settings
 
 
 def check_cells(cells: list[Cell], tasks: list[str]) -> None:
@@ -236,6 +261,9 @@ def run_inference(
                         "gold": list(sample.gold),
                         "density": gen.density,
                         "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),
+                        # Both countings of the same work, where a method has two (the rest: equal).
+                        "density_exact": gen.densities.get("exact", gen.density),
+                        "density_kernel": gen.densities.get("kernel", gen.density),
                         "n_prompt_tokens": gen.n_prompt_tokens,
                         "n_output_tokens": len(gen.output_ids),
                         "prefill_ms": gen.prefill_ms,

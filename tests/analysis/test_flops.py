@@ -47,7 +47,7 @@ def test_missing_key_is_named():
 
 def test_prefill_components_by_hand():
     L = 4
-    b = flops_breakdown(small(), "prefill", L)
+    b = flops_breakdown(small(), "prefill", L, convention="causal")
     # embedding and output layer: 2 * L * d * V = 2*4*8*10
     assert b["embedding"] == 640 and b["output_layer"] == 640
     # qkv: layers * 2 * L * d * (H + 2 Hkv) * dh = 2 * 2*4*8 * 4 * 4
@@ -60,24 +60,31 @@ def test_prefill_components_by_hand():
     assert b["mlp"] == 2 * 2 * 4 * 3 * 8 * 16 == 6144
     assert b["indexing"] == 0
     assert b["total"] == 640 + 640 + 2048 + 760 + 1024 + 6144
+    # the paper's convention (the default) counts the full square, L^2 = 16 pairs; nothing else moves
+    paper = flops_breakdown(small(), "prefill", L)
+    assert paper["attention"] == 2 * 16 * 2 * 19
+    assert paper["total"] - paper["attention"] == b["total"] - b["attention"]
 
 
 def test_decode_is_one_token_against_the_cache():
     L = 4
-    b = flops_breakdown(small(), "decode", L)
+    b = flops_breakdown(small(), "decode", L, convention="causal")
     assert b["embedding"] == 2 * 8 * 10
     assert b["mlp"] == 2 * 2 * 3 * 8 * 16
     assert b["attention"] == 2 * (L + 1) * 2 * 19  # the new token sees L cached keys and itself
+    assert flops_breakdown(small(), "decode", L)["attention"] == 2 * L * 2 * 19  # paper: L keys
 
 
-def test_density_scales_only_attention_and_noncausal_option():
-    dense = flops_breakdown(small(), "prefill", 1000, 1.0)
-    sparse = flops_breakdown(small(), "prefill", 1000, 0.25)
+def test_density_scales_only_attention_and_the_conventions():
+    dense = flops_breakdown(small(), "prefill", 1000, 1.0, convention="causal")
+    sparse = flops_breakdown(small(), "prefill", 1000, 0.25, convention="causal")
     assert sparse["attention"] == pytest.approx(dense["attention"] / 4)
     for k in ("embedding", "qkv", "output_proj", "mlp", "output_layer"):
         assert sparse[k] == dense[k]
-    full = flops_breakdown(small(), "prefill", 1000, 1.0, causal=False)
+    full = flops_breakdown(small(), "prefill", 1000, 1.0, convention="paper")
     assert full["attention"] / dense["attention"] == pytest.approx(1000 * 1000 / (1000 * 1001 / 2))
+    with pytest.raises(ValueError, match="flops_convention"):
+        flops_breakdown(small(), "prefill", 1000, convention="triangle")
 
 
 def test_attention_becomes_dominant_at_long_lengths():
@@ -93,8 +100,8 @@ def test_attention_becomes_dominant_at_long_lengths():
 def test_vertical_slash_indexing_by_hand():
     s = small()
     L, rho, last_q = 64, 0.5, 8
-    # n_v = n_s = rho * P(L) / (2L) = 0.5 * 2080 / 128 = 8.125
-    n_each = 0.5 * (64 * 65 / 2) / 128
+    # n_v = n_s = rho * P(L) / (2L) = 0.5 * 64^2 / 128 = 16 (the paper's L^2 pairs)
+    n_each = 0.5 * (64 * 64) / 128
     per_layer = (
         last_q * L * 2 * (2 * 4 + 3)  # scores of the last queries, with softmax
         + 2 * last_q * L * 2  # sums over queries and along diagonals
@@ -164,14 +171,82 @@ def test_crossover_length_is_where_attention_equals_the_linear_part():
     # per token linear FLOPS: 2dV + 2dV + layers * (2d(H+2Hkv)dh + 2 H dh d + 6 d f) = 160+160+2*(384+128+768)
     c = 160 + 160 + 2 * (2 * 8 * 4 * 4 + 2 * 2 * 4 * 8 + 6 * 8 * 16)
     k = 2 * 2 * 19
-    assert crossover_length(s, "decode") == pytest.approx(c / k - 1)
-    assert crossover_length(s, "prefill") == pytest.approx(2 * c / k - 1)
-    assert crossover_length(s, "prefill", causal=False) == pytest.approx(c / k)
-    for phase in ("prefill", "decode"):
-        b = flops_breakdown(s, phase, crossover_length(s, phase))
-        assert b["attention"] == pytest.approx(sum(b[name] for name in LINEAR_COMPONENTS))
-    table = crossover_table({"m": s})
+    assert crossover_length(s, "decode", "causal") == pytest.approx(c / k - 1)
+    assert crossover_length(s, "prefill", "causal") == pytest.approx(2 * c / k - 1)
+    assert crossover_length(s, "prefill") == pytest.approx(c / k)
+    assert crossover_length(s, "decode") == pytest.approx(c / k)
+    for convention in ("paper", "causal"):
+        for phase in ("prefill", "decode"):
+            b = flops_breakdown(s, phase, crossover_length(s, phase, convention), convention=convention)
+            assert b["attention"] == pytest.approx(sum(b[name] for name in LINEAR_COMPONENTS))
+    table = crossover_table({"m": s}, convention="causal")
     assert list(table["phase"]) == ["prefill", "decode"]
+    assert set(table["flops_convention"]) == {"causal"}
+
+
+# The Qwen2.5 shapes of the paper's models (hidden, layers, heads, KV heads, head dim, MLP, vocab),
+# from their config.json files.
+QWEN = {
+    "7b": ModelShape(3584, 28, 28, 4, 128, 18944, 152064),
+    "14b": ModelShape(5120, 48, 40, 8, 128, 13824, 152064),
+    "32b": ModelShape(5120, 64, 40, 8, 128, 27648, 152064),
+    "72b": ModelShape(8192, 80, 64, 8, 128, 29568, 152064),
+}
+
+
+def half_attention_length(shape: ModelShape, convention: str) -> int:
+    """The first length (to 256 tokens) at which attention is half of dense prefill FLOPS, by search."""
+    lengths = np.arange(1024, 262145, 256)
+    b = flops_breakdown(shape, "prefill", lengths, convention=convention)
+    return int(lengths[np.argmax(b["attention"] / b["total"] > 0.5)])
+
+
+def test_paper_convention_gives_the_papers_crossovers():
+    # Appendix D: the quadratic regime starts "beyond 16K-48K"; for the 7B model that holds only when
+    # attention counts the full square (with the causal count attention passes half at ~75K).
+    assert 16_384 <= half_attention_length(QWEN["7b"], "paper") <= 49_152
+    assert half_attention_length(QWEN["7b"], "causal") > 70_000
+    # the search agrees with the closed form
+    from sparse_frontier.analysis.flops import crossover_length
+
+    for convention in ("paper", "causal"):
+        assert half_attention_length(QWEN["7b"], convention) == pytest.approx(
+            crossover_length(QWEN["7b"], "prefill", convention), abs=256
+        )
+
+
+def test_paper_convention_makes_72b_sparse_cheaper_than_32b_dense_at_128k():
+    # Section 4.1 / Appendix D: at long sequences a larger sparse model costs less than a smaller
+    # dense one. 72B with Vertical-Slash at CR 20 (indexing included) against 32B dense, 128K prefill:
+    def ratio(convention: str) -> float:
+        sparse = flops_breakdown(
+            QWEN["72b"], "prefill", 131072, 1 / 20, "vertical_slash", convention=convention
+        )
+        dense = flops_breakdown(QWEN["32b"], "prefill", 131072, 1.0, convention=convention)
+        return float(sparse["total"] / dense["total"])
+
+    assert ratio("paper") == pytest.approx(0.684, abs=0.005)
+    assert ratio("causal") > 1.0  # the causal count loses the crossover
+
+
+def test_tables_and_figure_name_the_convention():
+    from sparse_frontier.figures.flops import flops_vs_length_chart
+
+    cells = pd.DataFrame(
+        {"model": ["m"], "phase": ["dense"], "method": ["dense"], "length": [64], "compression_ratio": [1.0]}
+    )
+    for convention in ("paper", "causal"):
+        table = flops_table({"m": small()}, cells, convention=convention)
+        assert set(table["flops_convention"]) == {convention}
+        data = flops_by_length({"m": small()}, np.array([1024, 2048]), convention=convention)
+        assert set(data["flops_convention"]) == {convention}
+        title = flops_vs_length_chart(data).to_dict()["title"]
+        assert ("L²" in title) == (convention == "paper")
+        assert ("L(L+1)/2" in title) == (convention == "causal")
+    paper = flops_table({"m": small()}, cells)
+    causal = flops_table({"m": small()}, cells, convention="causal")
+    prefill = paper["phase"] == "prefill"
+    assert (paper.loc[prefill, "flops_attention"] > causal.loc[prefill, "flops_attention"]).all()
 
 
 def test_figure12_draws_the_studied_methods_and_names_the_papers_where_a_phase_ran_none():

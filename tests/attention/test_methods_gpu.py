@@ -49,7 +49,8 @@ def test_block_sparse_on_gpu(s, ratio, block_size):
 @pytest.mark.parametrize("ratio", [2, 20])
 def test_vertical_slash_family_on_gpu(name, s, ratio):
     q, k, v = cuda_bf16(8, 2, s, seed=1)
-    method = get_method(name, ratio)
+    # Exact counting: on random inputs at 4K the paper kernel's 64 x 64 tiles cannot reach ratio 20.
+    method = get_method(name, ratio, density="exact")
     result = method.prefill(q, k, v)
     v_idx, s_idx, computed, _ = method.plan(q, k)
     assert computed == result.computed

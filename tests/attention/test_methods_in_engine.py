@@ -30,3 +30,17 @@ def test_engine_records_the_target_density(engine, prompt, name):
     generation = engine.generate([prompt], get_method(name, 3.0), 4)[0]
     assert len(generation.output_ids) == 4
     assert generation.density == pytest.approx(1 / 3, rel=0.05)
+    if name in ("vertical_slash", "flexprefill"):
+        # Both countings of the same prefill, summed over layers; calibrated on the paper kernel's.
+        assert generation.densities["kernel"] == pytest.approx(generation.density)
+        assert generation.densities["exact"] < generation.densities["kernel"]
+    else:
+        assert generation.densities == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vertical_slash", "flexprefill"])
+def test_engine_records_the_exact_density_when_calibrated_on_it(engine, prompt, name):
+    generation = engine.generate([prompt], get_method(name, 3.0, density="exact"), 4)[0]
+    assert generation.density == generation.densities["exact"] == pytest.approx(1 / 3, rel=0.05)
+    assert generation.densities["kernel"] > generation.densities["exact"]

@@ -84,12 +84,57 @@ def test_output_is_attention_over_the_selected_pages():
     assert result.computed == sum(min(16, 777 - 16 * p) for p in plan.nonzero()[:, 1].tolist())
 
 
-def test_query_heads_of_one_group_choose_their_own_pages():
+def test_query_heads_of_one_group_choose_their_own_pages_without_sharing():
     s = 800
     q, k, v = decode_inputs(2, 1, s, seed=6)
     q[1] = -q[0]  # opposite queries on the same KV head
-    plan = get_method("quest", 10).plan(q, k)
+    plan = get_method("quest", 10, share_pages=False).plan(q, k)
     assert not torch.equal(plan[0], plan[1])
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_shared_pages_are_one_set_per_group_ranked_by_the_summed_bounds(masked):
+    s, hq, hkv, ratio = 900, 6, 2, 8
+    q, k, v = decode_inputs(hq, hkv, s, seed=11)
+    q[1] = -q[0]  # heads of one group that disagree: a per-head choice would differ
+    key_mask = torch.rand(hkv, s, generator=torch.Generator().manual_seed(2)) > 0.2 if masked else None
+    method = get_method("quest", ratio)  # share_pages is the default
+    plan = method.plan(q, k, key_mask)
+    per_head = get_method("quest", ratio, share_pages=False).plan(q, k, key_mask)
+    group = hq // hkv
+    assert not torch.equal(per_head[0], per_head[1])
+    summed = brute_force_bounds(q, k, 16).view(hkv, group, -1).sum(1)  # [Hkv, P]
+    current = (s - 1) // 16
+    for g in range(hkv):
+        rows = plan[g * group : (g + 1) * group]
+        assert (rows == rows[0]).all()  # every head of the group reads the same pages
+        chosen = rows[0].nonzero().flatten().tolist()
+        assert current in chosen
+        others = [p for p in range(summed.shape[1]) if p != current]
+        ranked = sorted(others, key=lambda p: -summed[g, p].item())
+        if not masked:  # closed-form page count: the best pages by the group's summed bound
+            assert sorted(chosen) == sorted([current, *ranked[: len(chosen) - 1]])
+    # Density counts the tokens the group really reads, once per query head: the distinct pages.
+    result = method.decode(q, k, v, key_mask)
+    visible = torch.ones(hkv, s, dtype=torch.bool) if key_mask is None else key_mask
+    read = plan[::group].repeat_interleave(16, 1)[:, :s] & visible
+    assert result.computed == group * int(read.sum())
+    assert result.density == pytest.approx(1 / ratio, rel=0.05)
+    torch.testing.assert_close(result.out, quest_decode_attention_reference(q, k, v, plan, 16, key_mask))
+
+
+def test_shared_pages_read_fewer_distinct_pages_than_per_head_choices_at_the_same_density():
+    q, k, v = decode_inputs(8, 2, 3000, seed=12)
+    shared = get_method("quest", 10).plan(q, k)
+    own = get_method("quest", 10, share_pages=False).plan(q, k)
+    assert shared.sum() == own.sum()  # the same pages per head...
+    distinct = [m.view(2, 4, -1).any(1).sum().item() for m in (shared, own)]
+    assert distinct[0] < distinct[1]  # ...but a group of independent heads reads more of the cache
+
+
+def test_share_pages_must_be_a_boolean():
+    with pytest.raises(ValueError, match="share_pages"):
+        get_method("quest", 2, share_pages="yes")
 
 
 def test_key_mask_hides_slots_from_selection_attention_and_counts():
@@ -118,9 +163,10 @@ def test_density_matches_target_in_a_cache_with_holes(ratio):
     assert result.density == pytest.approx(1 / ratio, rel=0.05)
 
 
-def test_compression_one_is_dense():
+@pytest.mark.parametrize("share_pages", [True, False])
+def test_compression_one_is_dense(share_pages):
     q, k, v = decode_inputs(4, 2, 300)
-    result = get_method("quest", 1).decode(q, k, v)
+    result = get_method("quest", 1, share_pages=share_pages).decode(q, k, v)
     assert torch.equal(result.out, dense_attention(q, k, v)) and result.density == 1.0
 
 

@@ -63,7 +63,10 @@ def test_compression_five_agrees_with_hf_engine(vllm_engine, hf_engine, prompts,
     for mine, ref in zip(ours, reference, strict=True):
         assert mine.output_ids == ref.output_ids
         assert mine.density == pytest.approx(ref.density, rel=1e-3)
-        assert mine.density < 0.5  # the method really sparsified (compression 5 targets 0.2)
+        assert mine.densities == pytest.approx(ref.densities, rel=1e-3)
+        # The method really sparsified (compression 5 targets 0.2); in selected pairs, since the
+        # paper kernel's 64 x 64 tiles cost more than these short prompts hold.
+        assert mine.densities.get("exact", mine.density) < 0.5
         assert mine.n_prompt_tokens == ref.n_prompt_tokens
         assert mine.text == ref.text
     # The tiny model's output depends on attention: sparsity must have changed something.

@@ -117,6 +117,10 @@ def test_merge_sums_ranks_and_density_follows_the_phase():
     assert density_of("kv-compression", merged) == pytest.approx(0.25)
     assert density_of("dense", merged) == 1.0
     assert density_of("decode", {"computed": 0.0, "total": 0.0}) == 1.0
+    # Prefill work under each counting (Vertical-Slash, FlexPrefill) is summed over ranks too.
+    counted = {"a": {**rank["a"], "counts": {"exact": 1.0, "kernel": 3.0}}}
+    assert merge_rank_stats([counted, counted])["a"]["counts"] == {"exact": 2.0, "kernel": 6.0}
+    assert merged["counts"] == {}
 
 
 def test_exact_settings_force_what_sparse_attention_needs(caplog):

@@ -41,7 +41,7 @@ rule analysis_flops:
         runtime=5,
     params:
         models=list(config["models"]),
-        causal=analysis_setting("causal_flops", True),
+        convention=analysis_setting("flops_convention", "paper"),
     script:
         "../scripts/analysis_flops.py"
 

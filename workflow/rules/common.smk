@@ -14,7 +14,9 @@ os.environ.update(
     )
 )
 
+from sparse_frontier.context import check_lengths_fit
 from sparse_frontier.pipeline import (
+    answer_budget,
     cells_from_config,
     check_cells,
     study_task_params,
@@ -38,6 +40,8 @@ check_cells(CELLS, TASKS)  # a bad method parameter stops the run here, before a
 TASK_PARAMS = study_task_params(config["task_params"], TASKS)
 TASK_DIRS = {task: task_data_dir(task, TASK_PARAMS[task]) for task in TASKS}
 TASK_OF_DIR = {folder: task for task, folder in TASK_DIRS.items()}
+# A length (plus the answer budget) longer than a model's context stops the run here too.
+check_lengths_fit(config["models"], LENGTHS, answer_budget(TASKS))
 
 
 wildcard_constraints:
@@ -115,6 +119,10 @@ def model_build_params(wildcards):
 
 def model_path_param(wildcards):
     return model_path(wildcards.model)
+
+
+def model_rope_scaling(wildcards):
+    return model_spec(wildcards.model).get("rope_scaling")
 
 
 def tokenizer_path_param(wildcards):

@@ -25,6 +25,7 @@ rule inference:
         runtime=inference_runtime,
     params:
         path=model_path_param,
+        rope_scaling=model_rope_scaling,
         engine=config["engine"],
         methods=config["methods"],
         settings=config["inference"],

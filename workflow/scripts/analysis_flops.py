@@ -11,4 +11,4 @@ log_to_file(sm.log[0])
 shapes = {
     model: ModelShape.from_json(path) for model, path in zip(sm.params.models, sm.input.configs, strict=True)
 }
-write_step(flops_step(pd.read_parquet(sm.input.cells), shapes, causal=sm.params.causal), sm.output)
+write_step(flops_step(pd.read_parquet(sm.input.cells), shapes, convention=sm.params.convention), sm.output)

@@ -15,6 +15,8 @@ settings = engine_settings(
     length=int(sm.wildcards.length),
     tasks=sorted(data.task.unique()),
     gpus=int(sm.resources.gpu),
+    model_path=sm.params.path,
+    rope_scaling=sm.params.rope_scaling,
 )
 engine = load_engine(sm.params.engine, sm.params.path, **settings)
 cells = cells_from_config(sm.params.methods)

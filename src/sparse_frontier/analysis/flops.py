@@ -1,8 +1,9 @@
 """FLOPS model of a decoder-only transformer with sparse attention (paper Appendix D).
 
-The paper's equations (3)-(9) did not survive text extraction; this module re-derives them from the
-prose, counting 2 FLOPs per multiply-add as Hoffmann et al. (2022, Appendix F) do, for the
-architecture of a Hugging Face ``config.json`` (GQA, SwiGLU MLP):
+The paper's equations (3)-(9) did not survive text extraction, and the authors' released code has
+no FLOPS model; this module re-derives them from the prose, counting 2 FLOPs per multiply-add as
+Hoffmann et al. (2022, Appendix F) do, for the architecture of a Hugging Face ``config.json``
+(GQA, SwiGLU MLP):
 
 Prefill over L tokens (all terms summed over the ``n_layers`` layers where they are per layer):
 
@@ -14,10 +15,19 @@ Prefill over L tokens (all terms summed over the ``n_layers`` layers where they 
     output layer  2 L d V
 
 with d the hidden size, H / H_kv the query / key-value heads, d_h the head dim, f the MLP size,
-V the vocabulary, rho the attention density (1/compression) and P(L) = L (L + 1) / 2 the query-key
-pairs of causal attention (``causal=False``: L^2, the convention of papers that ignore the mask).
+V the vocabulary, rho the attention density (1/compression) and P(L) the query-key pairs of
+attention over L tokens, by the ``convention`` (:data:`FLOPS_CONVENTIONS`):
+
+- ``paper`` (the default): P(L) = L^2, the full square, as the paper counts it. Its Appendix D puts
+  the move to the quadratic regime "beyond 16K-48K" and finds larger sparse models cheaper than
+  smaller dense ones at 128K; for the Qwen2.5 shapes the full square gives 30K-55K and keeps that
+  crossover, the causal count gives 60K-110K and loses it (docs/analysis.md).
+- ``causal``: P(L) = L (L + 1) / 2, the pairs under the causal mask that a kernel really computes
+  (the count the recorded densities are defined over).
+
 Decoding costs one new token attending to the L cached ones (the paper: generation is far shorter
-than the context): every "L" above becomes 1 and P(L) becomes L + 1.
+than the context): every "L" above becomes 1 and P(L) becomes L (paper) or L + 1 (causal, the
+token also attends to itself).
 
 Importance estimation (the cost of choosing what to compute), per layer:
 
@@ -28,8 +38,8 @@ Importance estimation (the cost of choosing what to compute), per layer:
   The budget is split evenly: n_v = n_s = rho P(L) / (2 L), so the selection covers rho P(L) pairs.
 - Quest (decode): each of the L / page_size pages is scored from its per-channel key minimum and
   maximum, ``(L / page) H 4 d_h``, then top-k, ``(L / page) H log2 k`` with k = rho L / page pages.
-- Block-Sparse (prefill): mean-pooled 16-token query and key blocks, ``2 L H d_h``, and their causal
-  block scores, ``P(L / 16) H 2 d_h``.
+- Block-Sparse (prefill): mean-pooled 16-token query and key blocks, ``2 L H d_h``, and their block
+  scores, ``P(L / 16) H 2 d_h``.
 - Eviction methods (SnapKV, Ada-SnapKV) score once at the end of prefill; that cost is not part of
   decoding and is left out.
 
@@ -45,6 +55,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+
+#: How attention query-key pairs are counted -> the words a table or figure states it in.
+FLOPS_CONVENTIONS = {
+    "paper": "attention over L² query-key pairs (the paper's convention)",
+    "causal": "attention over the L(L+1)/2 causal query-key pairs",
+}
 
 COMPONENTS = ("embedding", "qkv", "attention", "output_proj", "mlp", "output_layer", "indexing")
 #: Components that grow linearly with the number of tokens processed (Figure 12's "linear" regime).
@@ -110,10 +126,26 @@ class ModelShape:
             return cls.from_hf_config(json.load(f), name=str(path))
 
 
-def causal_pairs(n: np.ndarray | float, causal: bool = True) -> np.ndarray:
-    """Query-key pairs of self-attention over n tokens: n (n + 1) / 2 with the causal mask, n^2 without."""
+def check_convention(convention: str) -> None:
+    if convention not in FLOPS_CONVENTIONS:
+        raise ValueError(
+            f"unknown FLOPS convention {convention!r}; set analysis.flops_convention to "
+            "'paper' (L^2 attention pairs, as the paper) or 'causal' (L(L+1)/2 pairs)."
+        )
+
+
+def attention_pairs(n: np.ndarray | float, convention: str = "paper") -> np.ndarray:
+    """Query-key pairs of self-attention over n tokens: n^2 (paper) or n (n + 1) / 2 (causal)."""
+    check_convention(convention)
     n = np.asarray(n, dtype=float)
-    return n * (n + 1) / 2 if causal else n * n
+    return n * n if convention == "paper" else n * (n + 1) / 2
+
+
+def decode_pairs(n: np.ndarray | float, convention: str = "paper") -> np.ndarray:
+    """Pairs of one new token against n cached ones: n (paper) or n + 1 (causal: itself too)."""
+    check_convention(convention)
+    n = np.asarray(n, dtype=float)
+    return n if convention == "paper" else n + 1
 
 
 def _log2_at_least_1(x: np.ndarray) -> np.ndarray:
@@ -128,7 +160,7 @@ def indexing_flops(
     density: np.ndarray | float,
     last_q: int = 256,
     page_size: int = 16,
-    causal: bool = True,
+    convention: str = "paper",
 ) -> np.ndarray:
     """FLOPS of a method's importance estimation, summed over layers (module docstring)."""
     L = np.asarray(length, dtype=float)
@@ -138,7 +170,7 @@ def indexing_flops(
     zero = np.zeros(np.broadcast(L, rho).shape)
     if kind == "vertical_slash" and phase == "prefill":
         q = np.minimum(float(last_q), L)
-        n_each = np.maximum(rho * causal_pairs(L, causal) / (2 * L), 1.0)
+        n_each = np.maximum(rho * attention_pairs(L, convention) / (2 * L), 1.0)
         scores = q * L * h * (2 * dh + 3)
         aggregate = 2 * q * L * h
         topk = 2 * L * h * _log2_at_least_1(n_each)
@@ -150,7 +182,7 @@ def indexing_flops(
         return layers * pages * h * (4 * dh + _log2_at_least_1(k))
     if kind == "block_sparse" and phase == "prefill":
         pool = 2 * L * h * dh
-        block_scores = causal_pairs(L / 16, causal) * h * 2 * dh
+        block_scores = attention_pairs(L / 16, convention) * h * 2 * dh
         return layers * (pool + block_scores)
     return zero
 
@@ -163,13 +195,14 @@ def flops_breakdown(
     method: str = "dense",
     last_q: int = 256,
     page_size: int = 16,
-    causal: bool = True,
+    convention: str = "paper",
 ) -> dict[str, np.ndarray]:
     """FLOPS per component (keys: :data:`COMPONENTS` and ``total``) of one prefill or decoding step.
 
     phase: "prefill" (process L tokens) or "decode" (one token against L cached); "dense" and
     "kv-compression" map to their phase's cost only through ``density``, so pass the phase the
-    sparsity acts in. length, density: scalars or arrays that broadcast together.
+    sparsity acts in. length, density: scalars or arrays that broadcast together. convention: how
+    attention pairs are counted (module docstring).
     """
     if phase not in ("prefill", "decode"):
         raise ValueError(f"phase must be 'prefill' or 'decode' for the FLOPS model, got {phase!r}.")
@@ -180,7 +213,7 @@ def flops_breakdown(
     d, v, layers = shape.hidden_size, shape.vocab_size, shape.num_layers
     h, hkv, dh, f = shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.intermediate_size
     tokens = L if phase == "prefill" else np.ones_like(L)
-    pairs = causal_pairs(L, causal) if phase == "prefill" else L + 1
+    pairs = attention_pairs(L, convention) if phase == "prefill" else decode_pairs(L, convention)
     out = {
         "embedding": 2 * tokens * d * v,
         "qkv": layers * 2 * tokens * d * (h + 2 * hkv) * dh,
@@ -188,7 +221,7 @@ def flops_breakdown(
         "output_proj": layers * 2 * tokens * h * dh * d,
         "mlp": layers * 2 * tokens * 3 * d * f,
         "output_layer": 2 * tokens * d * v,
-        "indexing": indexing_flops(shape, method, phase, L, rho, last_q, page_size, causal),
+        "indexing": indexing_flops(shape, method, phase, L, rho, last_q, page_size, convention),
     }
     shape_b = np.broadcast(L, rho).shape
     out = {k: np.broadcast_to(np.asarray(val, dtype=float), shape_b).copy() for k, val in out.items()}
@@ -201,14 +234,16 @@ def flops_table(
     cells: pd.DataFrame,
     last_q: int = 256,
     page_size: int = 16,
-    causal: bool = True,
+    convention: str = "paper",
 ) -> pd.DataFrame:
     """FLOPS of every (model, phase, method, length, compression_ratio) row of ``cells``.
 
     Dense rows (phase "dense") are expanded into both a prefill and a decode row, since dense is the
-    baseline of both. Adds ``flops_<component>`` columns, ``flops_total`` and ``attention_share``
-    (attention + indexing over total). Raises, naming the model, when a model has no shape.
+    baseline of both. Adds ``flops_<component>`` columns, ``flops_total``, ``attention_share``
+    (attention + indexing over total) and ``flops_convention``. Raises, naming the model, when a
+    model has no shape.
     """
+    check_convention(convention)
     keys = ["model", "phase", "method", "length", "compression_ratio"]
     cells = cells[keys].drop_duplicates()
     missing = sorted(set(cells["model"]) - set(shapes))
@@ -228,7 +263,7 @@ def flops_table(
     for (model, ph, method), g in cells.groupby(["model", "phase", "method"], sort=True):
         density = 1.0 / g["compression_ratio"].to_numpy(float)
         br = flops_breakdown(
-            shapes[model], ph, g["length"].to_numpy(float), density, method, last_q, page_size, causal
+            shapes[model], ph, g["length"].to_numpy(float), density, method, last_q, page_size, convention
         )
         part = g.copy()
         for k in (*COMPONENTS, "total"):
@@ -236,10 +271,16 @@ def flops_table(
         parts.append(part)
     if not parts:
         return pd.DataFrame(
-            columns=[*keys, *(f"flops_{k}" for k in (*COMPONENTS, "total")), "attention_share"]
+            columns=[
+                *keys,
+                *(f"flops_{k}" for k in (*COMPONENTS, "total")),
+                "attention_share",
+                "flops_convention",
+            ]
         )
     out = pd.concat(parts, ignore_index=True)
     out["attention_share"] = (out["flops_attention"] + out["flops_indexing"]) / out["flops_total"]
+    out["flops_convention"] = convention
     return out.sort_values(keys).reset_index(drop=True)
 
 
@@ -252,7 +293,7 @@ def flops_by_length(
     lengths: np.ndarray,
     compression_ratios: tuple[float, ...] = (1.0, 5.0, 20.0),
     methods: Mapping[str, str] | None = None,
-    causal: bool = True,
+    convention: str = "paper",
 ) -> pd.DataFrame:
     """FLOPS against length for each model and phase (Figure 12), dense and a few compressions.
 
@@ -269,7 +310,7 @@ def flops_by_length(
         ],
         columns=["phase", "method", "compression_ratio", "studied"],
     )
-    return flops_curves(shapes, lengths, curves, causal=causal)
+    return flops_curves(shapes, lengths, curves, convention=convention)
 
 
 def studied_curves(cells: pd.DataFrame, paper_ratios: tuple[float, ...] = (5.0, 20.0)) -> pd.DataFrame:
@@ -299,7 +340,7 @@ def studied_curves(cells: pd.DataFrame, paper_ratios: tuple[float, ...] = (5.0, 
 
 
 def flops_curves(
-    shapes: Mapping[str, ModelShape], lengths: np.ndarray, curves: pd.DataFrame, causal: bool = True
+    shapes: Mapping[str, ModelShape], lengths: np.ndarray, curves: pd.DataFrame, convention: str = "paper"
 ) -> pd.DataFrame:
     """FLOPS against length for each model: dense in both phases, then each row of ``curves``
     (phase, method, compression_ratio, studied; indexing cost included).
@@ -314,7 +355,12 @@ def flops_curves(
     for model, shape in shapes.items():
         for curve in pd.concat([dense, curves], ignore_index=True).itertuples(index=False):
             br = flops_breakdown(
-                shape, curve.phase, lengths, 1.0 / curve.compression_ratio, curve.method, causal=causal
+                shape,
+                curve.phase,
+                lengths,
+                1.0 / curve.compression_ratio,
+                curve.method,
+                convention=convention,
             )
             rows.append(
                 pd.DataFrame(
@@ -328,37 +374,46 @@ def flops_curves(
                         "flops_total": br["total"],
                         "flops_linear": sum(br[k] for k in LINEAR_COMPONENTS),
                         "flops_attention": br["attention"] + br["indexing"],
+                        "flops_convention": convention,
                     }
                 )
             )
     return pd.concat(rows, ignore_index=True)
 
 
-def crossover_length(shape: ModelShape, phase: str, causal: bool = True) -> float:
+def crossover_length(shape: ModelShape, phase: str, convention: str = "paper") -> float:
     """The length at which dense attention FLOPS equal the linear part (Figure 12's regime change).
 
-    Prefill: linear = L·c with c the per-token linear FLOPS, attention = ℓ·H·(4 d_h + 3)·P(L), so
-    the causal count gives L = 2c / k - 1 and the full square L = c / k, with k = ℓ·H·(4 d_h + 3).
-    Decode: the linear part is c and attention k·(L + 1), so L = c / k - 1.
+    Prefill: linear = L·c with c the per-token linear FLOPS, attention = k·P(L) with
+    k = ℓ·H·(4 d_h + 3), so the full square (paper) gives L = c / k and the causal count
+    L = 2c / k - 1. Decode: the linear part is c and attention k·L (paper) or k·(L + 1) (causal),
+    so L = c / k or c / k - 1.
     """
+    check_convention(convention)
+    causal = convention == "causal"
     per_token = flops_breakdown(shape, "decode", 1.0)  # every linear term is per token
     c = float(sum(per_token[name] for name in LINEAR_COMPONENTS))
     k = shape.num_layers * shape.num_heads * (4 * shape.head_dim + 3)
     if phase == "prefill":
         return 2 * c / k - 1 if causal else c / k
     if phase == "decode":
-        return c / k - 1
+        return c / k - 1 if causal else c / k
     raise ValueError(f"phase must be 'prefill' or 'decode', got {phase!r}.")
 
 
-def crossover_table(shapes: Mapping[str, ModelShape], causal: bool = True) -> pd.DataFrame:
+def crossover_table(shapes: Mapping[str, ModelShape], convention: str = "paper") -> pd.DataFrame:
     """Per model and phase: the length where attention overtakes the linear part (dense)."""
     rows = [
-        {"model": m, "phase": ph, "crossover_length": crossover_length(s, ph, causal)}
+        {
+            "model": m,
+            "phase": ph,
+            "crossover_length": crossover_length(s, ph, convention),
+            "flops_convention": convention,
+        }
         for m, s in shapes.items()
         for ph in ("prefill", "decode")
     ]
-    return pd.DataFrame(rows, columns=["model", "phase", "crossover_length"])
+    return pd.DataFrame(rows, columns=["model", "phase", "crossover_length", "flops_convention"])
 
 
 def shape_table(shapes: Mapping[str, ModelShape]) -> pd.DataFrame:

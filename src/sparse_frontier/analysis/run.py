@@ -52,14 +52,19 @@ def figure12_lengths(lengths: list[int]) -> np.ndarray:
     return np.unique(np.concatenate([grid, np.asarray(lengths, dtype=np.int64)]))
 
 
-def flops_step(scores: pd.DataFrame, shapes: Mapping[str, ModelShape], causal: bool = True) -> StepResult:
+def flops_step(
+    scores: pd.DataFrame, shapes: Mapping[str, ModelShape], convention: str = "paper"
+) -> StepResult:
     """FLOPS of every studied cell (table) and FLOPS against length per model (Figure 12 data: the
-    studied methods, or the paper's in a phase the study did not sparsify)."""
+    studied methods, or the paper's in a phase the study did not sparsify).
+
+    convention: how attention pairs are counted, "paper" (L^2) or "causal" (analysis.flops).
+    """
     cells = as_cells(scores)[["model", "phase", "method", "length", "compression_ratio"]].drop_duplicates()
-    table = flops_table(shapes, cells, causal=causal)
+    table = flops_table(shapes, cells, convention=convention)
     studied = sorted(int(n) for n in cells["length"].unique())
-    by_length = flops_curves(shapes, figure12_lengths(studied), studied_curves(cells), causal=causal)
-    crossover = crossover_table(shapes, causal=causal)
+    by_length = flops_curves(shapes, figure12_lengths(studied), studied_curves(cells), convention=convention)
+    crossover = crossover_table(shapes, convention=convention)
     return StepResult({"flops": table, "flops_by_length": by_length, "flops_crossover": crossover})
 
 

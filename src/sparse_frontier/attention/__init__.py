@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import PHASES, AttentionMethod, AttentionResult, analysis_phase, causal_pairs, dense_attention
+from .base import (
+    COUNTINGS,
+    PHASES,
+    AttentionMethod,
+    AttentionResult,
+    analysis_phase,
+    causal_pairs,
+    dense_attention,
+)
 
 METHODS: dict[str, type[AttentionMethod]] = {}
 
@@ -45,6 +53,7 @@ def get_method(name: str, compression_ratio: float = 1.0, **params) -> Attention
 
 
 __all__ = [
+    "COUNTINGS",
     "METHODS",
     "PHASES",
     "AttentionMethod",

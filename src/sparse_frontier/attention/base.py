@@ -43,6 +43,8 @@ class AttentionResult:
     total:    query-key pairs dense causal attention would compute, summed over query heads.
     keep:     eviction methods only: [Hkv, S] bool, the cached tokens decoding may still read.
     info:     the budget the method chose for this call (e.g. ``{"top_k": 12.4}``), for logs and docs.
+    counts:   the same work under each counting of ``COUNTINGS`` where a method has both
+              (Vertical-Slash, FlexPrefill); ``computed`` is the one its budget was calibrated on.
     """
 
     out: torch.Tensor
@@ -50,10 +52,16 @@ class AttentionResult:
     total: float
     keep: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
 
     @property
     def density(self) -> float:
         return self.computed / self.total if self.total else 1.0
+
+
+#: Ways to count a sparse prefill's work. exact: the query-key pairs selected. kernel: the cells the
+#: paper's kernel computes (MInference's 64 x 64 tiles and 64-row column pieces, as the authors count).
+COUNTINGS = ("exact", "kernel")
 
 
 def causal_pairs(n_queries: int, n_keys: int) -> int:

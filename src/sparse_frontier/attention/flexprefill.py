@@ -33,8 +33,10 @@ def coverage_count(mass: torch.Tensor, gamma: float) -> torch.Tensor:
 class FlexPrefill(VerticalSlash):
     """FlexPrefill prefill attention (Lai et al., 2025; paper A.1.3), tau = 0.
 
-    min_budget: verticals and slashes every head adds beyond the forced ones, at least (512).
+    min_budget: verticals and slashes every head keeps at least (512); the forced ones count towards
+                it with ``forced_in_budget`` (default, as in the authors' code), else come on top.
     tau:        Query-Aware threshold; only 0 (the paper's setting) is implemented.
+    density, forced_in_budget: as Vertical-Slash (default: the paper kernel's cell count).
     Budget parameter (paper Table 6): the coverage ``gamma`` with min_budget fixed, found by
     bisection at call time; when even gamma = 0 with min_budget is denser than the target (high
     compression), gamma stays 0 and min_budget itself is lowered, which is uniform Vertical-Slash.
@@ -58,20 +60,23 @@ class FlexPrefill(VerticalSlash):
     def counts(
         self, index: VerticalSlashIndex, gamma: float, min_budget: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-head (n_vertical [Hq], n_slash [Hq]): coverage gamma, floored at forced + min_budget."""
-        floor_v = min(index.n_forced_vertical + min_budget, index.s)
-        floor_s = min(index.n_forced_slash + min_budget, index.s)
+        """Per-head (n_vertical [Hq], n_slash [Hq]): coverage gamma, floored at min_budget (the
+        forced items among them with ``forced_in_budget``, else on top of them)."""
+        floor_v = min_budget if self.forced_in_budget else index.n_forced_vertical + min_budget
+        floor_s = min_budget if self.forced_in_budget else index.n_forced_slash + min_budget
+        floor_v = min(max(floor_v, index.n_forced_vertical), index.s)
+        floor_s = min(max(floor_s, index.n_forced_slash), index.s)
         n_v = torch.clamp(coverage_count(index.vertical_mass, gamma), min=floor_v)
         n_s = torch.clamp(coverage_count(index.slash_mass, gamma), min=floor_s)
         return n_v, n_s
 
     def budgets(self, index: VerticalSlashIndex, target: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        def pairs(gamma: float, min_budget: int) -> float:
+        def work(gamma: float, min_budget: int) -> float:
             # Summed over tensor-parallel ranks: gamma and min_budget are the layer's (common.head_group).
-            return layer_sum(index.pairs(*self.counts(index, gamma, min_budget)).sum())
+            return layer_sum(self.cost(index, *self.counts(index, gamma, min_budget)).sum())
 
-        if pairs(0.0, self.min_budget) >= target:
-            budget = search_int(lambda m: pairs(0.0, m), 0, self.min_budget, target)
+        if work(0.0, self.min_budget) >= target:
+            budget = search_int(lambda m: work(0.0, m), 0, self.min_budget, target)
             return *self.counts(index, 0.0, budget), {"gamma": 0.0, "min_budget": budget}
-        gamma = search_float(lambda g: pairs(g, self.min_budget), 0.0, 1.0, target)
+        gamma = search_float(lambda g: work(g, self.min_budget), 0.0, 1.0, target)
         return *self.counts(index, gamma, self.min_budget), {"gamma": gamma, "min_budget": self.min_budget}

@@ -2,8 +2,10 @@
 
 Paper Appendix A.1.6: the cache is cut into pages of ``page_size`` (16) tokens, each summarised
 by the per-channel minimum and maximum of its keys. For a query q the page's score is an upper
-bound on any q.k inside it, sum_d max(q_d * min_d, q_d * max_d). Each query head reads its
-top-scoring pages, always including the page that holds the current token; nothing is evicted.
+bound on any q.k inside it, sum_d max(q_d * min_d, q_d * max_d). The top-scoring pages are read,
+always including the page that holds the current token; nothing is evicted. By default (as in the
+authors' released configuration) the query heads of a KV group share one page set, chosen by the
+sum of their scores, so the group reads each of its pages once.
 """
 
 from __future__ import annotations
@@ -146,11 +148,14 @@ class Quest(AttentionMethod):
     """Quest decode attention (Tang et al., 2024; paper A.1.6).
 
     page_size: tokens per page (16).
+    share_pages: True (default, the authors' configuration): one page set per KV group, ranked by
+                 the sum of the group's query-head scores; False: each query head picks its own.
     Budget parameter: ``token_budget`` = visible tokens / compression_ratio per decode step, read
     as whole pages: the current page plus round((budget - current page's tokens) / page_size)
     others (closed form, paper Table 6). With a key_mask (a cache with evicted or padded slots)
     each head instead takes pages in score order until the visible tokens it reads come closest
-    to its budget. Density = attended tokens / visible tokens of the step.
+    to its budget. Density = attended tokens / visible tokens of the step, summed over query
+    heads (with shared pages: the distinct tokens each group reads).
     Shapes: decode(q [Hq,1,D], k [Hkv,S,D], v [Hkv,S,D], key_mask [Hkv,S] | None) -> out [Hq,1,D];
     the query sits at position S - 1, so the current page is (S - 1) // page_size.
     """
@@ -158,10 +163,13 @@ class Quest(AttentionMethod):
     name: ClassVar[str] = "quest"
     phase: ClassVar[str] = "decode"
     page_size: int = 16
+    share_pages: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_int(self.name, "page_size", self.page_size)
+        if not isinstance(self.share_pages, bool):
+            raise ValueError(f"{self.name}: share_pages must be true or false, got {self.share_pages!r}.")
 
     def pages_for(self, context: int, current_tokens: int, n_pages: int) -> int:
         """Pages (current included) whose tokens come closest to context / compression_ratio."""
@@ -175,26 +183,32 @@ class Quest(AttentionMethod):
         key_mask: torch.Tensor | None = None,
         summaries: PageSummaries | None = None,
     ) -> torch.Tensor:
-        """Index building: page_mask [Hq, P] bool for this decode step.
+        """Index building: page_mask [Hq, P] bool for this decode step (rows of a group equal with
+        ``share_pages``).
 
         ``summaries``: this layer's page bounds from earlier steps (a cache without hidden slots).
         """
         hkv, s, _ = k.shape
+        group = q.shape[0] // hkv
         if key_mask is None and summaries is not None:
             low, high = summaries.bounds(k)
         else:
             low, high = page_bounds(k, self.page_size, key_mask)
         current = (s - 1) // self.page_size
-        scores = page_scores(q, low, high)
+        scores = page_scores(q, low, high)  # [Hq, P]
+        if self.share_pages:
+            scores = scores.view(hkv, group, -1).sum(1)  # [Hkv, P]: the group's summed bounds
         if key_mask is None:
             n = self.pages_for(s, s - current * self.page_size, low.shape[1])
-            return select_pages(scores, n, current)
-        # Pages with hidden slots hold fewer tokens: count what each page really offers, per head.
-        group = q.shape[0] // hkv
-        pad = low.shape[1] * self.page_size - s
-        tokens = torch.nn.functional.pad(key_mask, (0, pad)).view(hkv, -1, self.page_size).sum(-1)
-        tokens = tokens.repeat_interleave(group, 0).float()
-        return select_pages_by_tokens(scores, tokens, tokens.sum(1) / self.compression_ratio, current)
+            mask = select_pages(scores, n, current)
+        else:
+            # Pages with hidden slots hold fewer tokens: count what each page really offers, per head.
+            pad = low.shape[1] * self.page_size - s
+            tokens = torch.nn.functional.pad(key_mask, (0, pad)).view(hkv, -1, self.page_size).sum(-1).float()
+            if not self.share_pages:
+                tokens = tokens.repeat_interleave(group, 0)
+            mask = select_pages_by_tokens(scores, tokens, tokens.sum(1) / self.compression_ratio, current)
+        return mask.repeat_interleave(group, 0) if self.share_pages else mask
 
     def decode(
         self,
@@ -208,7 +222,7 @@ class Quest(AttentionMethod):
         if q.shape[1] != 1:
             raise ValueError(f"quest: decode takes one query per head (q [Hq,1,D]), got T={q.shape[1]}.")
         if self.is_dense:
-            return super().decode(q, k, v, key_mask)
+            return super().decode(q, k, v, key_mask, memo)
         hq = q.shape[0]
         hkv, s, _ = k.shape
         group = hq // hkv

@@ -20,8 +20,15 @@ import torch
 
 from ..kernels.ops import vertical_slash_attention
 from . import register
-from .base import AttentionMethod, AttentionResult, causal_pairs, dense_attention
-from .common import check_positive_int, check_shapes, head_group, search_int_batched, window_probs
+from .base import COUNTINGS, AttentionMethod, AttentionResult, causal_pairs, dense_attention
+from .common import (
+    MAX_CHUNK_ELEMENTS,
+    check_positive_int,
+    check_shapes,
+    head_group,
+    search_int_batched,
+    window_probs,
+)
 
 
 def vertical_slash_scores(
@@ -135,20 +142,116 @@ class VerticalSlashIndex:
         both = torch.where(taken, meet.view(taken.shape), 0).sum(-1)
         return torch.where(everything, alone, v_sum + s_sum - both).reshape(shape)
 
-    def upper_totals(self, base_v: int, base_s: int) -> torch.Tensor:
-        """[S + 1] pairs of all heads for every uniform budget n (base + n items each), counting the
-        vertical-slash overlap twice: an upper bound of ``pairs``, in one pass over the covers."""
-        s = self.vertical_order.shape[1]
-        n = torch.arange(s + 1, device=self.vertical_cover.device)
+    def kernel_cells(self, n_vertical: torch.Tensor, n_slash: torch.Tensor) -> torch.Tensor:
+        """[..., Hq] cells the paper's kernel computes for each head's first n_vertical / n_slash items.
 
-        def total(cover: torch.Tensor, base: int) -> torch.Tensor:
-            return _prefix_at(cover, torch.clamp(base + n, max=s)[:, None].expand(-1, cover.shape[0])).sum(1)
+        The authors' count (MInference's index conversion, 64 x 64 tiles): in every block of 64 query
+        rows (the last one counted whole), each slash needs the 64 keys its diagonal crosses there
+        (offsets at or beyond the block's end are skipped, and ranges reaching before key 0 become keys
+        0..63). Walking the ranges from the left, one more 64-key tile is added where the next range
+        passes the last tile's end: it starts at that end when the range touches or overlaps it,
+        else at the range's own start (a new run of tiles). A vertical inside a tile costs
+        nothing; one left of the last tile's end and outside every tile costs a 64-row column
+        piece. Cells = 64 * 64 per tile + 64 per column piece; they may exceed the causal total at
+        short lengths. Same shapes and candidate dims as ``pairs``.
+        """
+        hq, s = self.slash_order.shape
+        shape = n_vertical.shape
+        n_vertical, n_slash = n_vertical.reshape(-1, hq), n_slash.reshape(-1, hq)  # [C, Hq]
+        device = n_vertical.device
+        tile = KERNEL_TILE
+        ends = (s - self.t) + tile * torch.arange(1, -(-self.t // tile) + 1, device=device)  # [R] row ends
+        cells = []
+        # Lanes are (candidate, head); candidates go in chunks so the [lanes, S] prefix stays small.
+        per_chunk = max(1, MAX_CHUNK_ELEMENTS // max(1, hq * (s + 1) * 4))
+        for c0 in range(0, n_vertical.shape[0], per_chunk):
+            nv, ns = n_vertical[c0 : c0 + per_chunk], n_slash[c0 : c0 + per_chunk]
+            chosen = self.vertical_rank[None] < nv[..., None]  # [C, Hq, S] by key
+            prefix = torch.nn.functional.pad(chosen.flatten(0, 1).cumsum(1), (1, 0))  # [L, S + 1]
+            offsets = self._chosen_offsets_descending(ns)  # [L, K], padding -1 at the end
+            cells.append(_kernel_cells(offsets, prefix, ends, tile).view(nv.shape))
+        return torch.cat(cells).reshape(shape)
 
-        return total(self.vertical_cover, base_v) + total(self.slash_cover, base_s)
+    def _chosen_offsets_descending(self, n_slash: torch.Tensor) -> torch.Tensor:
+        """[C, Hq] counts -> [C * Hq, max count] each head's chosen offsets, descending, padded with -1."""
+        width = int(n_slash.max()) if n_slash.numel() else 0
+        head = self.slash_order[:, :width].expand(n_slash.shape[0], -1, -1)
+        taken = torch.arange(width, device=n_slash.device) < n_slash[..., None]
+        return torch.where(taken, head, -1).flatten(0, 1).sort(dim=1, descending=True).values
+
+    def upper_totals(self, n_vertical: torch.Tensor, n_slash: torch.Tensor) -> torch.Tensor:
+        """[B] pairs of all heads for B uniform budgets (n_vertical[b] verticals, n_slash[b] slashes
+        each), counting the vertical-slash overlap twice: an upper bound of ``pairs``, in one pass
+        over the covers."""
+        def total(cover: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+            return _prefix_at(cover, n[:, None].expand(-1, cover.shape[0])).sum(1)
+
+        return total(self.vertical_cover, n_vertical) + total(self.slash_cover, n_slash)
 
     def indices(self, n_vertical: torch.Tensor, n_slash: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vertical_idx [Hq, NV], slash_idx [Hq, NS]) int64, ascending, padded with -1 per head."""
         return _take(self.vertical_order, n_vertical), _take(self.slash_order, n_slash)
+
+
+#: Side of the paper kernel's tiles (MInference's BLOCK_M = BLOCK_N = 64), for its cell count.
+KERNEL_TILE = 64
+
+
+def _kernel_cells(offsets: torch.Tensor, prefix: torch.Tensor, ends: torch.Tensor, tile: int) -> torch.Tensor:
+    """The kernel count of ``VerticalSlashIndex.kernel_cells`` for L lanes (a head under one budget).
+
+    offsets [L, K]: chosen slash offsets, descending, padded with -1; prefix [L, S + 1]: chosen
+    verticals left of each key; ends [R]: one past the last query position of each row block.
+    -> [L] cells (int64). Every row block of every lane is walked at once. Offsets whose gaps are at most
+    ``tile`` form a run, and a run never starts a second run of tiles: each step takes one run
+    (its part that reaches the block) in closed form, so the loop is over runs, not offsets.
+    """
+    lanes, width = offsets.shape
+    s = prefix.shape[1] - 1
+    dev = offsets.device
+    valid = offsets >= 0
+    if width == 0:
+        return torch.zeros(lanes, dtype=torch.long, device=dev)
+    gap_break = torch.ones_like(valid)
+    gap_break[:, 1:] = (offsets[:, :-1] - offsets[:, 1:]) > tile
+    run = torch.where(valid, (gap_break & valid).cumsum(1) - 1, width)  # run id; padding -> width
+    n_runs = int(run.masked_fill(~valid, -1).max()) + 1
+    slots = torch.arange(width, device=dev).expand(lanes, -1)
+    first = torch.full((lanes, width + 1), width, device=dev).scatter_reduce(1, run, slots, "amin")
+    last = torch.full((lanes, width + 1), -1, device=dev).scatter_reduce(1, run, slots, "amax")
+    # Offsets at or beyond a block's end do not reach it: its walk starts at slot `skip`.
+    ascending = -offsets.masked_fill(~valid, -1 - 2 * s)
+    skip = torch.searchsorted(ascending, -ends.expand(lanes, -1).contiguous(), right=True)
+    keys = offsets.clamp(min=0)
+
+    def reach(slot: torch.Tensor) -> torch.Tensor:  # right end of a slash's key range per block
+        return torch.clamp(ends - keys.gather(1, slot.clamp(0, width - 1)), min=tile)
+
+    def verticals_before(x: torch.Tensor) -> torch.Tensor:
+        return prefix.gather(1, x.clamp(0, s))
+
+    shape = (lanes, ends.shape[0])
+    end = torch.full(shape, -1, device=dev)  # end of the current run of tiles (-1: none yet)
+    start = torch.zeros(shape, dtype=torch.long, device=dev)
+    tiles = torch.zeros(shape, dtype=torch.long, device=dev)
+    covered = torch.zeros(shape, dtype=torch.long, device=dev)
+    for r in range(n_runs):
+        lo, hi = first[:, r : r + 1], last[:, r : r + 1]  # [L, 1]
+        active = hi >= skip
+        x_first = reach(torch.maximum(lo, skip))
+        x_last = reach(hi.expand(shape))
+        fresh = active & (x_first - tile > end)
+        grow = active & ~fresh & (x_first > end)
+        covered += torch.where(fresh & (end >= 0), verticals_before(end) - verticals_before(start), 0)
+        start = torch.where(fresh, x_first - tile, start)
+        end = torch.where(fresh, x_first, torch.where(grow, end + tile, end))
+        more = torch.where(active & (x_last > end), (x_last - end + tile - 1) // tile, 0)
+        end = end + tile * more
+        tiles += fresh.long() + grow.long() + more
+    has = end >= 0
+    covered += torch.where(has, verticals_before(end) - verticals_before(start), 0)
+    columns = torch.where(has, verticals_before(end), 0) - covered
+    return (tiles * tile * tile + columns * tile).sum(1)
 
 
 def _prefix_at(cumulative: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -182,9 +285,14 @@ class VerticalSlash(AttentionMethod):
 
     approx_window: recent queries that score verticals and slashes (256; 512 for retrieval tasks).
     sinks:         first keys always attended (4).  local: nearest diagonals always attended (64).
-    Budget parameter: ``n``, the verticals AND slashes each head adds beyond the forced ones,
-    found by bisection at call time on the exact pair count of this input, so computed causal
-    pairs / all causal pairs is as close as possible to 1 / compression_ratio.
+    density:       what the budget is calibrated on. ``kernel`` (default, the paper's Table 6 and the
+                   authors' code): the cells their kernel computes, see ``VerticalSlashIndex.kernel_cells``;
+                   ``exact``: the selected causal query-key pairs. Both are reported (``counts``).
+    forced_in_budget: True (default, the authors' code): each head keeps ``n`` verticals and ``n``
+                   slashes in all, the sinks and the local diagonals among them; False: ``n`` of each
+                   on top of the forced ones.
+    Budget parameter: ``n``, found by search at call time on this input, so that the chosen count
+    over all causal pairs is as close as possible to 1 / compression_ratio.
     Shapes: prefill(q [Hq,T,D], k [Hkv,S,D], v [Hkv,S,D]) -> out [Hq,T,D].
     """
 
@@ -193,46 +301,81 @@ class VerticalSlash(AttentionMethod):
     approx_window: int = 256
     sinks: int = 4
     local: int = 64
+    density: str = "kernel"
+    forced_in_budget: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_int(self.name, "approx_window", self.approx_window)
         check_positive_int(self.name, "sinks", self.sinks, minimum=0)
         check_positive_int(self.name, "local", self.local)
+        if self.density not in COUNTINGS:
+            raise ValueError(
+                f"{self.name}: density must be one of {', '.join(COUNTINGS)} (what the budget is "
+                f"calibrated on), got {self.density!r}."
+            )
+        if not isinstance(self.forced_in_budget, bool):
+            raise ValueError(
+                f"{self.name}: forced_in_budget must be true or false, got {self.forced_in_budget!r}."
+            )
 
     def index(self, q: torch.Tensor, k: torch.Tensor, fused: bool | None = None) -> VerticalSlashIndex:
         """Scores (``fused``: see ``vertical_slash_scores``) -> the per-head ranking."""
         vertical, slash = vertical_slash_scores(q, k, self.approx_window, fused=fused)
         return VerticalSlashIndex.build(vertical, slash, q.shape[1], self.sinks, self.local)
 
-    def budgets(self, index: VerticalSlashIndex, target: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Per-head (n_vertical [Hq], n_slash [Hq]) whose total pairs are closest to ``target``.
+    def cost(
+        self, index: VerticalSlashIndex, n_vertical: torch.Tensor, n_slash: torch.Tensor
+    ) -> torch.Tensor:
+        """[..., Hq] work per head under this method's ``density`` counting."""
+        if self.density == "kernel":
+            return index.kernel_cells(n_vertical, n_slash)
+        return index.pairs(n_vertical, n_slash)
 
-        ``target`` counts the whole layer's heads; the pairs of the local heads are summed over the
+    def uniform_counts(
+        self, index: VerticalSlashIndex, n: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head (n_vertical, n_slash) for the uniform budget ``n`` (int or [C, 1] candidates)."""
+        forced_v, forced_s = index.n_forced_vertical, index.n_forced_slash
+        n = torch.as_tensor(n, device=index.vertical_order.device)
+        if self.forced_in_budget:
+            n_v, n_s = torch.clamp(n, min=forced_v), torch.clamp(n, min=forced_s)
+        else:
+            n_v, n_s = forced_v + n, forced_s + n
+        ones = torch.ones(index.vertical_order.shape[0], dtype=torch.long, device=n.device)
+        return torch.clamp(n_v * ones, max=index.s), torch.clamp(n_s * ones, max=index.s)
+
+    def budgets(self, index: VerticalSlashIndex, target: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Per-head (n_vertical [Hq], n_slash [Hq]) whose total work is closest to ``target``.
+
+        ``target`` counts the whole layer's heads; the work of the local heads is summed over the
         tensor-parallel ranks (``common.head_group``), so every rank finds the n one rank would.
         """
-        hq = index.vertical_order.shape[0]
-        base_v = torch.full((hq,), index.n_forced_vertical, device=index.vertical_order.device)
-        base_s = torch.full_like(base_v, index.n_forced_slash)
-
-        def counts(n) -> tuple[torch.Tensor, torch.Tensor]:  # n: int or [C, 1] tensor of candidates
-            return torch.clamp(base_v + n, max=index.s), torch.clamp(base_s + n, max=index.s)
-
-        def layer_pairs(candidates: list[int]) -> list[float]:
-            n = torch.tensor(candidates, device=base_v.device)[:, None]
-            return head_group().sum(index.pairs(*counts(n)).sum(-1)).tolist()
+        def layer_total(count, candidates: list[int]) -> list[float]:
+            n = torch.tensor(candidates, device=index.vertical_order.device)[:, None]
+            return head_group().sum(count(index, *self.uniform_counts(index, n)).sum(-1)).tolist()
 
         # The overlap-free count bounds the pairs from above, so its crossing bounds n from below.
-        upper = head_group().sum(index.upper_totals(index.n_forced_vertical, index.n_forced_slash))
+        every_n = torch.arange(index.s + 1, device=index.vertical_order.device)
+        every_count = (c[:, 0] for c in self.uniform_counts(index, every_n[:, None]))
+        upper = head_group().sum(index.upper_totals(*every_count))
         start = int(torch.searchsorted(upper, torch.tensor([target], dtype=upper.dtype, device=upper.device)))
-        n = search_int_batched(layer_pairs, 0, index.s, target, start=start)
-        return *counts(n), {"n": n}
+        # With the forced items inside the budget, n is at least their number (the authors' minimum).
+        lo = min(max(index.n_forced_vertical, index.n_forced_slash), index.s) if self.forced_in_budget else 0
+        exact = VerticalSlashIndex.pairs
+        n = search_int_batched(lambda c: layer_total(exact, c), lo, index.s, target, start=start)
+        if self.density == "kernel":
+            # The kernel computes every selected pair (and more): the exact answer bounds n from above.
+            hi = min(n + 1, index.s)
+            n = search_int_batched(lambda c: layer_total(VerticalSlashIndex.kernel_cells, c), lo, hi, target)
+        return *self.uniform_counts(index, n), {"n": n}
 
     def plan(
         self, q: torch.Tensor, k: torch.Tensor, fused: bool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, float, dict]:
-        """Index building: (vertical_idx [Hq,NV], slash_idx [Hq,NS], computed pairs, budget info).
+        """Index building: (vertical_idx [Hq,NV], slash_idx [Hq,NS], work under ``density``, budget info).
 
+        The budget info also holds both counts (``exact`` pairs and ``kernel`` cells) of this rank's heads.
         ``fused`` picks the scoring path (default: the Triton kernel on CUDA, see ``vertical_slash_scores``).
         """
         index = self.index(q, k, fused=fused)
@@ -240,9 +383,12 @@ class VerticalSlash(AttentionMethod):
         layer_heads = q.shape[0] * head_group().size
         target = causal_pairs(q.shape[1], k.shape[1]) * layer_heads / self.compression_ratio
         n_vertical, n_slash, info = self.budgets(index, target)
-        computed = float(index.pairs(n_vertical, n_slash).sum())
+        counts = {
+            "exact": float(index.pairs(n_vertical, n_slash).sum()),
+            "kernel": float(index.kernel_cells(n_vertical, n_slash).sum()),
+        }
         v_idx, s_idx = index.indices(n_vertical, n_slash)
-        return v_idx, s_idx, computed, info
+        return v_idx, s_idx, counts[self.density], {**info, "counts": counts}
 
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> AttentionResult:
         check_shapes(q, k, v)
@@ -251,4 +397,5 @@ class VerticalSlash(AttentionMethod):
             return AttentionResult(dense_attention(q, k, v), total, total)
         v_idx, s_idx, computed, info = self.plan(q, k)
         out = vertical_slash_attention(q, k, v, v_idx, s_idx)
-        return AttentionResult(out, computed, total, info=info)
+        counts = info.pop("counts")
+        return AttentionResult(out, computed, total, info=info, counts=counts)

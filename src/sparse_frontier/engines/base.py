@@ -8,7 +8,7 @@ method really computed. Both engines (``hf`` and ``vllm``) call the same method 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..attention import AttentionMethod
@@ -20,7 +20,10 @@ class Generation:
 
     density: achieved density in the method's phase: computed query-key pairs over the
              causal total for prefill/decode methods, kept over total cached tokens for
-             kv-compression methods, 1.0 for dense.
+             kv-compression methods, 1.0 for dense; the work counted as the method's budget
+             was calibrated (``density: kernel`` or ``exact`` for Vertical-Slash and FlexPrefill).
+    densities: the same density under each counting of ``attention.COUNTINGS`` ("exact" query-key
+             pairs, "kernel" cells of the paper's kernel) for methods that have both; empty otherwise.
     """
 
     output_ids: list[int]
@@ -29,6 +32,7 @@ class Generation:
     n_prompt_tokens: int
     prefill_ms: float
     decode_ms: float
+    densities: dict[str, float] = field(default_factory=dict)
 
 
 class Engine(Protocol):

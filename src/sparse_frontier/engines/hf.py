@@ -34,6 +34,8 @@ class _SequenceState:
     method: AttentionMethod
     prefill_computed: float = 0.0
     prefill_total: float = 0.0
+    #: prefill work under each counting, for methods that report several (AttentionResult.counts)
+    prefill_counts: dict[str, float] = field(default_factory=dict)
     decode_computed: float = 0.0
     decode_total: float = 0.0
     kept: float = 0.0
@@ -91,6 +93,8 @@ def _attend(state: _SequenceState, layer: int, q: torch.Tensor, k: torch.Tensor,
         result = method.prefill(q, k, v)
         state.prefill_computed += result.computed
         state.prefill_total += result.total
+        for counting, work in result.counts.items():
+            state.prefill_counts[counting] = state.prefill_counts.get(counting, 0.0) + work
         if result.keep is not None:
             state.keeps[layer] = result.keep
     else:
@@ -207,7 +211,7 @@ class HfEngine:
 
     name = "hf"
 
-    def __init__(self, model_dir: str, dtype: str = "float32", device: str | None = None):
+    def __init__(self, model_dir: str, dtype: str = "float32", device: str | None = None, hf_overrides=None):
         from transformers import AutoModelForCausalLM
 
         from ..models import _check_source, load_tokenizer
@@ -216,7 +220,10 @@ class HfEngine:
         _register_attention()
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=getattr(torch, dtype), attn_implementation=ATTN_IMPLEMENTATION
+            str(model_dir),
+            dtype=getattr(torch, dtype),
+            attn_implementation=ATTN_IMPLEMENTATION,
+            **(hf_overrides or {}),  # config fields, e.g. RoPE scaling (context.rope_overrides)
         )
         self._setup(model.to(device), load_tokenizer(str(model_dir)))
 
@@ -307,5 +314,6 @@ class HfEngine:
         decode_ms = (time.perf_counter() - start) * 1e3
 
         text = self.tokenizer.decode(output, skip_special_tokens=True) if self.tokenizer is not None else ""
-        density = sequence.state.density()
-        return Generation(output, text, density, len(prompt), prefill_ms, decode_ms)
+        state = sequence.state
+        densities = {c: work / state.prefill_total for c, work in state.prefill_counts.items()}
+        return Generation(output, text, state.density(), len(prompt), prefill_ms, decode_ms, densities)

@@ -13,6 +13,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..analysis.flops import FLOPS_CONVENTIONS
 from .style import PANEL_HEIGHT, PANEL_WIDTH, empty_chart, natural_order
 
 
@@ -22,11 +23,12 @@ def flops_vs_length_chart(
     """Chart from :func:`sparse_frontier.analysis.flops.flops_by_length` (log-log, one panel per phase).
 
     crossover: :func:`sparse_frontier.analysis.flops.crossover_table`; each model's crossover length
-    is drawn as a dotted vertical line in its colour.
+    is drawn as a dotted vertical line in its colour. The title names the FLOPS convention of the data.
     """
     if data.empty:
         return empty_chart("No model configs: no FLOPS to draw.")
     studied = data["studied"] if "studied" in data else pd.Series(True, index=data.index)
+    conventions = [FLOPS_CONVENTIONS.get(c, c) for c in dict.fromkeys(data["flops_convention"])]
     data = data.assign(
         configuration=[
             "dense" if cr == 1 else f"{m} CR {cr:g}" + ("" if ran else " (the paper's; not run)")
@@ -85,4 +87,5 @@ def flops_vs_length_chart(
         alt.layer(lines, rules, data=long)
         .facet(column=alt.Column("phase:N", sort=["prefill", "decode"], title="phase"))
         .resolve_scale(y="independent")
+        .properties(title=f"FLOPS against sequence length; {'; '.join(conventions)}")
     )

@@ -293,6 +293,8 @@ class SparseImplMixin:
         output.copy_(result.out.transpose(0, 1))
         state.computed += result.computed
         state.total += result.total
+        for counting, work in result.counts.items():
+            state.counts[counting] = state.counts.get(counting, 0.0) + work
 
     def _evict(self, layer: Any, plan: BatchPlan, i: int, state: RequestState, query: torch.Tensor,
                key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, output: torch.Tensor) -> None:

@@ -73,9 +73,12 @@ def merge_rank_stats(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
     for rank_stats in per_rank:
         for tag, stats in rank_stats.items():
             into = merged.setdefault(tag, {"computed": 0.0, "total": 0.0, "kept": 0.0, "cached": 0.0,
-                                           "decode_kv_len": {}, "prompt_len": stats["prompt_len"]})
+                                           "counts": {}, "decode_kv_len": {},
+                                           "prompt_len": stats["prompt_len"]})
             for key in ("computed", "total", "kept", "cached"):
                 into[key] += stats[key]
+            for counting, work in stats.get("counts", {}).items():
+                into["counts"][counting] = into["counts"].get(counting, 0.0) + work
             into["decode_kv_len"].update(stats["decode_kv_len"])
     return merged
 
@@ -88,6 +91,9 @@ class VllmEngine:
     output (default: the model's).   method: the method the workers start with (sent through
     ``additional_config``; later batches switch by RPC).   settings: any other ``vllm.LLM``
     argument; the ones in ``FORCED`` are overridden with a warning (exact sparse attention needs them).
+    RoPE scaling arrives as the ``hf_overrides`` setting (:func:`sparse_frontier.context.rope_overrides`:
+    complete ``rope_parameters``, since vLLM sets a dict-valued override after it has standardised
+    the model's own, and ``max_position_embeddings``, from which it derives the longest context).
     """
 
     name = "vllm"
@@ -193,6 +199,7 @@ class VllmEngine:
                 n_prompt_tokens=len(prompt),
                 prefill_ms=prefill_ms,
                 decode_ms=decode_ms,
+                densities={c: work / counters["total"] for c, work in counters.get("counts", {}).items()},
             ))
         return results
 

@@ -50,6 +50,8 @@ class RequestState:
     total: float = 0.0
     kept: float = 0.0
     cached: float = 0.0
+    #: prefill work under each counting, for methods that report several (AttentionResult.counts)
+    counts: dict[str, float] = field(default_factory=dict)
     compactions: dict[str, LayerCompaction] = field(default_factory=dict)
     #: per layer: the number of cache slots the last decode step read
     decode_kv_len: dict[str, int] = field(default_factory=dict)
@@ -63,6 +65,7 @@ class RequestState:
             "total": self.total,
             "kept": self.kept,
             "cached": self.cached,
+            "counts": dict(self.counts),
             "decode_kv_len": dict(self.decode_kv_len),
             "decode_calls": self.decode_calls,
         }
