@@ -151,6 +151,12 @@ def test_a_model_without_resources_is_sized_from_its_config_json(tmp_path, no_hu
         "head_dim": 256,
         "attention_heads": 8,
     }
+    (folder / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    preflight.model_config_json.cache_clear()
+    with pytest.raises(
+        ConfigError, match=r"models.gemma: its config.json lacks num_hidden_layers, num_attention"
+    ):
+        check_models({"gemma": spec})
     no_hub("unreachable")
     with pytest.raises(ConfigError, match=r"models.hub: its jobs cannot be sized .*resources.\{layers"):
         check_models({"hub": {"path": "Org/Uncached-Model", "tokenizer": "t", "params_b": 1}}, dry_run=True)

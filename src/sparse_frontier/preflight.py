@@ -21,13 +21,16 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 #: What the KV-cache sizing of a job needs from a model, by the keys of ``models.<m>.resources``.
 SHAPE_KEYS = ("layers", "kv_heads", "head_dim", "attention_heads")
 
+#: The config.json fields those come from (KV heads and head size have defaults).
+GEOMETRY_FIELDS = ("num_hidden_layers", "num_attention_heads", "hidden_size")
+
 
 class ConfigError(ValueError):
     """A mistake in the study's configuration or its inputs, named in one sentence."""
 
 
 def did_you_mean(name: str, options) -> str:
-    """`` (did you mean `x`?)`` for the closest of ``options``, or a list of them if none is close."""
+    """The end of a sentence: ``; did you mean `x`?`` for the closest option, else ``; valid: a, b.``"""
     options = sorted(str(o) for o in options)
     close = difflib.get_close_matches(str(name), options, n=1, cutoff=0.6)
     if close:
@@ -227,14 +230,22 @@ def check_models(models: Mapping[str, Mapping], *, dry_run: bool = False) -> Non
             continue
         check_model_source(name, spec["path"], dry_run=dry_run)
         given = spec.get("resources", {})
-        if all(key in given for key in SHAPE_KEYS) or model_shape_from_config(spec["path"]):
+        if all(key in given for key in SHAPE_KEYS):
             continue
         missing = ", ".join(key for key in SHAPE_KEYS if key not in given)
-        raise ConfigError(
-            f"models.{name}: its jobs cannot be sized without its config.json, which is in neither its "
-            f"folder nor the local Hugging Face cache and the hub cannot be reached; fetch it "
-            f"(`hf download {spec['path']} config.json`) or set models.{name}.resources.{{{missing}}}."
-        )
+        hf_config = model_config_json(spec["path"])
+        if hf_config is None:
+            raise ConfigError(
+                f"models.{name}: its jobs cannot be sized without its config.json, which is in neither its "
+                f"folder nor the local Hugging Face cache and the hub cannot be reached; fetch it "
+                f"(`hf download {spec['path']} config.json`) or set models.{name}.resources.{{{missing}}}."
+            )
+        lacks = [key for key in GEOMETRY_FIELDS if key not in hf_config.get("text_config", hf_config)]
+        if lacks:
+            raise ConfigError(
+                f"models.{name}: its config.json lacks {', '.join(lacks)}, which size its jobs; "
+                f"set models.{name}.resources.{{{missing}}}."
+            )
 
 
 # ---- a model's shape for the cluster sizing, from its config.json
@@ -272,9 +283,12 @@ def model_config_json(path: str) -> dict | None:
 
 
 def model_shape_from_config(path: str) -> dict[str, int] | None:
-    """:func:`kv_geometry` of the model at ``path`` (hub id or folder), or None if no config is at hand."""
+    """:func:`kv_geometry` of the model at ``path`` (hub id or folder), or None if no complete
+    config is at hand."""
     config = model_config_json(path)
-    return kv_geometry(config) if config else None
+    if not config or any(key not in config.get("text_config", config) for key in GEOMETRY_FIELDS):
+        return None
+    return kv_geometry(config)
 
 
 # ---- the entry points the workflow calls
