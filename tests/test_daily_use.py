@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKOUT = ["Snakefile", "config", "envs", "profiles", "src", "workflow"]
@@ -55,7 +56,11 @@ def finished_default_run(tmp_path_factory):
 def test_a_finished_run_prints_its_summary_and_the_report_shows_tables_and_predictions(finished_default_run):
     copy, output = finished_default_run
     summary = (copy / "results/summary.md").read_text()
-    assert "## tiny-qwen2, 1024 tokens" in summary and "| prefill | block_sparse |" in summary
+    config = yaml.safe_load((copy / "config/config.yaml").read_text())
+    for model in config["models"]:
+        for length in config["lengths"]:
+            assert f"## {model}, {length} tokens" in summary
+    assert "| prefill | block_sparse |" in summary
     tail = output[output.index("# Results") :]
     assert "| decode | snapkv |" in tail and "max lossless CR" in tail  # printed after the jobs
     run("snakemake --report report.html", copy)

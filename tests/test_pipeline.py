@@ -220,7 +220,7 @@ def test_inference_progress_goes_live_to_the_terminal_not_the_log(tiny_tokenizer
     saved = sys.stderr
     try:
         log_to_file(log)
-        data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 3, 0)
+        data = build_task_data("ruler_niah", tiny_tokenizer, 2048, 3, 0)
         rows = run_inference(
             EchoEngine(), data, cells_from_config({"snapkv": {"compression_ratios": [2]}}), model="m"
         )
@@ -229,6 +229,6 @@ def test_inference_progress_goes_live_to_the_terminal_not_the_log(tiny_tokenizer
         logging.basicConfig(force=True)
     assert len(rows) == 6
     shown = screen.getvalue()
-    assert "inference m 1024 shard 1/1" in shown and "6/6" in shown
+    assert "inference m 2048 shard 1/1" in shown and "6/6" in shown
     assert "ETA" in shown and "prompts/s" in shown
     assert "6/6" not in log.read_text() and "6 prompts in" in log.read_text()

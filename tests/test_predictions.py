@@ -14,8 +14,8 @@ from sparse_frontier.show import main
 @pytest.fixture
 def finished_run(tiny_tokenizer, tmp_path):
     """results/ of a run: task data, and predictions of dense and snapkv CR 5 (one right, one wrong)."""
-    data = build_task_data("ruler_niah", tiny_tokenizer, 1024, 2, 0)
-    write_parquet(data, tmp_path / "results/data/tiny-bpe/ruler_niah/1024.parquet")
+    data = build_task_data("ruler_niah", tiny_tokenizer, 2048, 2, 0)
+    write_parquet(data, tmp_path / "results/data/tiny-bpe/ruler_niah/2048.parquet")
     rows = []
     for method, ratio in (("dense", 1.0), ("snapkv", 5.0)):
         for sample in data.itertuples():
@@ -28,14 +28,14 @@ def finished_run(tiny_tokenizer, tmp_path):
                     "phase": "decode" if ratio > 1 else "dense",
                     "compression_ratio": ratio,
                     "task": "ruler_niah",
-                    "length": 1024,
+                    "length": 2048,
                     "sample_id": sample.sample_id,
                     "seed": 0,
                     "output": output,
                     "gold": list(sample.gold),
                 }
             )
-    path = tmp_path / "results/predictions/tiny/1024/shard0.parquet"
+    path = tmp_path / "results/predictions/tiny/2048/shard0.parquet"
     write_parquet(pd.DataFrame(rows), path)
     return path, data
 
@@ -60,7 +60,7 @@ def test_wrong_predictions_of_one_cell_are_shown_with_prompt_tail_gold_and_extra
         ]
     )
     shown = capsys.readouterr().out
-    assert shown.count("=== ruler_niah | snapkv CR 5 | tiny | 1024 tokens") == 1
+    assert shown.count("=== ruler_niah | snapkv CR 5 | tiny | 2048 tokens") == 1
     assert "sample 1 | score 0.00" in shown and "sample 0" not in shown
     wrong = data[data.sample_id == 1].iloc[0]
     assert wrong.prompt[-120:] in shown and wrong.prompt[-400:-120] not in shown
