@@ -127,7 +127,11 @@ def test_a_length_beyond_the_model_context_stops_snakemake_before_any_job(tmp_pa
     # A local model folder whose config.json takes 1024 positions, studied at 2048 tokens.
     model = tmp_path / "short-model"
     model.mkdir()
-    (model / "config.json").write_text('{"model_type": "qwen2", "max_position_embeddings": 1024}')
+    (model / "config.json").write_text(
+        '{"model_type": "qwen2", "max_position_embeddings": 1024, '
+        '"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64}'
+    )
+    (model / "model.safetensors").write_bytes(b"")  # a model folder holds weights (checked first)
     config = load("config.yaml")
     config["models"] = {"short": {"path": str(model), "tokenizer": "short", "params_b": 0.001}}
     config["lengths"] = [2048]

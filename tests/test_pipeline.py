@@ -212,3 +212,39 @@ def test_predictions_are_scored_in_the_answer_format_they_were_prompted_with():
     structured = score_predictions(predictions, {"ruler_vt": {"answer_format": "structured"}})
     assert list(structured.score) == [0.0, 1.0]
     assert set(structured.task_category) == {"high_dispersion"}
+
+
+def test_inference_progress_goes_live_to_the_terminal_not_the_log(tiny_tokenizer, tmp_path, monkeypatch):
+    import io
+    import logging
+    import sys
+
+    from sparse_frontier import pipeline
+    from sparse_frontier.engines.base import Generation
+    from sparse_frontier.io import log_to_file
+
+    class EchoEngine:
+        name = "echo"
+        tokenizer = tiny_tokenizer
+
+        def generate(self, prompts, method, max_new_tokens):
+            return [Generation([1], "Answer: x", 1.0, len(p), 1.0, 1.0) for p in prompts]
+
+    screen = io.StringIO()
+    monkeypatch.setattr(pipeline, "terminal", lambda: screen)
+    log = tmp_path / "inference.log"
+    saved = sys.stderr
+    try:
+        log_to_file(log)
+        data = build_task_data("ruler_niah", tiny_tokenizer, 2048, 3, 0)
+        rows = run_inference(
+            EchoEngine(), data, cells_from_config({"snapkv": {"compression_ratios": [2]}}), model="m"
+        )
+    finally:
+        sys.stderr = saved
+        logging.basicConfig(force=True)
+    assert len(rows) == 6
+    shown = screen.getvalue()
+    assert "inference m 2048 shard 1/1" in shown and "6/6" in shown
+    assert "ETA" in shown and "prompts/s" in shown
+    assert "6/6" not in log.read_text() and "6 prompts in" in log.read_text()

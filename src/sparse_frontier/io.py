@@ -48,3 +48,9 @@ def log_to_file(log_path: str | Path | None, level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level, stream=stream, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+
+
+def terminal():
+    """The stream of the terminal Snakemake runs in (stderr before :func:`log_to_file` moved it),
+    for progress a person watches live while the log keeps the record."""
+    return sys.__stderr__ or sys.stderr

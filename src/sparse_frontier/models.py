@@ -145,8 +145,8 @@ def _check_source(path: str) -> None:
     looks_local = path.startswith(("/", ".", "~")) or path.startswith("results/") or os.sep + "." in path
     if looks_local and not Path(path).expanduser().exists():
         raise FileNotFoundError(
-            f"Model path '{path}' does not exist; build it (snakemake {path}/config.json) "
-            "or point the model's `path` in the config at a Hugging Face hub id or a local model folder."
+            f"Model path '{path}' does not exist; point the model's `path` in the config at a Hugging Face "
+            "hub id or a local model folder (a model with `build:` is built there by the workflow)."
         )
 
 

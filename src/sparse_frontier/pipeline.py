@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .io import terminal
 from .tasks import get_task, task_parameters
 
 if TYPE_CHECKING:  # torch is imported only by the steps that run attention (data and scoring need none)
@@ -22,6 +24,11 @@ if TYPE_CHECKING:  # torch is imported only by the steps that run attention (dat
     from .engines import Engine
 
 log = logging.getLogger(__name__)
+
+#: The live progress line of inference: done/total, elapsed, ETA and throughput.
+PROGRESS_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}, {rate_fmt}]"
+)
 
 CELL_KEYS = ["model", "method", "phase", "compression_ratio", "task", "length", "sample_id", "seed"]
 
@@ -223,7 +230,16 @@ def run_inference(
     prompts = {i: tokenizer(data.prompt[i], add_special_tokens=False).input_ids
                for i in sorted({i for item in items for i in item.rows})}
     rows = []
-    with tqdm(total=sum(len(item.rows) for item in items), desc=f"{model} inference", unit="prompt") as bar:
+    lengths = "/".join(str(n) for n in sorted(data.length.unique()))
+    started = time.perf_counter()
+    with tqdm(
+        total=sum(len(item.rows) for item in items),
+        desc=f"inference {model} {lengths} shard {shard + 1}/{n_shards}",
+        unit=" prompts",
+        bar_format=PROGRESS_FORMAT,
+        file=terminal(),
+        mininterval=1.0,
+    ) as bar:
         for item in items:
             method = item.cell.build(item.task)
             results = engine.generate(
@@ -256,6 +272,8 @@ def run_inference(
                     }
                 )
             bar.update(len(item.rows))
+    seconds = time.perf_counter() - started
+    log.info("%d prompts in %.1f s (%.2f prompts/s)", len(rows), seconds, len(rows) / max(seconds, 1e-9))
     return pd.DataFrame(rows)
 
 

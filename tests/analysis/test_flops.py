@@ -247,3 +247,32 @@ def test_tables_and_figure_name_the_convention():
     causal = flops_table({"m": small()}, cells, convention="causal")
     prefill = paper["phase"] == "prefill"
     assert (paper.loc[prefill, "flops_attention"] > causal.loc[prefill, "flops_attention"]).all()
+
+
+def test_figure12_draws_the_studied_methods_and_names_the_papers_where_a_phase_ran_none():
+    from sparse_frontier.analysis.flops import flops_curves, studied_curves
+    from sparse_frontier.figures.flops import flops_vs_length_chart
+
+    cells = pd.DataFrame(
+        {
+            "phase": ["dense", "prefill", "prefill", "prefill", "prefill"],
+            "method": ["dense", "block_sparse", "block_sparse", "block_sparse", "flexprefill"],
+            "compression_ratio": [1.0, 2.0, 5.0, 10.0, 4.0],
+        }
+    )
+    curves = studied_curves(cells)
+    prefill = curves[curves["phase"] == "prefill"]
+    assert set(zip(prefill["method"], prefill["compression_ratio"], strict=True)) == {
+        ("block_sparse", 2.0), ("block_sparse", 10.0), ("flexprefill", 4.0)}
+    assert prefill["studied"].all()
+    decode = curves[curves["phase"] == "decode"]
+    assert set(decode["method"]) == {"quest"} and not decode["studied"].any()
+
+    df = flops_curves({"m": small()}, np.array([1024, 4096]), curves)
+    assert "vertical_slash" not in set(df["method"])
+    block = df[(df["method"] == "block_sparse") & (df["compression_ratio"] == 10.0)]
+    dense = df[(df["method"] == "dense") & (df["phase"] == "prefill")]
+    assert (block["flops_attention"].to_numpy() < dense["flops_attention"].to_numpy()).all()
+    spec = flops_vs_length_chart(df).to_dict()
+    configurations = {row["configuration"] for row in spec["datasets"][next(iter(spec["datasets"]))]}
+    assert {"block_sparse CR 10", "flexprefill CR 4", "quest CR 20 (the paper's; not run)"} <= configurations

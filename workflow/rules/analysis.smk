@@ -128,8 +128,26 @@ rule analysis_scaling:
         "../scripts/analysis_scaling.py"
 
 
+rule summary:
+    input:
+        cells="results/tables/cells.parquet",
+        max_compression="results/tables/max_compression_summary.parquet",
+    output:
+        "results/summary.md",
+    log:
+        "results/logs/analysis/summary.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/summary.py"
+
+
 localrules:
     analysis_cells,
+    summary,
     analysis_flops,
     analysis_isoflops,
     max_compression,

@@ -1,6 +1,7 @@
 # Config access, target lists and wildcard constraints; the rules hold no logic.
 
 import os
+import sys
 from pathlib import Path
 
 # Scripts import the library from this checkout, so a conda env needs only its dependencies.
@@ -22,6 +23,12 @@ from sparse_frontier.pipeline import (
     task_data_dir,
 )
 from sparse_frontier.tasks.qa_sources import TASK_DATASETS
+from sparse_frontier.analysis.targets import REPORT_PAGES
+from sparse_frontier.preflight import check_study
+
+# Every mistake that needs no job to find stops the run here, in one sentence: models that
+# cannot be loaded, analysis and method settings that name what the study does not run.
+check_study(config, sys.argv)
 
 MODELS = list(config["models"])
 LENGTHS = [int(length) for length in config["lengths"]]
@@ -141,3 +148,21 @@ def score_tables():
 
 def model_configs():
     return expand("results/model_configs/{model}.json", model=MODELS)
+
+
+def task_data_files():
+    """Every task data file of the study (all tokenizers, tasks and lengths)."""
+    return expand(
+        "results/data/{tokenizer}/{task_dir}/{length}.parquet",
+        tokenizer=TOKENIZERS,
+        task_dir=[TASK_DIRS[task] for task in TASKS],
+        length=LENGTHS,
+    )
+
+
+def model_tokenizers():
+    return {name: spec["tokenizer"] for name, spec in config["models"].items()}
+
+
+def report_pages():
+    return list(REPORT_PAGES.values())

@@ -1,5 +1,5 @@
 # Figures: one rule per figure, so `snakemake results/figures/<name>.png` rebuilds only that one.
-# Each writes PNG, SVG and a self-contained interactive HTML, all wrapped in report(...).
+# Each writes PNG, SVG and a self-contained interactive HTML; the PNG is wrapped in report(...).
 
 from functools import partial
 
@@ -8,15 +8,16 @@ from sparse_frontier.analysis import targets as figure_paths
 # Every final output of the analysis for the current config (the lead's rule all calls it).
 analysis_targets = partial(figure_paths.analysis_targets, config)
 
-# Named outputs png, svg, html of one figure, each in report(...) with its caption.
+# Named outputs png, svg, html of one figure; the PNG goes into the report with its caption
+# (once: the SVG and the interactive HTML are the same figure).
 report_figure = lambda name: {
-    ext: report(
-        path,
+    **figure_paths.figure_paths(name),
+    "png": report(
+        figure_paths.figure_paths(name)["png"],
         caption=f"../report/{name}.rst",
         category=figure_paths.FIGURES[name],
-        labels={"figure": name, "format": ext},
-    )
-    for ext, path in figure_paths.figure_paths(name).items()
+        labels={"figure": name},
+    ),
 }
 
 

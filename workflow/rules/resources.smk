@@ -13,6 +13,8 @@ import math
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
+from sparse_frontier.preflight import model_shape_from_config
+
 # Bytes per weight / cache element of the configured inference dtype.
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -24,8 +26,9 @@ def _cluster_settings(cfg):
 def model_shape(cfg, model):
     """Layers, KV heads, head size and attention heads of a model (the KV cache's geometry).
 
-    Taken from `models.<model>.resources`, or from `build` for a model the workflow builds;
-    a model without either cannot be sized and stops the run with a sentence naming the keys.
+    Taken from `models.<model>.resources`, from `build` for a model the workflow builds, or else
+    from the model's config.json (its folder, the Hugging Face cache, or fetched once into it);
+    a model without any of these stops the run with a sentence naming the keys.
     """
     spec = cfg["models"][model]
     given = spec.get("resources", {})
@@ -41,11 +44,14 @@ def model_shape(cfg, model):
             "head_dim": build["hidden_size"] // heads,
             "attention_heads": heads,
         }
+    from_config = model_shape_from_config(spec["path"])
+    if from_config is not None:
+        return from_config
     missing = ", ".join(key for key in keys if key not in given)
     raise WorkflowError(
-        f"Model '{model}' cannot be sized for the cluster: set models.{model}.resources.{{{missing}}} "
-        f"from its config.json (num_hidden_layers, num_key_value_heads, head_dim, num_attention_heads), "
-        f"or models.{model}.resources.gpus to fix its GPU count."
+        f"Model '{model}' cannot be sized for the cluster: its config.json is neither in its folder nor in "
+        f"the local Hugging Face cache, and the hub cannot be reached; download it (`hf download "
+        f"{spec['path']} config.json`) or set models.{model}.resources.{{{missing}}}."
     )
 
 

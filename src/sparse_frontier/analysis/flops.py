@@ -284,6 +284,10 @@ def flops_table(
     return out.sort_values(keys).reset_index(drop=True)
 
 
+#: The paper's method per phase (its best), drawn in Figure 12 where a study ran none in that phase.
+PAPER_METHODS = {"prefill": "vertical_slash", "decode": "quest"}
+
+
 def flops_by_length(
     shapes: Mapping[str, ModelShape],
     lengths: np.ndarray,
@@ -293,33 +297,87 @@ def flops_by_length(
 ) -> pd.DataFrame:
     """FLOPS against length for each model and phase (Figure 12), dense and a few compressions.
 
-    methods: phase -> the sparse method whose indexing cost is added (default vertical_slash for
-    prefill, quest for decode, the paper's best per phase). Adds ``flops_linear`` (the components
-    that grow with tokens, not context) so the figure can mark the linear/quadratic crossover.
+    methods: phase -> the sparse method whose indexing cost is added (default: the paper's best per
+    phase, :data:`PAPER_METHODS`).
     """
-    methods = dict(methods or {"prefill": "vertical_slash", "decode": "quest"})
+    methods = dict(methods or PAPER_METHODS)
+    curves = pd.DataFrame(
+        [
+            {"phase": phase, "method": methods.get(phase, "dense"), "compression_ratio": cr, "studied": True}
+            for phase in ("prefill", "decode")
+            for cr in compression_ratios
+            if cr != 1.0
+        ],
+        columns=["phase", "method", "compression_ratio", "studied"],
+    )
+    return flops_curves(shapes, lengths, curves, convention=convention)
+
+
+def studied_curves(cells: pd.DataFrame, paper_ratios: tuple[float, ...] = (5.0, 20.0)) -> pd.DataFrame:
+    """The sparse curves of Figure 12 for a study: each method it ran, per phase, at its lowest and
+    highest ratio (``studied`` True); in a phase where it ran none, the paper's method at
+    ``paper_ratios`` (``studied`` False, so the figure can say so).
+
+    cells: rows with phase (prefill | decode | kv-compression | dense), method, compression_ratio.
+    """
+    phase = cells["phase"].replace({"kv-compression": "decode"})
+    sparse = cells.assign(phase=phase)[(phase != "dense") & (cells["compression_ratio"] != 1)]
+    rows = []
+    for ph in ("prefill", "decode"):
+        ran = sparse[sparse["phase"] == ph]
+        if len(ran):
+            for method, g in ran.groupby("method", sort=True):
+                for cr in sorted({g["compression_ratio"].min(), g["compression_ratio"].max()}):
+                    rows.append(
+                        {"phase": ph, "method": method, "compression_ratio": float(cr), "studied": True}
+                    )
+        else:
+            rows += [
+                {"phase": ph, "method": PAPER_METHODS[ph], "compression_ratio": cr, "studied": False}
+                for cr in paper_ratios
+            ]
+    return pd.DataFrame(rows, columns=["phase", "method", "compression_ratio", "studied"])
+
+
+def flops_curves(
+    shapes: Mapping[str, ModelShape], lengths: np.ndarray, curves: pd.DataFrame, convention: str = "paper"
+) -> pd.DataFrame:
+    """FLOPS against length for each model: dense in both phases, then each row of ``curves``
+    (phase, method, compression_ratio, studied; indexing cost included).
+
+    Adds ``flops_linear`` (the components that grow with tokens, not context) so the figure can mark
+    the linear/quadratic crossover.
+    """
+    dense = pd.DataFrame(
+        {"phase": ["prefill", "decode"], "method": "dense", "compression_ratio": 1.0, "studied": True}
+    )
     rows = []
     for model, shape in shapes.items():
-        for phase in ("prefill", "decode"):
-            for cr in compression_ratios:
-                method = "dense" if cr == 1.0 else methods.get(phase, "dense")
-                br = flops_breakdown(shape, phase, lengths, 1.0 / cr, method, convention=convention)
-                linear = sum(br[k] for k in LINEAR_COMPONENTS)
-                rows.append(
-                    pd.DataFrame(
-                        {
-                            "model": model,
-                            "phase": phase,
-                            "method": method,
-                            "compression_ratio": cr,
-                            "length": np.asarray(lengths, dtype=np.int64),
-                            "flops_total": br["total"],
-                            "flops_linear": linear,
-                            "flops_attention": br["attention"] + br["indexing"],
-                            "flops_convention": convention,
-                        }
-                    )
+        for curve in pd.concat([dense, curves], ignore_index=True).itertuples(index=False):
+            br = flops_breakdown(
+                shape,
+                curve.phase,
+                lengths,
+                1.0 / curve.compression_ratio,
+                curve.method,
+                convention=convention,
+            )
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "model": model,
+                        "phase": curve.phase,
+                        "method": curve.method,
+                        "compression_ratio": curve.compression_ratio,
+                        "studied": bool(curve.studied),
+                        "length": np.asarray(lengths, dtype=np.int64),
+                        "flops_total": br["total"],
+                        "flops_linear": sum(br[k] for k in LINEAR_COMPONENTS),
+                        "flops_attention": br["attention"] + br["indexing"],
+                        "flops_convention": convention,
+                    }
                 )
+            )
     return pd.concat(rows, ignore_index=True)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import as_cells, cell_means
-from .flops import ModelShape, crossover_table, flops_by_length, flops_table
+from .flops import ModelShape, crossover_table, flops_curves, flops_table, studied_curves
 from .frontier import isoflops_points, resolve_phase_methods
 from .methods import best_methods
 from .scaling import metric_matrix, scaling_data, scaling_laws
@@ -55,14 +55,15 @@ def figure12_lengths(lengths: list[int]) -> np.ndarray:
 def flops_step(
     scores: pd.DataFrame, shapes: Mapping[str, ModelShape], convention: str = "paper"
 ) -> StepResult:
-    """FLOPS of every studied cell (table) and FLOPS against length per model (Figure 12 data).
+    """FLOPS of every studied cell (table) and FLOPS against length per model (Figure 12 data: the
+    studied methods, or the paper's in a phase the study did not sparsify).
 
     convention: how attention pairs are counted, "paper" (L^2) or "causal" (analysis.flops).
     """
     cells = as_cells(scores)[["model", "phase", "method", "length", "compression_ratio"]].drop_duplicates()
     table = flops_table(shapes, cells, convention=convention)
     studied = sorted(int(n) for n in cells["length"].unique())
-    by_length = flops_by_length(shapes, figure12_lengths(studied), convention=convention)
+    by_length = flops_curves(shapes, figure12_lengths(studied), studied_curves(cells), convention=convention)
     crossover = crossover_table(shapes, convention=convention)
     return StepResult({"flops": table, "flops_by_length": by_length, "flops_crossover": crossover})
 

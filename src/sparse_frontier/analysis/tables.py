@@ -52,7 +52,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     write_text(text, path)
 
 
-def _cell(value: object, digits: int) -> str:
+def format_cell(value: object, digits: int) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -69,7 +69,7 @@ def _cell(value: object, digits: int) -> str:
 def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-flavoured Markdown table; NaN prints as an en dash (not computable)."""
     header = [str(c) for c in df.columns]
-    rows = [[_cell(v, digits) for v in row] for row in df.itertuples(index=False, name=None)]
+    rows = [[format_cell(v, digits) for v in row] for row in df.itertuples(index=False, name=None)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -92,7 +92,7 @@ def to_latex(df: pd.DataFrame, digits: int = 3, caption: str | None = None) -> s
     lines.append(" & ".join(_latex_escape(str(c)) for c in df.columns) + r" \\")
     lines.append(r"\midrule")
     for row in df.itertuples(index=False, name=None):
-        lines.append(" & ".join(_latex_escape(_cell(v, digits)) for v in row) + r" \\")
+        lines.append(" & ".join(_latex_escape(format_cell(v, digits)) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 

@@ -44,6 +44,13 @@ FIGURES = {
 }
 
 
+#: The study's results in one page, printed at the end of a run.
+SUMMARY = "results/summary.md"
+
+#: Pages of the Snakemake report beside the figures: name -> path.
+REPORT_PAGES = {"tables": "results/report/tables.html", "predictions": "results/report/predictions.html"}
+
+
 def table_paths(name: str) -> dict[str, str]:
     """Named outputs ``<name>_<ext>`` of one table (Parquet only for a data table)."""
     exts = ("parquet",) if name in DATA_TABLES else TABLE_EXTS
@@ -64,4 +71,4 @@ def analysis_targets(config: Mapping) -> list[str]:
     del config  # the same list for every grid; the argument keeps the call site stable
     tables = [path for name in TABLES for path in table_paths(name).values()]
     figures = [path for name in FIGURES for path in figure_paths(name).values()]
-    return tables + figures
+    return [*tables, *figures, SUMMARY]

@@ -1,6 +1,7 @@
 """Paper Figure 12 (Appendix D): FLOPS against sequence length per model, prefill and decode.
 
-Solid lines are dense, dashed lines sparse at the given compressions (indexing cost included); the
+Solid lines are dense, dashed lines each method the study ran, at its lowest and highest compression
+(indexing cost included; the paper's method of a phase the study did not sparsify, named so); the
 faint line per model is the linear part alone (embedding, projections, MLP, output layer), and the
 dotted vertical line the length where dense attention overtakes it: the move from the linear- to
 the quadratic-dominated regime.
@@ -26,11 +27,12 @@ def flops_vs_length_chart(
     """
     if data.empty:
         return empty_chart("No model configs: no FLOPS to draw.")
+    studied = data["studied"] if "studied" in data else pd.Series(True, index=data.index)
     conventions = [FLOPS_CONVENTIONS.get(c, c) for c in dict.fromkeys(data["flops_convention"])]
     data = data.assign(
         configuration=[
-            "dense" if cr == 1 else f"{m} CR {cr:g}"
-            for m, cr in zip(data["method"], data["compression_ratio"], strict=True)
+            "dense" if cr == 1 else f"{m} CR {cr:g}" + ("" if ran else " (the paper's; not run)")
+            for m, cr, ran in zip(data["method"], data["compression_ratio"], studied, strict=True)
         ]
     )
     linear = data[data["compression_ratio"] == 1].assign(

@@ -283,7 +283,8 @@ def download(dataset: str, raw_dir: Path, timeout: float = 120.0) -> bytes:
             data = response.read()
     except OSError as err:
         raise RuntimeError(
-            f"Could not download {dataset} from {source.url} ({err}); check the network."
+            f"Could not download {dataset} from {source.url} ({err}); check the network, or download "
+            f"that file where there is one and place it at {path}, then run again."
         ) from err
     _write_bytes(path, data)
     digest = f"{hashlib.sha256(data).hexdigest()}  {path.name}\n"
