@@ -20,7 +20,10 @@ def finished_run(tiny_tokenizer, tmp_path):
     for method, ratio in (("dense", 1.0), ("snapkv", 5.0)):
         for sample in data.itertuples():
             right = sample.sample_id == 0
-            output = f"The keys are listed.\nAnswer: {', '.join(sample.gold) if right else 'no-such-key'}"
+            # The authors' NIAH format (the default): numbered lines inside <answer> tags.
+            pairs = [g.split("=", 1) for g in sample.gold] if right else [("no-such-key", "0")]
+            lines = "\n".join(f"{i}. The answer for {k} is {v}." for i, (k, v) in enumerate(pairs, 1))
+            output = f"<explanation>The keys are listed.</explanation>\n<answer>\n{lines}\n</answer>"
             rows.append(
                 {
                     "model": "tiny",
@@ -65,7 +68,7 @@ def test_wrong_predictions_of_one_cell_are_shown_with_prompt_tail_gold_and_extra
     wrong = data[data.sample_id == 1].iloc[0]
     assert wrong.prompt[-120:] in shown and wrong.prompt[-400:-120] not in shown
     assert str(list(wrong.gold)) in shown
-    assert "extracted: 'no-such-key'" in shown
+    assert "no-such-key" in shown.split("extracted:")[1]
 
 
 def test_a_score_file_and_a_folder_read_the_same(finished_run, capsys):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .tasks.answers import extract_answer
+from .tasks.tagged_answers import tagged_answer
 
 #: The keys that join a prediction to its sample in the task data.
 SAMPLE_KEYS = ["task", "length", "sample_id", "seed"]
@@ -44,8 +45,15 @@ def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
     df = pd.concat([pd.read_parquet(f) for f in parquet_files(paths)], ignore_index=True)
     if "score" not in df.columns:
         df = score_predictions(df)
-    df["extracted"] = [extract_answer(output) for output in df["output"]]
+    df["extracted"] = [_extracted(output) for output in df["output"]]
     return df
+
+
+def _extracted(output: str) -> str:
+    """What the scorers read: the ``<answer>`` tags (the authors' format, the default), else the
+    final ``Answer:`` line (the structured format)."""
+    tagged = tagged_answer(output)
+    return tagged.strip() if tagged is not None else extract_answer(output)
 
 
 def select(
