@@ -72,14 +72,17 @@ def _hf_rows(args, folder: str, prompts_by_length: dict, methods, result: dict, 
 
     from ..hf import HfEngine
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.shapes:
         from ...models import build_random_model
 
-        engine = HfEngine.from_model(build_random_model(folder, dtype=args.dtype, device="cuda"))
+        engine = HfEngine.from_model(build_random_model(folder, dtype=args.dtype, device=device))
     else:
-        engine = HfEngine(folder, dtype=args.dtype, device="cuda" if torch.cuda.is_available() else "cpu")
-    for length, prompts in prompts_by_length.items():
-        engine.generate(prompts[:1], _parse_method("dense"), 2)  # warm-up at this length
+        engine = HfEngine(folder, dtype=args.dtype, device=device)
+    for length in args.hf_lengths or [min(args.lengths)]:
+        prompts = prompts_by_length[length]
+        for method in methods:  # warm-up (Triton tunes per shape in this process too)
+            engine.generate(prompts[:1], method, 2)
         for text, method in zip(args.methods, methods, strict=True):
             if time.perf_counter() > deadline:
                 print(f"hf {length} {text}: skipped (--budget-s)", flush=True)
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--gpu-memory-utilization", type=float, default=None)
     parser.add_argument("--hf", action="store_true", help="also time the hf engine on the same prompts")
+    parser.add_argument("--hf-lengths", type=int, nargs="+", help="with --hf: these lengths (the shortest)")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="skip rows after it")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     for length, prompts in prompts_by_length.items():
         for method in methods:  # warm-up (Triton compiles per shape) outside the timings
-            engine.generate(prompts[:2], method, 2)
+            engine.generate(prompts[:1], method, 2)
         for text, method in zip(args.methods, methods, strict=True):
             if time.perf_counter() > deadline:
                 print(f"vllm {length} {text}: skipped (--budget-s)", flush=True)
