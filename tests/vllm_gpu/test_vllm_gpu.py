@@ -30,6 +30,8 @@ from sparse_frontier.attention import get_method  # noqa: E402
 from sparse_frontier.engines import load_engine  # noqa: E402
 from sparse_frontier.models import write_model_folder  # noqa: E402
 
+# Building the model folder can initialise CUDA here; a forked engine core could not use it then.
+os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 TESTS = Path(__file__).resolve().parents[1]
 # The plumbing methods are imported by name in vLLM's engine-core process: put them on its path.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS / "vllm"), os.environ.get("PYTHONPATH", "")])
@@ -155,7 +157,10 @@ def test_snapkv_decode_reads_the_compacted_length(vllm_engine, prompts):
 
 @pytest.mark.parametrize("name", ["vertical_slash", "quest", "ada_snapkv"])
 def test_batched_requests_get_their_own_pattern(vllm_engine, prompts, name):
-    """Two prompts of different lengths in one batch = each alone (tokens up to near-ties, density)."""
+    """Two prompts of different lengths in one batch = each alone (tokens up to near-ties, density).
+
+    (At 2,000 and 6,000 tokens every method's CR-5 density is 0.2 for both: a request that took the
+    other's pattern shows in its tokens, not its density.)"""
     method = get_method(name, 5.0)
     together = vllm_engine.generate(prompts, method, NEW_TOKENS, logprobs=20)
     logprobs = vllm_engine.last_logprobs
@@ -163,4 +168,3 @@ def test_batched_requests_get_their_own_pattern(vllm_engine, prompts, name):
     assert_same_up_to_near_ties([g.output_ids for g in together], [g.output_ids for g in alone], logprobs,
                                 f"{name}, batched vs alone")
     assert [g.density for g in together] == pytest.approx([g.density for g in alone], rel=0.02)
-    assert together[0].density != together[1].density or name == "quest"
