@@ -7,9 +7,9 @@ captured in a CUDA graph:
    head (every query head of the group uses the same tile); with shared pages the group's scores are
    summed in registers, so one row per kv head is written. The current page gets +inf: it is always read.
 2. ``quest_select_top_pages_kernel``: one program per row finds the n-th largest score exactly by a
-   radix select over order-preserving integer keys (8 passes of 4 bits over the row, which sits in
-   L2: 32 KB at 128K tokens), then writes either the n selected pages as an ascending list or a page
-   mask. Ties at the n-th score go to the lowest pages. No sort, no [rows, P] index tensor.
+   radix select over order-preserving integer keys (16 passes of 2 bits, one block-wide reduction
+   each, over a row held in registers up to 8192 pages), then writes either the n selected pages as
+   an ascending list or a page mask. Ties at the n-th score go to the lowest pages. No sort.
 3. ``quest_page_list_attention_kernel``: split-K attention over the list: a program owns one kv head
    and PAGES_PER_PROGRAM consecutive list entries, gathers their keys and values once for the whole
    query group, and writes a partial softmax.
@@ -30,10 +30,10 @@ import triton.language as tl
 from ..common.triton_helpers import LOG2E, online_softmax_update
 from .triton_quest import _multiprocessors, quest_decode_merge_kernel
 
-#: Radix digits of the selection: 4 bits, so 8 passes resolve a 32-bit key.
-DIGIT_BITS = 4
-#: Scores per step of a selection pass (one [16, CHUNK] count tile in registers).
-SELECT_CHUNK = 512
+#: Scores the selection holds in registers at once: a whole row up to 128K tokens (16 per thread).
+SELECT_CHUNK = 8192
+#: The selection packs four 16-bit counters in an int64: rows of at most this many pages.
+MAX_SELECT_PAGES = 2**16 - 1
 
 
 @triton.jit
@@ -93,58 +93,75 @@ def _order_key(x):
 
 
 @triton.jit
+def _digit_counts(key, match, prefix, SHIFT: tl.constexpr):
+    """Per-element packed counts of the 2-bit digit at SHIFT of the keys that match ``prefix`` above
+    it: bucket b adds 1 << (16 b), so ONE reduction of the result counts all four buckets."""
+    if SHIFT < 30:
+        match = match & ((key >> (SHIFT + 2)) == (prefix >> (SHIFT + 2)))
+    digit = (key >> SHIFT) & 3
+    return tl.where(match, tl.full(key.shape, 1, tl.int64) << (digit * 16), 0)
+
+
+@triton.jit
 def quest_select_top_pages_kernel(
     SCORES,  # float32 [R, P]
     LIST,  # out int32 [R, n]: the selected pages, ascending (WRITE_LIST)
     MASK,  # out uint8 [R, P]: 1 = selected (WRITE_MASK)
-    n_pages,
+    n_pages,  # < 2^16 (the packed counters)
     n_select,  # 1 <= n_select <= n_pages
     WRITE_LIST: tl.constexpr,
     WRITE_MASK: tl.constexpr,
-    CHUNK: tl.constexpr,
+    CHUNK: tl.constexpr,  # scores per step, a power of two
+    SINGLE: tl.constexpr,  # CHUNK >= n_pages: the row is read once and stays in registers
 ):
-    """The n_select largest scores of one row, ties at the n-th going to the lowest pages."""
-    row = tl.program_id(0)
-    base = SCORES + row.to(tl.int64) * n_pages
+    """The n_select largest scores of one row, ties at the n-th going to the lowest pages.
+
+    Radix select from the top 2-bit digit down, 16 passes: `prefix` holds the bits of the n-th
+    largest key found so far, `need` how many keys matching it are still to take. Each pass costs
+    one block-wide reduction (the four digit counts are packed in one int64), which is what bounds
+    this latency-bound kernel; the row is read once when it fits one chunk (8192 pages = 128K tokens).
+    """
+    row = tl.program_id(0).to(tl.int64)
+    base = SCORES + row * n_pages
     offs = tl.arange(0, CHUNK)
-    digits = tl.arange(0, 16)  # [16]
-    # Radix select from the top digit down: `prefix` holds the bits of the n-th largest key found so
-    # far, `need` how many of the keys matching it are still to take.
+    ok0 = offs < n_pages
+    key0 = _order_key(tl.load(base + offs, mask=ok0, other=0.0))
     prefix = tl.zeros([], dtype=tl.int64)
     need = tl.zeros([], dtype=tl.int64) + n_select  # (an argument equal to 1 arrives as a constant)
-    for p in tl.static_range(32 // 4):
-        shift = 28 - 4 * p
-        counts = tl.zeros([16, CHUNK], dtype=tl.int32)
-        for c0 in range(0, n_pages, CHUNK):
-            ok = c0 + offs < n_pages
-            key = _order_key(tl.load(base + c0 + offs, mask=ok, other=0.0))
-            if p == 0:
-                match = ok
-            else:
-                match = ok & ((key >> (shift + 4)) == (prefix >> (shift + 4)))
-            digit = (key >> shift) & 15
-            counts += (match[None, :] & (digit[None, :] == digits[:, None])).to(tl.int32)
-        count = tl.sum(counts, 1).to(tl.int64)  # [16] matching keys per digit
-        above = tl.sum(tl.where(digits[None, :] > digits[:, None], count[None, :], 0), 1)  # [16]
-        # Exactly one digit holds the need-th largest matching key.
-        hit = (above < need) & (above + count >= need)
-        best = tl.max(tl.where(hit, digits, -1), 0)
-        need -= tl.sum(tl.where(digits == best, above, 0), 0)
+    for p in tl.static_range(16):
+        shift = 30 - 2 * p
+        packed = _digit_counts(key0, ok0, prefix, shift)
+        if not SINGLE:
+            for c0 in range(CHUNK, n_pages, CHUNK):
+                ok = c0 + offs < n_pages
+                key = _order_key(tl.load(base + c0 + offs, mask=ok, other=0.0))
+                packed += _digit_counts(key, ok, prefix, shift)
+        total = tl.sum(packed, 0)
+        c3 = (total >> 48) & 0xFFFF
+        c2 = (total >> 32) & 0xFFFF
+        c1 = (total >> 16) & 0xFFFF
+        # The need-th largest matching key lies in the highest bucket whose count from the top reaches need.
+        best = tl.where(c3 >= need, 3, tl.where(c3 + c2 >= need, 2, tl.where(c3 + c2 + c1 >= need, 1, 0)))
+        above = tl.where(best == 3, 0, tl.where(best == 2, c3, tl.where(best == 1, c3 + c2, c3 + c2 + c1)))
+        need -= above
         prefix += best.to(tl.int64) << shift
     # prefix is now the n-th largest key; take every key above it and the first `need` equal to it.
     taken = tl.zeros([], dtype=tl.int64)
     ties = tl.zeros([], dtype=tl.int64)
     for c0 in range(0, n_pages, CHUNK):
         ok = c0 + offs < n_pages
-        key = _order_key(tl.load(base + c0 + offs, mask=ok, other=0.0))
+        if SINGLE:
+            key = key0
+        else:
+            key = _order_key(tl.load(base + c0 + offs, mask=ok, other=0.0))
         equal = ok & (key == prefix)
         tie_rank = ties + tl.cumsum(equal.to(tl.int64), 0) - equal.to(tl.int64)
         chosen = ok & ((key > prefix) | (equal & (tie_rank < need)))
         if WRITE_MASK:
-            tl.store(MASK + row.to(tl.int64) * n_pages + c0 + offs, chosen.to(tl.uint8), mask=ok)
+            tl.store(MASK + row * n_pages + c0 + offs, chosen.to(tl.uint8), mask=ok)
         if WRITE_LIST:
             slot = taken + tl.cumsum(chosen.to(tl.int64), 0) - chosen.to(tl.int64)
-            tl.store(LIST + row.to(tl.int64) * n_select + slot, (c0 + offs).to(tl.int32), mask=chosen)
+            tl.store(LIST + row * n_select + slot, (c0 + offs).to(tl.int32), mask=chosen)
         taken += tl.sum(chosen.to(tl.int64), 0)
         ties += tl.sum(equal.to(tl.int64), 0)
 
@@ -230,15 +247,25 @@ def quest_selection_scores_triton(
 
 
 def quest_select_top_pages_triton(
-    scores: torch.Tensor, n_select: int, as_list: bool = True, out: torch.Tensor | None = None
+    scores: torch.Tensor,
+    n_select: int,
+    as_list: bool = True,
+    out: torch.Tensor | None = None,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """scores float32 [R, P] -> the ``n_select`` best pages of each row: int32 [R, n_select] ascending
     (``as_list``) or a bool mask [R, P]. Ties at the n-th score go to the lowest pages.
 
-    out: optional buffer to fill (tests poison it)."""
+    out: optional buffer to fill (tests poison it); chunk: scores per step (a power of two; tests
+    force several chunks on short rows)."""
     rows, n_pages = scores.shape
     if not 1 <= n_select <= n_pages:
         raise ValueError(f"quest_select_top_pages: n_select must be in [1, {n_pages}], got {n_select}.")
+    if n_pages > MAX_SELECT_PAGES:
+        raise ValueError(
+            f"quest_select_top_pages: at most {MAX_SELECT_PAGES} pages per row, got {n_pages}; use a "
+            "larger page_size."
+        )
     scores = scores.contiguous()
     if out is None:
         out = (
@@ -247,9 +274,10 @@ def quest_select_top_pages_triton(
             else torch.empty(rows, n_pages, dtype=torch.bool, device=scores.device)
         )
     target = out if as_list else out.view(torch.uint8)
+    chunk = chunk or min(SELECT_CHUNK, triton.next_power_of_2(n_pages))
     quest_select_top_pages_kernel[(rows,)](
         scores, target, target, n_pages, n_select,
-        WRITE_LIST=as_list, WRITE_MASK=not as_list, CHUNK=SELECT_CHUNK, num_warps=8,
+        WRITE_LIST=as_list, WRITE_MASK=not as_list, CHUNK=chunk, SINGLE=chunk >= n_pages, num_warps=16,
     )  # fmt: skip
     return out
 

@@ -71,9 +71,11 @@ def test_selection_scores_are_quests_bounds(hq, hkv, s, d, shared):
     torch.testing.assert_close(out[:, keep], ref[:, keep], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("chunk", [None, 256])
 @pytest.mark.parametrize("as_list", [True, False])
-@pytest.mark.parametrize("n_pages", [1, 37, 700] + ([8193, 20_000] if ON_GPU else []))
-def test_top_pages_are_the_stable_top_n(n_pages, as_list):
+@pytest.mark.parametrize("n_pages", [1, 37, 700] + ([8192, 8193, 20_000] if ON_GPU else []))
+def test_top_pages_are_the_stable_top_n(n_pages, as_list, chunk):
+    """Exact top-n with the row in registers (default) and in several chunks (chunk=256)."""
     g = torch.Generator(device=DEVICE).manual_seed(n_pages + as_list)
     scores = torch.randn(5, n_pages, generator=g, device=DEVICE) * 30
     scores[1] = torch.round(scores[1] / 10)  # many ties: the lower pages must win them
@@ -84,13 +86,13 @@ def test_top_pages_are_the_stable_top_n(n_pages, as_list):
         want = _stable_top(scores, n)
         if as_list:
             out = torch.full((5, n), -7, dtype=torch.int32, device=DEVICE)
-            quest_select_top_pages_triton(scores, n, as_list=True, out=out)
+            quest_select_top_pages_triton(scores, n, as_list=True, out=out, chunk=chunk)
             assert torch.all(out[:, 1:] > out[:, :-1]), "the list must be ascending and distinct"
             got = torch.zeros_like(want).scatter_(1, out.long(), True)
         else:
             got = torch.ones(5, n_pages, dtype=torch.bool, device=DEVICE)
             got.view(torch.uint8).fill_(3)  # neither 0 nor 1: an unwritten entry fails
-            quest_select_top_pages_triton(scores, n, as_list=False, out=got)
+            quest_select_top_pages_triton(scores, n, as_list=False, out=got, chunk=chunk)
             assert set(got.view(torch.uint8).unique().tolist()) <= {0, 1}
         assert torch.equal(got, want), f"n={n}"
 
@@ -109,6 +111,8 @@ def test_top_pages_match_the_methods_selection():
 def test_top_pages_reject_an_impossible_budget():
     with pytest.raises(ValueError, match="n_select must be in"):
         quest_select_top_pages_triton(torch.zeros(1, 4, device=DEVICE), 5)
+    with pytest.raises(ValueError, match="larger page_size"):
+        quest_select_top_pages_triton(torch.zeros(1, 2**16, device=DEVICE), 5)
 
 
 @pytest.mark.parametrize("hq,hkv,s,d", DECODE)
