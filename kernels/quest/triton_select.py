@@ -54,7 +54,12 @@ def quest_selection_scores_kernel(
     HEAD_DIM: tl.constexpr,
 ):
     """Quest bounds relu(q) . high + min(q, 0) . low of BLOCK_P pages for one kv head's query group
-    (float32, no tf32), summed over the group when SHARED."""
+    (float32, no tf32), summed over the group when SHARED.
+
+    The group's sum is taken per channel first, (sum_h relu(q_h)) . high + (sum_h min(q_h, 0)) . low
+    (the authors' order: bounds summed over heads per channel, then over channels): one mat-vec per
+    page tile instead of a [GROUP, D] x [D, BLOCK_P] float32 product, which has no tensor-core path
+    and would cost more than reading the summaries."""
     kv_h = tl.program_id(0)
     pages = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)  # [BLOCK_P]
     page_ok = pages < n_pages
@@ -68,13 +73,15 @@ def quest_selection_scores_kernel(
     offsets = kv_h * stride_bh + pages[:, None] * stride_bp + dims[None, :]
     low = tl.load(LOW + offsets, mask=read[:, None], other=0.0).to(tl.float32)  # [BLOCK_P, D]
     high = tl.load(HIGH + offsets, mask=read[:, None], other=0.0).to(tl.float32)
-    scores = tl.dot(tl.maximum(q, 0.0), tl.trans(high), input_precision="ieee")
-    scores += tl.dot(tl.minimum(q, 0.0), tl.trans(low), input_precision="ieee")  # [GROUP_PAD, BLOCK_P]
     if SHARED:
-        row = tl.sum(tl.where(head_ok[:, None], scores, 0.0), 0)  # [BLOCK_P]
+        q_pos = tl.sum(tl.maximum(q, 0.0), 0)  # [D] (padded heads are 0)
+        q_neg = tl.sum(tl.minimum(q, 0.0), 0)
+        row = tl.sum(q_pos[None, :] * high + q_neg[None, :] * low, 1)  # [BLOCK_P]
         row = tl.where(pages == current, float("inf"), row)
         tl.store(SCORES + kv_h * n_pages + pages, row, mask=page_ok)
     else:
+        scores = tl.dot(tl.maximum(q, 0.0), tl.trans(high), input_precision="ieee")
+        scores += tl.dot(tl.minimum(q, 0.0), tl.trans(low), input_precision="ieee")  # [GROUP_PAD, BLOCK_P]
         scores = tl.where(pages[None, :] == current, float("inf"), scores)
         tl.store(
             SCORES + (kv_h * GROUP + heads)[:, None] * n_pages + pages[None, :],
