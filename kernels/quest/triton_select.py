@@ -96,7 +96,7 @@ def _order_key(x):
     -0.0 and 0.0 get one key, as they compare equal."""
     b = tl.where(x == 0.0, 0.0, x).to(tl.int32, bitcast=True)
     signed = b ^ ((b >> 31) & 0x7FFFFFFF)  # negative floats: magnitude bits flipped
-    return signed.to(tl.int64) + 2147483648
+    return signed.to(tl.int64) - (-2147483648)  # an int32 constant: no unsigned promotion
 
 
 @triton.jit
