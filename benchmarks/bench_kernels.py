@@ -38,6 +38,7 @@ import functools
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import time
@@ -527,7 +528,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=[131072, 65536, 32768, 16384],
+        help="longest first by default",
+    )
     parser.add_argument("--compressions", type=float, nargs="+", default=[2, 5, 10, 20])
     parser.add_argument(
         "--methods", nargs="+", default=[*PREFILL_METHODS, "quest"], choices=[*PREFILL_METHODS, "quest"]
@@ -602,53 +609,68 @@ def main() -> None:
         print(fmt(row), flush=True)
         save()
 
-    prefill_methods = [m for m in args.methods if m in PREFILL_METHODS]
-    for length in args.lengths:
-        for kind in args.inputs:
-            if prefill_methods and not out_of_time():
-                q, k, v = make_inputs(kind, length, seed=length)
-                dense_ms, dense_name, dense_all = dense_prefill(q, k, v, max(args.reps, 3))
-                dense_tflops = 4 * HQ * length * (length + 1) / 2 * D / dense_ms / 1e9
-                print(
-                    f"dense prefill {length} ({kind}): {dense_all} -> {dense_name} {dense_ms:.2f} ms "
-                    f"({dense_tflops:.0f} TFLOP/s, {100 * dense_tflops / ceil_tflops:.0f}% of matmul)",
-                    flush=True,
-                )
-                result["dense"][f"{length}/{kind}"] = {"best": dense_name, "ms": dense_ms, "all": dense_all}
-                for cr in args.compressions:
-                    for name in prefill_methods:
-                        for size in args.block_sizes if name == "block_sparse" else [None]:
-                            label = f"block_sparse ({size})" if size else name
-                            key = {"label": label, "inputs": kind, "length": length, "compression": cr}
-                            run = functools.partial(
-                                prefill_row, name, size, q, k, v, cr, dense_ms, ceil_tflops, args
+    def measure() -> None:
+        prefill_methods = [m for m in args.methods if m in PREFILL_METHODS]
+        for length in args.lengths:
+            for kind in args.inputs:
+                if prefill_methods and not out_of_time():
+                    q, k, v = make_inputs(kind, length, seed=length)
+                    dense_ms, dense_name, dense_all = dense_prefill(q, k, v, max(args.reps, 3))
+                    dense_tflops = 4 * HQ * length * (length + 1) / 2 * D / dense_ms / 1e9
+                    print(
+                        f"dense prefill {length} ({kind}): {dense_all} -> {dense_name} {dense_ms:.2f} ms "
+                        f"({dense_tflops:.0f} TFLOP/s, {100 * dense_tflops / ceil_tflops:.0f}% of matmul)",
+                        flush=True,
+                    )
+                    result["dense"][f"{length}/{kind}"] = {
+                        "best": dense_name,
+                        "ms": dense_ms,
+                        "all": dense_all,
+                    }
+                    for cr in args.compressions:
+                        for name in prefill_methods:
+                            for size in args.block_sizes if name == "block_sparse" else [None]:
+                                label = f"block_sparse ({size})" if size else name
+                                key = {"label": label, "inputs": kind, "length": length, "compression": cr}
+                                run = functools.partial(
+                                    prefill_row, name, size, q, k, v, cr, dense_ms, ceil_tflops, args
+                                )
+                                guarded(result["prefill"], key, _fmt_prefill, run)
+                    if args.anchor_file and kind == "structured" and not out_of_time():
+                        try:
+                            result["anchor"] += anchor_rows(
+                                args.anchor_file, q, k, v, length, args.compressions, dense_ms
                             )
-                            guarded(result["prefill"], key, _fmt_prefill, run)
-                if args.anchor_file and kind == "structured" and not out_of_time():
-                    try:
-                        result["anchor"] += anchor_rows(
-                            args.anchor_file, q, k, v, length, args.compressions, dense_ms
+                        except Exception:  # noqa: BLE001
+                            traceback.print_exc(file=sys.stderr)
+                    del q, k, v
+                    torch.cuda.empty_cache()
+                if "quest" in args.methods and not out_of_time():
+                    q, k, v = make_inputs(kind, length, seed=length + 1)
+                    q1 = q[:, -1:].contiguous()
+                    del q
+                    dense_ms, dense_name, dense_all = dense_decode(q1, k, v, args.decode_reps)
+                    print(f"dense decode {length} ({kind}): {dense_all} -> {dense_name}", flush=True)
+                    for cr in args.compressions:
+                        key = {
+                            "method": "quest", "inputs": kind, "length": length, "compression": cr,
+                            "dense_kernel": dense_name, "dense_all": dense_all,
+                        }  # fmt: skip
+                        run = functools.partial(
+                            quest_row, q1, k, v, cr, dense_ms, ceil_gbps, args.decode_reps
                         )
-                    except Exception:  # noqa: BLE001
-                        traceback.print_exc(file=sys.stderr)
-                del q, k, v
-                torch.cuda.empty_cache()
-            if "quest" in args.methods and not out_of_time():
-                q, k, v = make_inputs(kind, length, seed=length + 1)
-                q1 = q[:, -1:].contiguous()
-                del q
-                dense_ms, dense_name, dense_all = dense_decode(q1, k, v, args.decode_reps)
-                print(f"dense decode {length} ({kind}): {dense_all} -> {dense_name}", flush=True)
-                for cr in args.compressions:
-                    key = {
-                        "method": "quest", "inputs": kind, "length": length, "compression": cr,
-                        "dense_kernel": dense_name, "dense_all": dense_all,
-                    }  # fmt: skip
-                    run = functools.partial(quest_row, q1, k, v, cr, dense_ms, ceil_gbps, args.decode_reps)
-                    guarded(result["decode"], key, _fmt_decode, run)
-                del q1, k, v
-                torch.cuda.empty_cache()
+                        guarded(result["decode"], key, _fmt_decode, run)
+                    del q1, k, v
+                    torch.cuda.empty_cache()
 
+    def stop(signum, frame):  # a timeout's SIGTERM: still print the tables of what ran
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        measure()
+    except KeyboardInterrupt:
+        print("\ninterrupted: the tables below hold the rows measured so far", flush=True)
     print(
         f"\nGPU: {result['gpu']}; bf16 matmul {ceil_tflops:.0f} TFLOP/s, copy {ceil_gbps:.0f} GB/s; "
         f"{time.monotonic() - started:.0f} s; command: {' '.join(sys.argv)}"
