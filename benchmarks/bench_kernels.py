@@ -671,8 +671,9 @@ def main() -> None:
         measure()
     except KeyboardInterrupt:
         print("\ninterrupted: the tables below hold the rows measured so far", flush=True)
+    print("\n== summary ==")
     print(
-        f"\nGPU: {result['gpu']}; bf16 matmul {ceil_tflops:.0f} TFLOP/s, copy {ceil_gbps:.0f} GB/s; "
+        f"GPU: {result['gpu']}; bf16 matmul {ceil_tflops:.0f} TFLOP/s, copy {ceil_gbps:.0f} GB/s; "
         f"{time.monotonic() - started:.0f} s; command: {' '.join(sys.argv)}"
     )
     if result["prefill"]:
