@@ -202,3 +202,36 @@ def test_compiles_for_hopper_without_a_gpu(kernel, consts, pointers):
     warps = 16 if kernel == "select" else 4
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     assert compiled.asm["cubin"]
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs and the sync debug mode need a GPU")
+def test_fused_step_never_synchronises_and_replays_from_a_cuda_graph():
+    """The whole step runs with synchronising calls forbidden, and one captured graph replayed on a
+    new query gives what the step computes for it afresh."""
+    from sparse_frontier.attention.quest import PageSummaries, quest_decode_fused
+
+    hq, hkv, s, d = DECODE[0]
+    q, k, v, g = _inputs(hq, hkv, s, d, seed=9)
+    method = Quest(compression_ratio=20.0)
+    summaries = PageSummaries(16)
+    quest_decode_fused(method, q, k, v, summaries)  # compile, and bring the summaries up to date
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        quest_decode_fused(method, q, k, v, summaries)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    static_q = q.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        quest_decode_fused(method, static_q, k, v, summaries)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out, _ = quest_decode_fused(method, static_q, k, v, summaries)
+    new_q = torch.randn(q.shape, generator=g, device=DEVICE).to(DTYPE)
+    static_q.copy_(new_q)
+    graph.replay()
+    fresh, _ = quest_decode_fused(method, new_q, k, v, summaries)
+    torch.testing.assert_close(static_out, fresh, rtol=0, atol=0)
