@@ -227,6 +227,15 @@ def dense_decode(q1, k, v, reps: int) -> tuple[float, str, dict]:
     return times[best], best, times
 
 
+def secondary(fn: Callable[[], float]) -> float:
+    """A breakdown or comparison column: NaN (printed as such) rather than losing the row if it fails."""
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        return float("nan")
+
+
 def block_sparse_work(index, t: int) -> int:
     """Query-key pairs the kernel actually multiplies (listed key blocks x tile rows)."""
     return int(index.count.long().sum()) * index.block_size * index.block_m
@@ -246,7 +255,7 @@ def block_sparse_case(q, k, v, cr: float, block_size: int, block_m: int, reps: i
     mask, computed, info = method.plan(q, k)
     bm = max(block_m, block_size)
     index = build_block_sparse_index(mask, t, s, bm, block_size)
-    pool_ms = time_ms(lambda: (_pool(q, block_size), _pool(k, block_size)), reps)
+    pool_ms = secondary(lambda: time_ms(lambda: (_pool(q, block_size), _pool(k, block_size)), reps))
     select_ms = time_ms(lambda: method.plan(q, k), reps)
     return {
         "label": f"block_sparse ({block_size})",
@@ -270,12 +279,13 @@ def vertical_slash_case(q, k, v, method: VerticalSlash, block_m: int, reps: int)
     vertical, slash = vertical_slash_scores(q, k, method.approx_window)
     ranking = VerticalSlashIndex.build(vertical, slash, t, method.sinks, method.local)
     target = HQ * t * (t + 1) / 2 / method.compression_ratio
+    window, sinks, local = method.approx_window, method.sinks, method.local
     stages = {
-        "scores": time_ms(lambda: vertical_slash_scores(q, k, method.approx_window), reps),
-        "ranking": time_ms(
-            lambda: VerticalSlashIndex.build(vertical, slash, t, method.sinks, method.local), reps
+        "scores": secondary(lambda: time_ms(lambda: vertical_slash_scores(q, k, window), reps)),
+        "ranking": secondary(
+            lambda: time_ms(lambda: VerticalSlashIndex.build(vertical, slash, t, sinks, local), reps)
         ),
-        "budget search": time_ms(lambda: method.budgets(ranking, target), reps),
+        "budget search": secondary(lambda: time_ms(lambda: method.budgets(ranking, target), reps)),
     }
     return {
         "label": method.name,
@@ -369,6 +379,7 @@ def quest_row(q1, k, v, cr, dense_ms, ceil_gbps, reps) -> dict:
     previous_out = previous().float()
     memo: dict = {}
     method.decode(q1, k, v, memo=memo)
+
     summary_bytes = 2 * low.numel() * low.element_size()
     page_bytes = 2 * HKV * min(n * PAGE, s) * D * k.element_size()
     r = {
@@ -378,10 +389,12 @@ def quest_row(q1, k, v, cr, dense_ms, ceil_gbps, reps) -> dict:
         "pages_per_head": n,
         "achieved_compression": s / min(s, (n - 1) * PAGE + s - current * PAGE),
         "step_ms": graph_ms(lambda: quest_decode_fused(method, q1, k, v, summaries), reps),
-        "attn_ms": graph_ms(lambda: quest_page_list_attention_triton(q1, k, v, pages), reps),
-        "select_ms": graph_ms(select, reps),
-        "eager_ms": time_ms(lambda: method.decode(q1, k, v, memo=memo), reps),
-        "previous_ms": graph_ms(previous, reps),
+        "attn_ms": secondary(
+            lambda: graph_ms(lambda: quest_page_list_attention_triton(q1, k, v, pages), reps)
+        ),
+        "select_ms": secondary(lambda: graph_ms(select, reps)),
+        "eager_ms": secondary(lambda: time_ms(lambda: method.decode(q1, k, v, memo=memo), reps)),
+        "previous_ms": secondary(lambda: graph_ms(previous, reps)),
         "dense_ms": dense_ms,
         "bound_ms": (summary_bytes + page_bytes) / (ceil_gbps * 1e6),
         "dense_bound_ms": 2 * HKV * s * D * k.element_size() / (ceil_gbps * 1e6),
