@@ -569,8 +569,15 @@ def main() -> None:
     parser.add_argument(
         "--anchor-file", help="MInference's block_sparse_flash_attention.py, timed beside ours"
     )
+    parser.add_argument("--skip-prefill", action="store_true", help="Quest decode only")
+    parser.add_argument("--skip-decode", action="store_true", help="prefill methods only")
     parser.add_argument("--json", help="write every measured row here (rewritten after each row)")
     args = parser.parse_args()
+    args.methods = [
+        m
+        for m in args.methods
+        if not (args.skip_prefill and m in PREFILL_METHODS or args.skip_decode and m == "quest")
+    ]
     if not torch.cuda.is_available():
         sys.exit(
             "bench_kernels.py needs a CUDA GPU; run it on one (the CPU has only the PyTorch references)."
