@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import torch
 
+from ..kernels.common.checks import check_triton_head_dim
 from ..kernels.ops import quest_decode_attention, quest_page_scores
 from ..kernels.quest.triton_quest import quest_decode_attention_triton
 from ..kernels.quest.triton_select import (
@@ -209,6 +210,7 @@ class Quest(AttentionMethod):
         group = q.shape[0] // hkv
         if q.is_cuda and key_mask is None and _fused(self.page_size):
             # The fused selection's mask: the same pages as the decode step takes.
+            check_triton_head_dim("quest", q.shape[-1])
             _, low, high, n, current = _selection_inputs(self, k, summaries)
             scores = quest_selection_scores_triton(q, low, high, low.shape[1], current, self.share_pages)
             mask = quest_select_top_pages_triton(scores, n, as_list=False)
@@ -296,6 +298,7 @@ def quest_decode_fused(
     selected pages: with shared pages over one ascending page list per kv head, otherwise over a
     per-head page mask. Same pages as ``Quest.plan`` up to ties of the bounds (ties go to lower pages).
     """
+    check_triton_head_dim("quest", q.shape[-1])
     _, low, high, n, current = _selection_inputs(method, k, summaries)
     scores = quest_selection_scores_triton(q, low, high, low.shape[1], current, method.share_pages)
     if method.share_pages:
