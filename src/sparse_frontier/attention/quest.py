@@ -20,6 +20,7 @@ from ..kernels.common.checks import check_triton_head_dim
 from ..kernels.ops import quest_decode_attention, quest_page_scores
 from ..kernels.quest.triton_quest import quest_decode_attention_triton
 from ..kernels.quest.triton_select import (
+    MAX_SELECT_PAGES,
     quest_page_list_attention_triton,
     quest_select_top_pages_triton,
     quest_selection_scores_triton,
@@ -208,7 +209,7 @@ class Quest(AttentionMethod):
         """
         hkv, s, _ = k.shape
         group = q.shape[0] // hkv
-        if q.is_cuda and key_mask is None and _fused(self.page_size):
+        if q.is_cuda and key_mask is None and _fused(self.page_size, k.shape[1]):
             # The fused selection's mask: the same pages as the decode step takes.
             check_triton_head_dim("quest", q.shape[-1])
             _, low, high, n, current = _selection_inputs(self, k, summaries)
@@ -252,7 +253,7 @@ class Quest(AttentionMethod):
         hkv, s, _ = k.shape
         group = hq // hkv
         summaries = None if memo is None else memo.setdefault("pages", PageSummaries(self.page_size))
-        if q.is_cuda and key_mask is None and _fused(self.page_size):
+        if q.is_cuda and key_mask is None and _fused(self.page_size, k.shape[1]):
             out, _ = quest_decode_fused(self, q, k, v, summaries)
         else:
             page_mask = self.plan(q, k, key_mask, summaries)
@@ -270,9 +271,10 @@ class Quest(AttentionMethod):
         return AttentionResult(out, float(read.sum()), total, info={"pages": int(page_mask[0].sum())})
 
 
-def _fused(page_size: int) -> bool:
-    """The fused kernels step through 64 keys at a time, whole pages each."""
-    return 64 % page_size == 0
+def _fused(page_size: int, s: int) -> bool:
+    """The fused kernels step through 64 keys at a time, whole pages each, and select among at most
+    MAX_SELECT_PAGES pages (1M tokens at 16 per page); other caches take the unfused path."""
+    return 64 % page_size == 0 and math.ceil(s / page_size) <= MAX_SELECT_PAGES
 
 
 def _selection_inputs(
@@ -296,7 +298,8 @@ def quest_decode_fused(
 
     Page scores from the kept summaries, the exact top-n by a radix select, attention over the
     selected pages: with shared pages over one ascending page list per kv head, otherwise over a
-    per-head page mask. Same pages as ``Quest.plan`` up to ties of the bounds (ties go to lower pages).
+    per-head page mask. Same pages as the PyTorch definition (``Quest.plan`` on CPU tensors) up to ties
+    of the bounds at the n-th place (ties go to lower pages).
     """
     check_triton_head_dim("quest", q.shape[-1])
     _, low, high, n, current = _selection_inputs(method, k, summaries)
