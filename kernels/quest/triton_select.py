@@ -7,7 +7,7 @@ captured in a CUDA graph:
    head (every query head of the group uses the same tile); with shared pages the group's scores are
    summed in registers, so one row per kv head is written. The current page gets +inf: it is always read.
 2. ``quest_select_top_pages_kernel``: one program per row finds the n-th largest score exactly by a
-   radix select over order-preserving integer keys (16 passes of 2 bits, one block-wide reduction
+   radix select over order-preserving integer keys (11 passes of 3 bits, one block-wide reduction
    each, over a row held in registers up to 8192 pages), then writes either the n selected pages as
    an ascending list or a page mask. Ties at the n-th score go to the lowest pages. No sort.
 3. ``quest_page_list_attention_kernel``: split-K attention over the list: a program owns one kv head
@@ -22,6 +22,7 @@ pages' keys and values (13.4 MB at CR 20) + ~1 MB of partials, against 268 MB fo
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
@@ -100,13 +101,20 @@ def _order_key(x):
 
 
 @triton.jit
-def _digit_counts(key, match, prefix, SHIFT: tl.constexpr):
-    """Per-element packed counts of the 2-bit digit at SHIFT of the keys that match ``prefix`` above
-    it: bucket b adds 1 << (16 b), so ONE reduction of the result counts all four buckets."""
-    if SHIFT < 30:
-        match = match & ((key >> (SHIFT + 2)) == (prefix >> (SHIFT + 2)))
-    digit = (key >> SHIFT) & 3
-    return tl.where(match, tl.full(key.shape, 1, tl.int64) << (digit * 16), 0)
+def _digit_counts(key, match, prefix, SHIFT: tl.constexpr, WIDTH: tl.constexpr):
+    """Packed per-element counts of the WIDTH-bit (<= 3) digit at SHIFT of the keys that match
+    ``prefix`` above it: digit d adds 1 << (16 (d % 4)) to operand d // 4, so ONE two-operand
+    reduction of the result counts all eight digits (16 bits each: rows of fewer than 2^16 pages)."""
+    if SHIFT + WIDTH < 32:
+        match = match & ((key >> (SHIFT + WIDTH)) == (prefix >> (SHIFT + WIDTH)))
+    digit = (key >> SHIFT) & ((1 << WIDTH) - 1)
+    one = tl.where(match, tl.full(key.shape, 1, tl.int64) << ((digit & 3) * 16), 0)
+    return tl.where(digit < 4, one, 0), tl.where(digit >= 4, one, 0)
+
+
+@triton.jit
+def _add2(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
 
 
 @triton.jit
@@ -120,12 +128,14 @@ def quest_select_top_pages_kernel(
     WRITE_MASK: tl.constexpr,
     CHUNK: tl.constexpr,  # scores per step, a power of two
     SINGLE: tl.constexpr,  # CHUNK >= n_pages: the row is read once and stays in registers
+    PAIRED_REDUCE: tl.constexpr,  # both digit-count operands in one reduction (False: two tl.sum)
 ):
     """The n_select largest scores of one row, ties at the n-th going to the lowest pages.
 
-    Radix select from the top 2-bit digit down, 16 passes: `prefix` holds the bits of the n-th
-    largest key found so far, `need` how many keys matching it are still to take. Each pass costs
-    one block-wide reduction (the four digit counts are packed in one int64), which is what bounds
+    Radix select from the top digit down, 11 passes of 3 bits (2 for the first): `prefix` holds the
+    bits of the n-th largest key found so far, `need` how many keys matching it are still to take.
+    Each pass costs one block-wide reduction (eight digit counts packed in two int64; four-bit
+    digits made ptxas spill the row held in registers), which is what bounds
     this latency-bound kernel; the row is read once when it fits one chunk (8192 pages = 128K tokens).
     """
     row = tl.program_id(0).to(tl.int64)
@@ -135,21 +145,35 @@ def quest_select_top_pages_kernel(
     key0 = _order_key(tl.load(base + offs, mask=ok0, other=0.0))
     prefix = tl.zeros([], dtype=tl.int64)
     need = tl.zeros([], dtype=tl.int64) + n_select  # (an argument equal to 1 arrives as a constant)
-    for p in tl.static_range(16):
-        shift = 30 - 2 * p
-        packed = _digit_counts(key0, ok0, prefix, shift)
+    # Digits: bits 31-30, then ten of 3 bits (29-27 ... 2-0).
+    for p in tl.static_range(11):
+        width = 2 if p == 0 else 3
+        shift = 30 - 3 * p
+        lo_counts, hi_counts = _digit_counts(key0, ok0, prefix, shift, width)
         if not SINGLE:
             for c0 in range(CHUNK, n_pages, CHUNK):
                 ok = c0 + offs < n_pages
                 key = _order_key(tl.load(base + c0 + offs, mask=ok, other=0.0))
-                packed += _digit_counts(key, ok, prefix, shift)
-        total = tl.sum(packed, 0)
-        c3 = (total >> 48) & 0xFFFF
-        c2 = (total >> 32) & 0xFFFF
-        c1 = (total >> 16) & 0xFFFF
-        # The need-th largest matching key lies in the highest bucket whose count from the top reaches need.
-        best = tl.where(c3 >= need, 3, tl.where(c3 + c2 >= need, 2, tl.where(c3 + c2 + c1 >= need, 1, 0)))
-        above = tl.where(best == 3, 0, tl.where(best == 2, c3, tl.where(best == 1, c3 + c2, c3 + c2 + c1)))
+                a_lo, a_hi = _digit_counts(key, ok, prefix, shift, width)
+                lo_counts, hi_counts = lo_counts + a_lo, hi_counts + a_hi
+        if PAIRED_REDUCE:
+            t_lo, t_hi = tl.reduce((lo_counts, hi_counts), 0, _add2)
+        else:  # the same sums; Triton's interpreter runs a custom reduce element by element in Python
+            t_lo, t_hi = tl.sum(lo_counts, 0), tl.sum(hi_counts, 0)
+        # The need-th largest matching key has the highest digit whose count from the top reaches need.
+        best = tl.full([], -1, tl.int32)
+        above = tl.zeros([], dtype=tl.int64)
+        cum = tl.zeros([], dtype=tl.int64)
+        for i in tl.static_range(8):
+            d = 7 - i
+            if d >= 4:
+                count = (t_hi >> (16 * (d % 4))) & 0xFFFF
+            else:
+                count = (t_lo >> (16 * (d % 4))) & 0xFFFF
+            hit = (best < 0) & (cum + count >= need)
+            above = tl.where(hit, cum, above)
+            best = tl.where(hit, d, best)
+            cum += count
         need -= above
         prefix += best.to(tl.int64) << shift
     # prefix is now the n-th largest key; take every key above it and the first `need` equal to it.
@@ -284,7 +308,8 @@ def quest_select_top_pages_triton(
     chunk = chunk or min(SELECT_CHUNK, triton.next_power_of_2(n_pages))
     quest_select_top_pages_kernel[(rows,)](
         scores, target, target, n_pages, n_select,
-        WRITE_LIST=as_list, WRITE_MASK=not as_list, CHUNK=chunk, SINGLE=chunk >= n_pages, num_warps=16,
+        WRITE_LIST=as_list, WRITE_MASK=not as_list, CHUNK=chunk, SINGLE=chunk >= n_pages,
+        PAIRED_REDUCE=os.environ.get("TRITON_INTERPRET") != "1", num_warps=16,
     )  # fmt: skip
     return out
 

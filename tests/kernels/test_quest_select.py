@@ -72,11 +72,11 @@ def test_selection_scores_are_quests_bounds(hq, hkv, s, d, shared):
 
 
 @needs_kernel
-@pytest.mark.parametrize("chunk", [None, 256])
+@pytest.mark.parametrize("chunk", [None, 128])
 @pytest.mark.parametrize("as_list", [True, False])
-@pytest.mark.parametrize("n_pages", [1, 37, 700] + ([8192, 8193, 20_000] if ON_GPU else []))
+@pytest.mark.parametrize("n_pages", [1, 37, 300] + ([700, 8192, 8193, 20_000] if ON_GPU else []))
 def test_top_pages_are_the_stable_top_n(n_pages, as_list, chunk):
-    """Exact top-n with the row in registers (default) and in several chunks (chunk=256)."""
+    """Exact top-n with the row in registers (default) and in several chunks (chunk=128)."""
     g = torch.Generator(device=DEVICE).manual_seed(n_pages + as_list)
     scores = torch.randn(5, n_pages, generator=g, device=DEVICE) * 30
     scores[1] = torch.round(scores[1] / 10)  # many ties: the lower pages must win them
@@ -163,8 +163,16 @@ def test_fused_decode_step_is_quests_definition(hq, hkv, s, d, share_pages, rati
     [
         ("scores", {"SHARED": True}, {}),
         ("scores", {"SHARED": False}, {}),
-        ("select", {"WRITE_LIST": True, "WRITE_MASK": False, "CHUNK": 8192, "SINGLE": True}, {}),
-        ("select", {"WRITE_LIST": False, "WRITE_MASK": True, "CHUNK": 1024, "SINGLE": False}, {}),
+        (
+            "select",
+            {"WRITE_LIST": True, "WRITE_MASK": False, "CHUNK": 8192, "SINGLE": True, "PAIRED_REDUCE": True},
+            {},
+        ),
+        (
+            "select",
+            {"WRITE_LIST": False, "WRITE_MASK": True, "CHUNK": 1024, "SINGLE": False, "PAIRED_REDUCE": True},
+            {},
+        ),
         ("attention", {}, {}),
     ],
     ids=["scores-shared", "scores-per-head", "select-list", "select-mask-chunked", "attention"],
