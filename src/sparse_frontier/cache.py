@@ -173,7 +173,8 @@ class JobCache:
         for path in sorted(folder.glob("[!.]*.parquet")):
             problem = parquet_problem(path)
             if problem:
-                log.warning("cache entry %s is unreadable (%s); removed, its samples are recomputed", path, problem)
+                log.warning("cache entry %s is unreadable (%s); removed, its samples are recomputed",
+                            path, problem)
                 path.unlink(missing_ok=True)
             else:
                 entries.append(path)
@@ -206,7 +207,8 @@ class JobCache:
         """Write one finished batch (its prediction rows, in ``item.rows`` order) durably at once."""
         folder = self.folder(item.cell, item.task)
         if not (folder / "key.json").exists():
-            write_text(json.dumps(self.key(item.cell, item.task), indent=1, sort_keys=True, default=str), folder / "key.json")
+            key = self.key(item.cell, item.task)
+            write_text(json.dumps(key, indent=1, sort_keys=True, default=str), folder / "key.json")
         keys = [self.sample_key[i] for i in item.rows]
         table = pd.DataFrame(rows).assign(sample_key=keys)
         write_parquet(table, folder / f"{digest(sorted(keys))[:24]}.parquet")
@@ -223,8 +225,9 @@ class JobCache:
             lacking = [k for k in wanted if k not in cached.index]
             if lacking:
                 raise RuntimeError(
-                    f"The inference cache lost {len(lacking)} rows of {cell.method} x{cell.compression_ratio:g} "
-                    f"on {task} while this job ran (under {folder}); run the job again to recompute them."
+                    f"The inference cache lost {len(lacking)} rows of {cell.method} "
+                    f"x{cell.compression_ratio:g} on {task} while this job ran (under {folder}); "
+                    "run the job again to recompute them."
                 )
             parts.append(cached.loc[wanted].reset_index(drop=True).assign(model=self.model))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

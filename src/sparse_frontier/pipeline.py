@@ -253,7 +253,9 @@ def shard_of(items: list, shard: int, n_shards: int) -> list:
     return items[start : start + size + (shard < extra)]
 
 
-def inference_plan(job: InferenceJob, cells: list[Cell], batch_size: int, n_shards: int) -> list[dict[str, int]]:
+def inference_plan(
+    job: InferenceJob, cells: list[Cell], batch_size: int, n_shards: int
+) -> list[dict[str, int]]:
     """Per shard: how many cells and prompts it computes and how many it takes from the cache."""
     items = work_items(job.data, cells, batch_size)
     return [job.cache.plan(shard_of(items, shard, n_shards)) for shard in range(n_shards)]
