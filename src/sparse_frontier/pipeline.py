@@ -284,8 +284,11 @@ def run_inference(
     n_total, n_todo = (sum(len(item.rows) for item in group) for group in (items, todo))
     if cache is not None:
         log.info("%d of %d prompts x cells are in the cache; computing %d", n_total - n_todo, n_total, n_todo)
-    if todo and not hasattr(engine, "generate"):
-        engine = engine()
+    if not hasattr(engine, "generate"):  # a loader: a model is loaded only for work to do
+        if todo:
+            engine = engine()
+        else:
+            log.info("nothing to compute: the predictions are assembled from the cache, no model is loaded")
     lengths = "/".join(str(n) for n in sorted(data.length.unique()))
     started = time.perf_counter()
     rows = []

@@ -164,9 +164,14 @@ def prediction_files():
 
 def print_inference_plan():
     """For a dry run: what each inference job computes and what it takes from the cache."""
-    from sparse_frontier.cache import describe_plan
+    from sparse_frontier.cache import default_device, describe_plan
     from sparse_frontier.pipeline import inference_plan, prepare_inference
 
+    print(
+        f"The inference cache ({config['inference']['cache']}) as a job on this machine's "
+        f"{default_device()} finds it (a job on another kind of device has entries of its own):",
+        file=sys.stderr,
+    )
     for model in MODELS:
         for length in LENGTHS:
             job = f"inference {model}/{length}"
