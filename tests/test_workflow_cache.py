@@ -108,11 +108,13 @@ def test_one_more_ratio_computes_only_its_cells_and_a_truncated_table_is_rebuilt
 
     table = workdir / PREDICTIONS
     table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
-    rerun = snakemake(workdir, configfile, SCORES)
+    scored = (workdir / SCORES).stat().st_mtime
+    # (A plain `snakemake` names every predictions file; here, the two files this test needs.)
+    rerun = snakemake(workdir, configfile, PREDICTIONS, SCORES)
     assert f"{PREDICTIONS} is not a readable Parquet file" in rerun
     assert "Traceback" not in rerun
     assert _computed(workdir) == (8, 0)  # rebuilt from the cache alone
     log = (workdir / "results/logs/inference/tiny-qwen2/2048/shard0.log").read_text()
     assert "no model is loaded" in log.split("prompts x cells are in the cache")[-1]
     pd.testing.assert_frame_equal(pd.read_parquet(table), predictions)
-    assert len(pd.read_parquet(workdir / SCORES)) == 8
+    assert len(pd.read_parquet(workdir / SCORES)) == 8 and (workdir / SCORES).stat().st_mtime > scored

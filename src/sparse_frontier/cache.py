@@ -86,7 +86,8 @@ def model_fingerprint(path: str) -> dict:
     if not folder.is_dir():
         return {"path": path, "revision": _hub_revision(path)}
     files = sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     weights_size = sum(p.stat().st_size for p in files if p.suffix in _WEIGHT_SUFFIXES)
@@ -94,8 +95,7 @@ def model_fingerprint(path: str) -> dict:
     return {
         "path": path,
         "files": {
-            str(p.relative_to(folder)): _file_hash(p, full or p.suffix not in _WEIGHT_SUFFIXES)
-            for p in files
+            str(p.relative_to(folder)): _file_hash(p, full or p.suffix not in _WEIGHT_SUFFIXES) for p in files
         },
     }
 
@@ -173,8 +173,9 @@ class JobCache:
         for path in sorted(folder.glob("[!.]*.parquet")):
             problem = parquet_problem(path)
             if problem:
-                log.warning("cache entry %s is unreadable (%s); removed, its samples are recomputed",
-                            path, problem)
+                log.warning(
+                    "cache entry %s is unreadable (%s); removed, its samples are recomputed", path, problem
+                )
                 path.unlink(missing_ok=True)
             else:
                 entries.append(path)
