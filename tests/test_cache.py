@@ -322,3 +322,14 @@ def test_unreadable_parquets_are_found_and_removed(tmp_path):
 
 def test_digest_is_order_free_for_mappings():
     assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1}) != digest({"a": 1, "b": [2, 1]})
+
+
+def test_assembling_what_the_cache_lost_says_so(tmp_path, data, tiny_model_dir, tiny_tokenizer):
+    from sparse_frontier.pipeline import work_items
+
+    cells = [Cell("snapkv", 4.0)]
+    cache = job_cache(tmp_path, data, tiny_model_dir)
+    run_inference(EchoEngine(tiny_tokenizer), data, cells, model="tiny", cache=cache)
+    shutil.rmtree(cache.folder(cells[0], "ruler_niah"))  # e.g. a user clearing it while the job ran
+    with pytest.raises(RuntimeError, match="lost 5 rows of snapkv x4 on ruler_niah"):
+        cache.assemble(work_items(data, cells, 8))

@@ -220,7 +220,8 @@ class JobCache:
         parts = []
         for (cell, task), group in _grouped(items).items():
             folder = self.folder(cell, task)
-            cached = pd.concat([pd.read_parquet(p) for p in self._entries(folder)], ignore_index=True)
+            entries = [pd.read_parquet(p) for p in self._entries(folder)]
+            cached = pd.concat(entries, ignore_index=True) if entries else pd.DataFrame({"sample_key": []})
             cached = cached.drop_duplicates("sample_key").set_index("sample_key")
             wanted = [self.sample_key[i] for item in group for i in item.rows]
             lacking = [k for k in wanted if k not in cached.index]

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import tempfile
 import time
+
+from ...io import write_text
 
 
 def _parse_method(text: str):
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {row['method']} | {row['prompts_per_s_batch1']:.2f} | "
               f"{row[f'prompts_per_s_batch{args.batch}']:.2f} | {row['speedup']:.2f}x |")
     if args.out:
-        directory = os.path.dirname(os.path.abspath(args.out))
-        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-            json.dump(result, f, indent=2)
-        os.replace(f.name, args.out)
+        write_text(json.dumps(result, indent=2), args.out)
     return result
 
 
