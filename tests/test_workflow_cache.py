@@ -43,6 +43,17 @@ def _computed(workdir: Path) -> tuple[int, int]:
     return int(cached), int(computed)
 
 
+def _inference_script(snakemake_pid: int) -> psutil.Process:
+    """The process of the inference job's script, among Snakemake's descendants."""
+    for child in psutil.Process(snakemake_pid).children(recursive=True):
+        try:
+            if any("inference.py" in part for part in child.cmdline()):
+                return child
+        except psutil.NoSuchProcess:  # a short-lived helper that ended meanwhile
+            continue
+    raise AssertionError("the inference job's script is not running")
+
+
 def _without_timing(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path).drop(columns=TIMING)
 
@@ -70,11 +81,7 @@ def test_a_killed_inference_job_resumes_from_its_last_finished_batch(reference, 
             assert run.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no batch was cached in 10 minutes"
             time.sleep(0.1)
-        script = next(
-            child for child in psutil.Process(run.pid).children(recursive=True)
-            if any("inference.py" in part for part in child.cmdline())
-        )
-        script.send_signal(signal.SIGKILL)
+        _inference_script(run.pid).send_signal(signal.SIGKILL)
         assert run.wait(timeout=120) != 0
     finally:
         if run.poll() is None:
