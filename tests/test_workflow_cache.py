@@ -125,3 +125,7 @@ def test_one_more_ratio_computes_only_its_cells_and_a_truncated_table_is_rebuilt
     assert "no model is loaded" in log.split("prompts x cells are in the cache")[-1]
     pd.testing.assert_frame_equal(pd.read_parquet(table), predictions)
     assert len(pd.read_parquet(workdir / SCORES)) == 8 and (workdir / SCORES).stat().st_mtime > scored
+
+    # Settings outside the key are no parameters of the inference rule either: nothing reruns.
+    other_batches = _write_config(workdir / "batches", {**grown, "inference": {"batch_size": 4}})
+    assert "Nothing to be done" in snakemake(workdir, other_batches, "-n", PREDICTIONS, SCORES)
