@@ -427,7 +427,7 @@ EOF
     [[ -s "$target" ]] || die "the resubmitted run did not write $target"
     # The resubmitted job's own line: how many prompts x cells it took from the cache, and how many it computed.
     read -r from_cache total computed < <(grep -oE '[0-9]+ of [0-9]+ prompts x cells are in the cache; computing [0-9]+' \
-        "$inference_log" | tail -n 1 | awk '{print $1, $3, $NF}')
+        "$inference_log" | tail -n 1 | awk '{print $1, $3, $NF}') || true
     [[ "$from_cache" == "$at_cancel" && "$computed" == $((total - at_cancel)) ]] ||
         die "the resubmitted job took $from_cache of $total from the cache and computed $computed; expected $at_cancel and $((total - at_cancel)) (see $inference_log)"
     log "preemption: the resubmitted job took the $at_cancel finished batches from the cache and computed the other $computed"
