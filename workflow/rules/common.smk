@@ -153,7 +153,8 @@ def prediction_shards(wildcards):
 
 def prediction_files():
     """Every inference shard of the study: targets of `all`, so a missing one is rebuilt (from
-    the cache) and what was built from it is redone, even when the tables downstream exist."""
+    the cache) and what was built from it is redone, even when the tables downstream exist.
+    """
     return [
         path
         for model in MODELS
@@ -177,7 +178,10 @@ def print_inference_plan():
             job = f"inference {model}/{length}"
             data = inference_data(SimpleNamespace(model=model, length=str(length)))
             if not all(Path(path).exists() for path in data):
-                print(f"{job}: computes all {len(CELLS)} cells (its task data is not built yet)", file=sys.stderr)
+                print(
+                    f"{job}: computes all {len(CELLS)} cells (its task data is not built yet)",
+                    file=sys.stderr,
+                )
                 continue
             prepared = prepare_inference(
                 engine=config["engine"],
@@ -190,7 +194,9 @@ def print_inference_plan():
                 rope_scaling=model_spec(model).get("rope_scaling"),
             )
             n_shards = inference_shards(config, model, length)
-            plans = inference_plan(prepared, CELLS, config["inference"]["batch_size"], n_shards)
+            plans = inference_plan(
+                prepared, CELLS, config["inference"]["batch_size"], n_shards
+            )
             for shard, plan in enumerate(plans):
                 print(describe_plan(f"{job}/shard{shard}", plan), file=sys.stderr)
 
