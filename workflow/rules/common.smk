@@ -46,11 +46,15 @@ TASK_OF_DIR = {folder: task for task, folder in TASK_DIRS.items()}
 check_lengths_fit(config["models"], LENGTHS, answer_budget(TASKS))
 # A truncated or corrupt Parquet table (a killed copy, a full disk) is removed here, so this run
 # rebuilds it and everything built from it instead of failing on it or trusting what came after.
+# (The inference cache checks its own entries; the raw QA downloads are checked by their fetcher.)
 if not inside_a_job(sys.argv):
-    for broken, problem in remove_unreadable_parquets("results", skip=("cache",)):
+    for broken, problem in [
+        *remove_unreadable_parquets("results", skip=("cache",)),
+        *remove_unreadable_parquets("resources/qa", skip=("raw",)),
+    ]:
         print(
             f"{broken} is not a readable Parquet file ({problem}); removed it, so this run rebuilds "
-            "it (inference from the cache) and everything built from it.",
+            "it and everything built from it (finished inference comes from the cache).",
             file=sys.stderr,
         )
 
