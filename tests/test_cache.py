@@ -305,6 +305,7 @@ def test_writes_follow_the_umask(tmp_path, tiny_model_dir):
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     assert mode(tmp_path / "a.txt") == mode(tmp_path / "a.parquet") == 0o644
     assert mode(folder) == 0o755
+    assert mode(tiny_model_dir) == 0o777 & ~old  # the model folder a build renames into place
     assert mode(tmp_path / "b.txt") == 0o664
 
 
@@ -333,3 +334,25 @@ def test_assembling_what_the_cache_lost_says_so(tmp_path, data, tiny_model_dir, 
     shutil.rmtree(cache.folder(cells[0], "ruler_niah"))  # e.g. a user clearing it while the job ran
     with pytest.raises(RuntimeError, match="lost 5 rows of snapkv x4 on ruler_niah"):
         cache.assemble(work_items(data, cells, 8))
+
+
+def test_a_changed_parameter_recomputes_that_method_only(tmp_path, data, tiny_model_dir, tiny_tokenizer):
+    run_inference(EchoEngine(tiny_tokenizer), data, cells_from_config(METHODS), model="tiny",
+                  cache=job_cache(tmp_path, data, tiny_model_dir))
+    changed = {**METHODS, "snapkv": {**METHODS["snapkv"], "params": {"pool_kernel": 7}}}
+    engine = EchoEngine(tiny_tokenizer)
+    run_inference(engine, data, cells_from_config(changed), model="tiny",
+                  cache=job_cache(tmp_path, data, tiny_model_dir))
+    assert {(m, cr) for m, cr, _ in engine.calls} == {("snapkv", 2.0), ("snapkv", 4.0)}
+    assert engine.prompts_run() == 2 * len(data)
+
+
+@pytest.mark.parametrize(
+    ("argv", "dry"),
+    [(["-n"], True), (["-np", "all"], True), (["--dry-run"], True), (["--dryrun"], True),
+     (["--cores", "2"], False), (["--notemp"], False), (["-c2"], False), ([], False)],
+)
+def test_dry_runs_are_recognised(argv, dry):
+    from sparse_frontier.preflight import is_dry_run
+
+    assert is_dry_run(["snakemake", *argv]) is dry
