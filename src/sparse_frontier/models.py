@@ -13,8 +13,9 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
+
+from .io import make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     model = Qwen2ForCausalLM(config)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp = make_temp_dir(out_dir)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -173,8 +173,7 @@ def write_model_folder(
         config.bos_token_id = config.eos_token_id = config.pad_token_id = tok.eos_token_id
     else:
         tok = AutoTokenizer.from_pretrained(str(tokenizer))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp = make_temp_dir(out_dir)
     try:
         if weights:
             torch.manual_seed(seed)

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from ...io import write_text
 
 
 def _parse_method(text: str):
@@ -39,12 +40,8 @@ def _parse_method(text: str):
 
 
 def _write(result: dict, path: str | None) -> None:
-    if not path:
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(result, f, indent=2)
-    os.replace(f.name, path)
+    if path:
+        write_text(json.dumps(result, indent=2), path)  # atomic, with the user's umask
 
 
 def _per_token(gens, new_tokens: int) -> tuple[float, float]:
