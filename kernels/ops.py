@@ -32,8 +32,9 @@ def dense_attention(
 
     key_mask: optional [Hkv, S] bool; False hides a key from every query of that head (a query that
     sees no key gets zeros). Returns [Hq, T, D] in q's dtype. On CUDA through fused kernels that keep
-    no score matrix (``dense/fused.py``; a key_mask only with one query); elsewhere the float32
-    reference, which materialises the [Hq, T, S] scores.
+    no score matrix (``dense/fused.py``; a key_mask only with one query); on the CPU through torch's
+    fused SDPA (``dense/cpu.py``). ``dense_attention_reference`` is the float32 definition both are
+    tested against.
     """
     op = "dense_attention"
     check_qkv(op, q, k, v)
@@ -43,6 +44,10 @@ def dense_attention(
         from .dense.fused import dense_attention_fused
 
         return dense_attention_fused(q, k, v, key_mask)
+    if q.device.type == "cpu":
+        from .dense.cpu import dense_attention_cpu
+
+        return dense_attention_cpu(q, k, v, key_mask)
     return dense_attention_reference(q, k, v, key_mask)
 
 
