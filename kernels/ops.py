@@ -17,6 +17,7 @@ from .block_select.reference import block_select_reference
 from .block_sparse.reference import block_sparse_attention_reference
 from .common.checks import check_index, check_mask, check_qkv, check_triton_head_dim
 from .dense.reference import dense_attention_reference
+from .dense.sliding import sliding_window_attention_sdpa
 from .quest.reference import quest_decode_attention_reference, quest_page_scores_reference
 from .vertical_slash.reference import vertical_slash_attention_reference
 
@@ -49,6 +50,20 @@ def dense_attention(
 
         return dense_attention_cpu(q, k, v, key_mask)
     return dense_attention_reference(q, k, v, key_mask)
+
+
+def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
+    """Causal attention restricted to the last ``window`` positions (query p sees keys p - window < j
+    <= p), as transformers' sliding-window layers compute it (Gemma 3's local layers, Mistral).
+
+    Returns [Hq, T, D] in q's dtype, through SDPA one block of queries at a time (``dense/sliding.py``):
+    O(T * window), on the CPU and on CUDA. ``sliding_window_attention_reference`` defines it.
+    """
+    op = "sliding_window_attention"
+    check_qkv(op, q, k, v)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise ValueError(f"{op}: window must be a positive integer (the model's sliding_window), got {window!r}.")
+    return sliding_window_attention_sdpa(q, k, v, window)
 
 
 def block_sparse_attention(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparse_frontier.kernels.dense.reference import dense_attention_reference
-from sparse_frontier.kernels.ops import dense_attention
+from sparse_frontier.kernels.dense.reference import dense_attention_reference, sliding_window_attention_reference
+from sparse_frontier.kernels.ops import dense_attention, sliding_window_attention
 
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -94,3 +94,32 @@ def test_cpu_sdpa_with_hidden_slots(t, s):
     assert torch.isfinite(out).all()
     assert rel_error(out, ref) < 1e-5
     assert out[:4].abs().max() == 0
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("hq, hkv, t, s, window", [(8, 2, 300, 300, 64), (4, 4, 1, 90, 32), (6, 2, 50, 170, 17)])
+def test_sliding_window_matches_reference(dtype, tol, hq, hkv, t, s, window):
+    q, k, v = qkv(hq, hkv, t, s, 32, dtype, seed=t + window, device="cpu", strided=True)
+    out = sliding_window_attention(q, k, v, window)
+    ref = sliding_window_attention_reference(q.float(), k.float(), v.float(), window)
+    assert out.dtype == dtype and rel_error(out, ref) < tol
+    # The window really hides the old keys: with the window as long as the sequence, attention is dense.
+    assert rel_error(sliding_window_attention(q, k, v, s), dense_attention_reference(q, k, v)) < tol
+    if t > window:
+        assert rel_error(out, dense_attention_reference(q.float(), k.float(), v.float())) > 10 * tol
+
+
+@on_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_sliding_window_on_cuda_matches_reference(dtype):
+    q, k, v = qkv(8, 2, 3000, 3000, 128, dtype, seed=5, strided=True)
+    out = sliding_window_attention(q, k, v, 512)
+    ref = sliding_window_attention_reference(q.cpu().float(), k.cpu().float(), v.cpu().float(), 512)
+    assert torch.isfinite(out).all() and rel_error(out.cpu(), ref) < 1e-2
+
+
+def test_sliding_window_names_a_bad_window():
+    q, k, v = qkv(2, 1, 4, 4, 8, torch.float32, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="window must be a positive integer"):
+        sliding_window_attention(q, k, v, 0)
