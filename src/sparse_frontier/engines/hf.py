@@ -294,6 +294,19 @@ class HfEngine:
         """One decode step: feed ``token``, return the next-token logits [V]."""
         return self._forward([token], sequence)
 
+    @torch.inference_mode()
+    def forced_agreement(self, prompt: list[int], method: AttentionMethod, reference: list[int]) -> list[bool]:
+        """Teacher-forced on ``reference`` (e.g. dense's greedy output): per step, whether ``method``'s
+        greedy token is the reference's. A diagnostic of how far a method departs from dense that,
+        unlike comparing free runs, does not stop at the first difference."""
+        logits, sequence = self.prefill(prompt, method, len(reference))
+        hits = []
+        for i, token in enumerate(reference):
+            hits.append(int(logits.argmax()) == token)
+            if i + 1 < len(reference):
+                logits = self.step(token, sequence)
+        return hits
+
     def _forward(self, ids: list[int], sequence: _Sequence) -> torch.Tensor:
         input_ids = torch.tensor([ids], device=self.device)
         positions = torch.arange(sequence.position, sequence.position + len(ids), device=self.device)[None]
