@@ -122,7 +122,8 @@ def quest_decode_attention(
 
     q: [Hq, 1, D]; page_mask: [Hq, ceil(S/page_size)] bool, the pages each query head reads;
     key_mask: optional [Hkv, S] bool, False hides a cache slot (evicted or padding) everywhere.
-    Returns [Hq, 1, D] in q's dtype; a head with no visible key gets zeros.
+    Returns [Hq, 1, D] in q's dtype; a head with no visible key gets zeros. Triton on CUDA, SDPA
+    with the pages as a mask on the CPU.
     """
     op = "quest_decode_attention"
     check_qkv(op, q, k, v)
@@ -137,6 +138,13 @@ def quest_decode_attention(
         from .quest.triton_quest import quest_decode_attention_triton
 
         return quest_decode_attention_triton(q, k, v, page_mask, page_size, key_mask)
+    if q.device.type == "cpu":
+        from .dense.cpu import decode_attention_cpu
+
+        visible = page_mask.repeat_interleave(page_size, dim=1)[:, :s]
+        if key_mask is not None:
+            visible = visible & key_mask.repeat_interleave(hq // k.shape[0], dim=0)
+        return decode_attention_cpu(q, k, v, visible)
     return quest_decode_attention_reference(q, k, v, page_mask, page_size, key_mask)
 
 

@@ -40,3 +40,15 @@ def dense_attention_cpu(
         if bool(blind.any()):
             out = out.masked_fill(blind.repeat_interleave(group)[:, None, None], 0.0)
     return out
+
+
+def decode_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """One query per head over the keys each head may read: q [Hq, 1, D], k/v [Hkv, S, D], visible
+    [Hq, S] bool (e.g. Quest's selected pages) -> [Hq, 1, D]; a head that reads nothing gets zeros.
+    The mask is O(Hq * S) booleans, the cache is read in place."""
+    group = q.shape[0] // k.shape[0]
+    out = F.scaled_dot_product_attention(
+        q[None], k[None], v[None], attn_mask=visible[None, :, None, :], enable_gqa=group > 1
+    )[0]
+    blind = ~visible.any(1)
+    return out.masked_fill(blind[:, None, None], 0.0) if bool(blind.any()) else out
