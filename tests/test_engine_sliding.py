@@ -82,3 +82,14 @@ def test_a_method_acts_on_the_global_layers_only(gemma, name):
             assert held == 400 + 8
     # The density is the global layer's: compression near the target, not diluted by the local layers.
     assert 1 / sequence.state.density() == pytest.approx(2.0, rel=0.1)
+
+
+def test_attention_soft_capping_is_refused_with_a_sentence():
+    from types import SimpleNamespace
+
+    from sparse_frontier.engines.hf import _SequenceState, _sparse_attention
+
+    q = torch.zeros(1, 2, 3, 8)
+    with pytest.raises(NotImplementedError, match="soft-caps its attention logits"):
+        _sparse_attention(SimpleNamespace(layer_idx=0), q, q, q, None, softcap=50.0,
+                          sparse_state=_SequenceState(get_method("dense")))

@@ -75,6 +75,11 @@ def _sparse_attention(module, query, key, value, attention_mask, scaling=None, d
     if scaling is not None and not math.isclose(scaling, head_dim**-0.5):
         # Methods scale by 1/sqrt(D); fold a model's own scale (e.g. Gemma's) into q.
         q = q * (scaling * math.sqrt(head_dim))
+    if kwargs.get("softcap"):
+        raise NotImplementedError(
+            "This model soft-caps its attention logits (e.g. Gemma 2), which the sparse_frontier attention "
+            "does not implement; run a model without attention soft-capping."
+        )
     window = kwargs.get("sliding_window")
     attend = _attend if window is None else _attend_window
     args = (state, module.layer_idx, q, k, v) if window is None else (q, k, v, window)
