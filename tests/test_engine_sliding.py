@@ -4,6 +4,9 @@ and a sparse method acts on the global layer only."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -93,3 +96,25 @@ def test_attention_soft_capping_is_refused_with_a_sentence():
     with pytest.raises(NotImplementedError, match="soft-caps its attention logits"):
         _sparse_attention(SimpleNamespace(layer_idx=0), q, q, q, None, softcap=50.0,
                           sparse_state=_SequenceState(get_method("dense")))
+
+
+GEMMA3 = os.environ.get("SPARSE_FRONTIER_GEMMA3", "")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (GEMMA3 and (Path(GEMMA3) / "config.json").exists()),
+                    reason="set SPARSE_FRONTIER_GEMMA3 to a Gemma 3 270M Hugging Face folder")
+def test_dense_equals_stock_transformers_on_gemma3_270m():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(GEMMA3)
+    text = "The grass is green. The sky is blue. " * 100 + "The special magic number is 7261. " + (
+        "Here we go. " * 20) + "What is the special magic number? The special magic number is"
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 2 * 512  # past the local layers' window
+    model = AutoModelForCausalLM.from_pretrained(GEMMA3, dtype=torch.float32).eval()
+    expected_logits, expected = stock(model, ids, 8, "eager")
+    engine = HfEngine.from_model(model, tok)
+    logits, _ = engine.prefill(ids, get_method("dense"), 8)
+    assert torch.allclose(logits, expected_logits, atol=1e-3, rtol=1e-4)
+    assert engine.generate([ids], get_method("dense"), 8)[0].output_ids == expected
