@@ -62,7 +62,9 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     op = "sliding_window_attention"
     check_qkv(op, q, k, v)
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise ValueError(f"{op}: window must be a positive integer (the model's sliding_window), got {window!r}.")
+        raise ValueError(
+            f"{op}: window must be a positive integer (the model's sliding_window), got {window!r}."
+        )
     return sliding_window_attention_sdpa(q, k, v, window)
 
 

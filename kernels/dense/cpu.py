@@ -42,7 +42,9 @@ def dense_attention_cpu(
     return out
 
 
-def decode_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+def decode_attention_cpu(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor
+) -> torch.Tensor:
     """One query per head over the keys each head may read: q [Hq, 1, D], k/v [Hkv, S, D], visible
     [Hq, S] bool (e.g. Quest's selected pages) -> [Hq, 1, D]; a head that reads nothing gets zeros.
     The mask is O(Hq * S) booleans, the cache is read in place."""

@@ -11,7 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparse_frontier.kernels.dense.reference import dense_attention_reference, sliding_window_attention_reference
+from sparse_frontier.kernels.dense.reference import (
+    dense_attention_reference,
+    sliding_window_attention_reference,
+)
 from sparse_frontier.kernels.ops import dense_attention, sliding_window_attention
 
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -97,7 +100,9 @@ def test_cpu_sdpa_with_hidden_slots(t, s):
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
-@pytest.mark.parametrize("hq, hkv, t, s, window", [(8, 2, 300, 300, 64), (4, 4, 1, 90, 32), (6, 2, 50, 170, 17)])
+@pytest.mark.parametrize(
+    "hq, hkv, t, s, window", [(8, 2, 300, 300, 64), (4, 4, 1, 90, 32), (6, 2, 50, 170, 17)]
+)
 def test_sliding_window_matches_reference(dtype, tol, hq, hkv, t, s, window):
     q, k, v = qkv(hq, hkv, t, s, 32, dtype, seed=t + window, device="cpu", strided=True)
     out = sliding_window_attention(q, k, v, window)

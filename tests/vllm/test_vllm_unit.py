@@ -211,7 +211,8 @@ def test_sliding_window_layers_are_found_per_group_and_per_layer():
     assert not any(has_window(w) for w in (None, -1, (-1, -1))) and has_window(512) and has_window((511, 0))
 
     def builder(spec_window, windows):
-        context = {f"l{i}": SimpleNamespace(impl=SimpleNamespace(sliding_window=w)) for i, w in enumerate(windows)}
+        context = {f"l{i}": SimpleNamespace(impl=SimpleNamespace(sliding_window=w))
+                   for i, w in enumerate(windows)}
         config = SimpleNamespace(compilation_config=SimpleNamespace(static_forward_context=context))
         return SimpleNamespace(kv_cache_spec=SimpleNamespace(sliding_window=spec_window),
                                vllm_config=config, layer_names=list(context))

@@ -300,7 +300,9 @@ class HfEngine:
         return self._forward([token], sequence)
 
     @torch.inference_mode()
-    def forced_agreement(self, prompt: list[int], method: AttentionMethod, reference: list[int]) -> list[bool]:
+    def forced_agreement(
+        self, prompt: list[int], method: AttentionMethod, reference: list[int]
+    ) -> list[bool]:
         """Teacher-forced on ``reference`` (e.g. dense's greedy output): per step, whether ``method``'s
         greedy token is the reference's. A diagnostic of how far a method departs from dense that,
         unlike comparing free runs, does not stop at the first difference."""

@@ -128,7 +128,7 @@ def _slice_common(cm: Any, a: int, b: int, qsl: list[int]) -> Any:
 
 
 def has_window(window: Any) -> bool:
-    """Whether a backend's ``sliding_window`` setting is a window (vLLM writes none as None, -1 or (-1, -1))."""
+    """Whether a backend's ``sliding_window`` is a window (vLLM writes none as None, -1 or (-1, -1))."""
     return window not in (None, -1, (-1, -1))
 
 
@@ -404,7 +404,9 @@ def make_sparse_backend(base: type, name: str | None = None) -> type:
             if not hasattr(self, "_sparse_sliding"):
                 self._sparse_sliding = _sliding_layers(self)
             all_sliding, any_sliding = self._sparse_sliding
-            plan = None if all_sliding else plan_batch(runtime, common_attn_metadata, self, shrink=not any_sliding)
+            plan = None if all_sliding else plan_batch(
+                runtime, common_attn_metadata, self, shrink=not any_sliding
+            )
             if plan is not None and plan.shrunk:
                 seq_lens = common_attn_metadata.seq_lens.clone()
                 for i, length in plan.shrunk.items():
