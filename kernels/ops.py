@@ -17,6 +17,7 @@ from .block_select.reference import block_select_reference
 from .block_sparse.reference import block_sparse_attention_reference
 from .common.checks import check_index, check_mask, check_qkv, check_triton_head_dim
 from .dense.reference import dense_attention_reference
+from .dense.sliding import sliding_window_attention_sdpa
 from .quest.reference import quest_decode_attention_reference, quest_page_scores_reference
 from .vertical_slash.reference import vertical_slash_attention_reference
 
@@ -32,8 +33,9 @@ def dense_attention(
 
     key_mask: optional [Hkv, S] bool; False hides a key from every query of that head (a query that
     sees no key gets zeros). Returns [Hq, T, D] in q's dtype. On CUDA through fused kernels that keep
-    no score matrix (``dense/fused.py``; a key_mask only with one query); elsewhere the float32
-    reference, which materialises the [Hq, T, S] scores.
+    no score matrix (``dense/fused.py``; a key_mask only with one query); on the CPU through torch's
+    fused SDPA (``dense/cpu.py``). ``dense_attention_reference`` is the float32 definition both are
+    tested against.
     """
     op = "dense_attention"
     check_qkv(op, q, k, v)
@@ -43,7 +45,27 @@ def dense_attention(
         from .dense.fused import dense_attention_fused
 
         return dense_attention_fused(q, k, v, key_mask)
+    if q.device.type == "cpu":
+        from .dense.cpu import dense_attention_cpu
+
+        return dense_attention_cpu(q, k, v, key_mask)
     return dense_attention_reference(q, k, v, key_mask)
+
+
+def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
+    """Causal attention restricted to the last ``window`` positions (query p sees keys p - window < j
+    <= p), as transformers' sliding-window layers compute it (Gemma 3's local layers, Mistral).
+
+    Returns [Hq, T, D] in q's dtype, through SDPA one block of queries at a time (``dense/sliding.py``):
+    O(T * window), on the CPU and on CUDA. ``sliding_window_attention_reference`` defines it.
+    """
+    op = "sliding_window_attention"
+    check_qkv(op, q, k, v)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise ValueError(
+            f"{op}: window must be a positive integer (the model's sliding_window), got {window!r}."
+        )
+    return sliding_window_attention_sdpa(q, k, v, window)
 
 
 def block_sparse_attention(
@@ -102,7 +124,8 @@ def quest_decode_attention(
 
     q: [Hq, 1, D]; page_mask: [Hq, ceil(S/page_size)] bool, the pages each query head reads;
     key_mask: optional [Hkv, S] bool, False hides a cache slot (evicted or padding) everywhere.
-    Returns [Hq, 1, D] in q's dtype; a head with no visible key gets zeros.
+    Returns [Hq, 1, D] in q's dtype; a head with no visible key gets zeros. Triton on CUDA, SDPA
+    with the pages as a mask on the CPU.
     """
     op = "quest_decode_attention"
     check_qkv(op, q, k, v)
@@ -117,6 +140,13 @@ def quest_decode_attention(
         from .quest.triton_quest import quest_decode_attention_triton
 
         return quest_decode_attention_triton(q, k, v, page_mask, page_size, key_mask)
+    if q.device.type == "cpu":
+        from .dense.cpu import decode_attention_cpu
+
+        visible = page_mask.repeat_interleave(page_size, dim=1)[:, :s]
+        if key_mask is not None:
+            visible = visible & key_mask.repeat_interleave(hq // k.shape[0], dim=0)
+        return decode_attention_cpu(q, k, v, visible)
     return quest_decode_attention_reference(q, k, v, page_mask, page_size, key_mask)
 
 

@@ -164,3 +164,11 @@ def test_rope_scaling_reaches_the_loaded_model(tiny_model_dir, prompts):
     assert torch.equal(rotary.inv_freq[0], reference.inv_freq[0])  # high frequencies unchanged
     out = scaled.generate(prompts[:1], get_method("dense"), 4)[0]
     assert len(out.output_ids) == 4
+
+
+def test_forced_agreement_compares_step_by_step(engine, prompts):
+    dense = engine.generate([prompts[0]], get_method("dense"), 8)[0].output_ids
+    assert engine.forced_agreement(prompts[0], get_method("dense"), dense) == [True] * len(dense)
+    # Forced on another prompt's continuation, the greedy tokens differ somewhere.
+    other = engine.generate([prompts[1]], get_method("dense"), 8)[0].output_ids
+    assert not all(engine.forced_agreement(prompts[0], get_method("dense"), other))

@@ -29,3 +29,20 @@ def dense_attention_reference(
     scores = scores.masked_fill(~mask, float("-inf"))
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
     return torch.einsum("hts,hsd->htd", probs, vf).to(q.dtype)
+
+
+def sliding_window_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int
+) -> torch.Tensor:
+    """Causal attention in which query position p sees keys p - window < j <= p (transformers'
+    sliding-window layers, e.g. Gemma 3's local layers). q [Hq, T, D], k/v [Hkv, S, D], queries the
+    last T of S keys -> [Hq, T, D] in q's dtype. Float32, chunked over query rows: for tests."""
+    from ..common.reference import causal_row_mask, masked_attention
+
+    t, s = q.shape[1], k.shape[1]
+
+    def row_mask(h: int, rows: torch.Tensor) -> torch.Tensor:
+        recent = torch.arange(s, device=rows.device)[None, :] > (rows + s - t - window)[:, None]
+        return causal_row_mask(rows, t, s) & recent
+
+    return masked_attention(q, k, v, row_mask)

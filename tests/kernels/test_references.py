@@ -174,3 +174,19 @@ def test_quest_page_scores_are_the_max_over_channel_bounds():
     expected = torch.maximum(qg * low[:, None], qg * high[:, None]).sum(-1).view(6, 5)
     expected[3:, 2] = float("-inf")
     torch.testing.assert_close(quest_page_scores(q, low, high), expected)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("hq, hkv, s", [(9, 3, 1000), (4, 4, 33)])
+def test_quest_cpu_path_matches_its_reference(dtype, tol, hq, hkv, s):
+    from sparse_frontier.kernels.quest.reference import quest_decode_attention_reference
+
+    q, k, v = (x.to(dtype) for x in _qkv(hq, hkv, 1, s, d=64, seed=s)[:3])
+    g = torch.Generator().manual_seed(s)
+    pages = torch.rand(hq, math.ceil(s / 16), generator=g) < 0.4
+    key_mask = torch.rand(hkv, s, generator=g) < 0.9
+    for mask in (None, key_mask):
+        out = quest_decode_attention(q, k, v, pages, key_mask=mask)
+        ref = quest_decode_attention_reference(q.float(), k.float(), v.float(), pages, key_mask=mask)
+        assert out.dtype == dtype
+        assert float((out.float() - ref).norm() / ref.norm()) < tol

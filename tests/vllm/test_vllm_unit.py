@@ -201,3 +201,24 @@ def test_plugin_registers_both_wrappers_idempotently():
     # The wrapper's methods come first, the wrapped backend's kernel stays reachable.
     assert gpu.get_impl_cls().forward is SparseImplMixin.forward
     assert gpu.get_impl_cls()._sparse_base is FlashAttentionImpl
+
+
+def test_sliding_window_layers_are_found_per_group_and_per_layer():
+    from types import SimpleNamespace
+
+    from sparse_frontier.engines.vllm.backend import _sliding_layers, has_window
+
+    assert not any(has_window(w) for w in (None, -1, (-1, -1))) and has_window(512) and has_window((511, 0))
+
+    def builder(spec_window, windows):
+        context = {f"l{i}": SimpleNamespace(impl=SimpleNamespace(sliding_window=w))
+                   for i, w in enumerate(windows)}
+        config = SimpleNamespace(compilation_config=SimpleNamespace(static_forward_context=context))
+        return SimpleNamespace(kv_cache_spec=SimpleNamespace(sliding_window=spec_window),
+                               vllm_config=config, layer_names=list(context))
+
+    # The hybrid cache manager's local group: every layer slides, no plan at all.
+    assert _sliding_layers(builder(512, [(511, 0), (511, 0)])) == (True, True)
+    # One group for all layers (hybrid manager off): no shortened contexts for compacted requests.
+    assert _sliding_layers(builder(None, [(511, 0), (-1, -1)])) == (False, True)
+    assert _sliding_layers(builder(None, [(-1, -1), None])) == (False, False)

@@ -20,6 +20,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ..attention import AttentionMethod
+from ..kernels.ops import sliding_window_attention
 from .base import Generation
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,19 @@ def _sparse_attention(module, query, key, value, attention_mask, scaling=None, d
     if scaling is not None and not math.isclose(scaling, head_dim**-0.5):
         # Methods scale by 1/sqrt(D); fold a model's own scale (e.g. Gemma's) into q.
         q = q * (scaling * math.sqrt(head_dim))
+    if kwargs.get("softcap"):
+        raise NotImplementedError(
+            "This model soft-caps its attention logits (e.g. Gemma 2), which the sparse_frontier attention "
+            "does not implement; run a model without attention soft-capping."
+        )
+    window = kwargs.get("sliding_window")
+    attend = _attend if window is None else _attend_window
+    args = (state, module.layer_idx, q, k, v) if window is None else (q, k, v, window)
     if state.attention_events is None:
-        return _attend(state, module.layer_idx, q, k, v), None
+        return attend(*args), None
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    out = _attend(state, module.layer_idx, q, k, v)
+    out = attend(*args)
     end.record()
     state.attention_events.append((start, end))
     return out, None
@@ -107,6 +116,15 @@ def _attend(state: _SequenceState, layer: int, q: torch.Tensor, k: torch.Tensor,
         state.decode_computed += result.computed
         state.decode_total += result.total
     return result.out.transpose(0, 1).unsqueeze(0)
+
+
+def _attend_window(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
+    """A sliding-window layer (Gemma 3's local layers): its own windowed dense attention -> [1, T, Hq, D].
+
+    The sparse methods act on the global layers only, so these calls add nothing to the density
+    counts. In decode, transformers' sliding cache layer hands over just the window.
+    """
+    return sliding_window_attention(q, k, v, window).transpose(0, 1).unsqueeze(0)
 
 
 def _register_attention() -> None:
@@ -280,6 +298,21 @@ class HfEngine:
     def step(self, token: int, sequence: _Sequence) -> torch.Tensor:
         """One decode step: feed ``token``, return the next-token logits [V]."""
         return self._forward([token], sequence)
+
+    @torch.inference_mode()
+    def forced_agreement(
+        self, prompt: list[int], method: AttentionMethod, reference: list[int]
+    ) -> list[bool]:
+        """Teacher-forced on ``reference`` (e.g. dense's greedy output): per step, whether ``method``'s
+        greedy token is the reference's. A diagnostic of how far a method departs from dense that,
+        unlike comparing free runs, does not stop at the first difference."""
+        logits, sequence = self.prefill(prompt, method, len(reference))
+        hits = []
+        for i, token in enumerate(reference):
+            hits.append(int(logits.argmax()) == token)
+            if i + 1 < len(reference):
+                logits = self.step(token, sequence)
+        return hits
 
     def _forward(self, ids: list[int], sequence: _Sequence) -> torch.Tensor:
         input_ids = torch.tensor([ids], device=self.device)

@@ -173,16 +173,32 @@ def to_model_input(tokenizer, text: str) -> str:
 
     With a chat template the result ends with the assistant's generation prompt
     (``add_generation_prompt=True``); without one (the tiny test tokenizer, base models) the
-    text is returned unchanged.
+    text is returned as it is. Either way it starts with BOS where the tokenizer wants one.
     """
     if not has_chat_template(tokenizer):
-        return text
+        return with_bos(tokenizer, text)
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
     )
     if not isinstance(rendered, str):  # some versions return a list for batch inputs
         raise TypeError(f"apply_chat_template returned {type(rendered).__name__}, expected str.")
-    return rendered
+    return with_bos(tokenizer, rendered)
+
+
+def wants_bos(tokenizer) -> bool:
+    """Whether the tokenizer starts every input with its BOS token (its config's ``add_bos_token``),
+    as a model such as Gemma needs: without BOS it writes degenerate text."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
+def with_bos(tokenizer, text: str) -> str:
+    """``text`` with the BOS token's text in front where the tokenizer wants BOS and ``text`` (e.g. a
+    rendered chat template) does not already start with it. Engines tokenize prompts without special
+    tokens, so the prompt itself carries the BOS, and its token counts include it."""
+    if wants_bos(tokenizer) and not text.startswith(tokenizer.bos_token):
+        return tokenizer.bos_token + text
+    return text
 
 
 def count_tokens(tokenizer, prompt: str) -> int:

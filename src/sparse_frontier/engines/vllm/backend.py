@@ -19,6 +19,8 @@ metadata builder and its implementation, and changes three things:
   - decode rows, for decode methods (Quest) and compacted requests: keys and values are
     read back from the paged cache (``cache_io``) and ``method.decode`` runs on them;
     a compacted request reads only ``kept + generated`` slots.
+* Sliding-window layers (Gemma 3's local layers) always go to the wrapped kernel, which keeps
+  their window: the methods act on the global layers only, as in HfEngine.
 * ``Impl.do_kv_cache_update`` redirects a compacted request's new token to the slot after
   its compacted tokens, so the cache stays dense from slot 0.
 
@@ -128,8 +130,32 @@ def _slice_common(cm: Any, a: int, b: int, qsl: list[int]) -> Any:
     return cm.replace(**changes)
 
 
-def plan_batch(runtime: SparseRuntime, cm: Any, builder: Any) -> BatchPlan | None:
-    """Route one step's requests; None when no method is active or the batch is not real."""
+def has_window(window: Any) -> bool:
+    """Whether a backend's ``sliding_window`` is a window (vLLM writes none as None, -1 or (-1, -1))."""
+    return window not in (None, -1, (-1, -1))
+
+
+def _sliding_layers(builder: Any) -> tuple[bool, bool]:
+    """(all, any): whether all / any of a metadata builder's layers are sliding-window layers.
+
+    With vLLM's hybrid cache manager the local layers form their own KV-cache group (a spec with a
+    ``sliding_window``); without it they share a group with the global layers, and only each
+    layer's attention implementation knows its window.
+    """
+    if has_window(getattr(builder.kv_cache_spec, "sliding_window", None)):
+        return True, True
+    context = builder.vllm_config.compilation_config.static_forward_context
+    windows = [has_window(getattr(getattr(context.get(n), "impl", None), "sliding_window", None))
+               for n in builder.layer_names]
+    return bool(windows) and all(windows), any(windows)
+
+
+def plan_batch(runtime: SparseRuntime, cm: Any, builder: Any, shrink: bool = True) -> BatchPlan | None:
+    """Route one step's requests; None when no method is active or the batch is not real.
+
+    shrink: a compacted request may decode through the wrapped kernel with a shorter context
+    (False when the group also holds sliding-window layers, whose caches were not compacted).
+    """
     if not runtime.active:
         return None
     method = runtime.method
@@ -156,7 +182,8 @@ def plan_batch(runtime: SparseRuntime, cm: Any, builder: Any) -> BatchPlan | Non
             state = runtime.requests.get(req_id)
             compactions = list(state.compactions.values()) if state is not None else []
             widths = {c.width for c in compactions}
-            if method.phase != "decode" and len(widths) == 1 and all(c.counts is None for c in compactions):
+            uniform = len(widths) == 1 and all(c.counts is None for c in compactions)
+            if shrink and method.phase != "decode" and uniform:
                 # Slots 0..width-1 hold the kept tokens, then the outputs: a plain shorter context.
                 shrunk[i] = widths.pop() + s - state.prompt_len
                 ours.append(False)
@@ -206,10 +233,7 @@ class SparseImplMixin:
     def _check_supported(self) -> None:
         from vllm.v1.attention.backend import AttentionType
 
-        window = self.sliding_window
-        no_window = window in (None, -1, (-1, -1))
         problems = [
-            (not no_window, "sliding-window attention"),
             (getattr(self, "alibi_slopes", None) is not None, "ALiBi"),
             (bool(getattr(self, "logits_soft_cap", None)), "logit soft-capping"),
             (getattr(self, "sinks", None) is not None, "attention sinks"),
@@ -262,7 +286,7 @@ class SparseImplMixin:
                 output_block_scale: torch.Tensor | None = None) -> torch.Tensor:
         """query [T, Hq, D], key/value [T, Hkv, D], output [T, Hq, D]; rows grouped by request."""
         plan = getattr(attn_metadata, "sparse_plan", None) if attn_metadata is not None else None
-        if plan is None or not plan.touches:
+        if plan is None or not plan.touches or has_window(self.sliding_window):
             return self._sparse_base.forward(self, layer, query, key, value, kv_cache, attn_metadata, output,
                                              output_scale, output_block_scale)
         self._check_supported()
@@ -387,7 +411,12 @@ def make_sparse_backend(base: type, module: str, name: str | None = None) -> typ
     class Builder(base_builder):  # type: ignore[misc, valid-type]
         def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
             runtime = get_runtime()
-            plan = plan_batch(runtime, common_attn_metadata, self)
+            if not hasattr(self, "_sparse_sliding"):
+                self._sparse_sliding = _sliding_layers(self)
+            all_sliding, any_sliding = self._sparse_sliding
+            plan = None if all_sliding else plan_batch(
+                runtime, common_attn_metadata, self, shrink=not any_sliding
+            )
             if plan is not None and plan.shrunk:
                 seq_lens = common_attn_metadata.seq_lens.clone()
                 for i, length in plan.shrunk.items():
