@@ -132,9 +132,15 @@ def cells_from_config(methods: dict) -> list[Cell]:
     return cells
 
 
-def answer_budget(tasks: list[str]) -> int:
-    """Tokens a prompt of these tasks may be answered with: the longest task's ``max_new_tokens``."""
-    return max(get_task(task).max_new_tokens for task in tasks)
+def task_answer_budget(task: str, budgets: dict | None = None) -> int:
+    """Tokens a prompt of ``task`` may be answered with: the configured budget
+    (``inference.max_new_tokens``), else the task's own ``max_new_tokens``."""
+    return int((budgets or {}).get(task) or get_task(task).max_new_tokens)
+
+
+def answer_budget(tasks: list[str], budgets: dict | None = None) -> int:
+    """Tokens any prompt of these tasks may be answered with: the longest task budget."""
+    return max(task_answer_budget(task, budgets) for task in tasks)
 
 
 def engine_settings(
@@ -146,6 +152,7 @@ def engine_settings(
     gpus: int,
     model_path: str | None = None,
     rope_scaling: dict | None = None,
+    max_new_tokens: dict | None = None,
 ) -> dict:
     """Constructor settings of an engine for one (model, length) job.
 
@@ -161,7 +168,7 @@ def engine_settings(
             f"engine 'hf' runs on one device but this job has {gpus} GPUs; "
             "set `engine: vllm` for tensor parallelism, or give the job one GPU."
         )
-    context = length + answer_budget(tasks)
+    context = length + answer_budget(tasks, max_new_tokens)
     if kind != "hf":
         settings.update(max_model_len=context, tensor_parallel_size=max(gpus, 1))
     if rope_scaling:
@@ -220,9 +227,12 @@ def run_inference(
     batch_size: int = 8,
     shard: int = 0,
     n_shards: int = 1,
+    max_new_tokens: dict | None = None,
 ) -> pd.DataFrame:
     """This shard's share of every cell over every sample of ``data`` (all tasks of one length);
-    one row per sample per cell. The shards of a (model, length) together cover each pair once."""
+    one row per sample per cell. The shards of a (model, length) together cover each pair once.
+    ``max_new_tokens`` are answer budgets by task (:func:`task_answer_budget`); decoding also
+    stops once a task's answer is complete (``Task.stop_strings``)."""
     from .attention import analysis_phase
 
     items = shard_of(work_items(data, cells, batch_size), shard, n_shards)
@@ -243,7 +253,10 @@ def run_inference(
         for item in items:
             method = item.cell.build(item.task)
             results = engine.generate(
-                [prompts[i] for i in item.rows], method, get_task(item.task).max_new_tokens
+                [prompts[i] for i in item.rows],
+                method,
+                task_answer_budget(item.task, max_new_tokens),
+                stop=get_task(item.task).stop_strings,
             )
             for i, gen in zip(item.rows, results, strict=True):
                 sample = data.loc[i]
@@ -258,6 +271,8 @@ def run_inference(
                         "sample_id": int(sample.sample_id),
                         "seed": int(sample.seed),
                         "output": gen.text,
+                        # The greedy tokens, so a sparse answer can be compared with dense's (agreement.py).
+                        "output_ids": [int(t) for t in gen.output_ids],
                         "gold": list(sample.gold),
                         "density": gen.density,
                         "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),

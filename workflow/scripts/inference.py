@@ -17,6 +17,7 @@ settings = engine_settings(
     gpus=int(sm.resources.gpu),
     model_path=sm.params.path,
     rope_scaling=sm.params.rope_scaling,
+    max_new_tokens=sm.params.settings.get("max_new_tokens"),
 )
 engine = load_engine(sm.params.engine, sm.params.path, **settings)
 cells = cells_from_config(sm.params.methods)
@@ -29,5 +30,6 @@ predictions = run_inference(
     batch_size=batch_size,
     shard=int(sm.wildcards.shard),
     n_shards=sm.params.n_shards,
+    max_new_tokens=sm.params.settings.get("max_new_tokens"),
 )
 write_parquet(predictions, sm.output[0])

@@ -171,7 +171,7 @@ class VllmEngine:
                 )
 
     def generate(self, prompts: list[list[int]], method: AttentionMethod,
-                 max_new_tokens: int) -> list[Generation]:
+                 max_new_tokens: int, stop: tuple[str, ...] = ()) -> list[Generation]:
         """Greedy generation for every prompt in one vLLM batch; results in prompt order."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -181,7 +181,8 @@ class VllmEngine:
         batch = uuid.uuid4().hex[:8]
         tags = [f"{batch}-{i}" for i in range(len(prompts))]
         params = [
-            SamplingParams(temperature=0.0, max_tokens=max_new_tokens, extra_args={REQUEST_TAG: tag})
+            SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(stop) or None,
+                           include_stop_str_in_output=True, extra_args={REQUEST_TAG: tag})
             for tag in tags
         ]
         outputs = self.llm.generate(
