@@ -26,7 +26,7 @@
 #   SF_SLURM_SOURCE=<repo root>                 the tree to copy and run (default: this repository)
 #   SF_SLURM_KEEP_WORK=0                        1: keep the working copy of the workflow after the run
 #   SF_SLURM_INFERENCE_GPU=1                    1: the inference jobs ask for a (fake) GPU
-#                                               (tests/slurm/inference_on_gpu.yaml); 0: the default config alone
+#                                               (tests/slurm/inference_on_gpu.yaml); 0: the tiny study alone
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -315,10 +315,10 @@ EOF
         tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$STATE/work"
     cd "$STATE/work"
     profile_args=(--profile "$REPO/profiles/slurm" --workflow-profile "$REPO/profiles/slurm-test")
-    # The default config; with INFERENCE_GPU=1 its inference jobs also ask Slurm for one GPU.
-    config_args=()
+    # The tiny study (no model download); with INFERENCE_GPU=1 its inference jobs also ask Slurm for one GPU.
+    config_args=(--configfile config/tiny.yaml)
     if [[ "$INFERENCE_GPU" == 1 ]]; then
-        config_args=(--configfile config/config.yaml "$REPO/tests/slurm/inference_on_gpu.yaml")
+        config_args=(--configfile config/tiny.yaml "$REPO/tests/slurm/inference_on_gpu.yaml")
     fi
     # With accounting, poll through sacct as a real cluster would (the test profile says squeue).
     [[ "$ACCOUNTING" == 1 ]] && profile_args+=(--slurm-status-command sacct)
