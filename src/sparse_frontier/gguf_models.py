@@ -132,7 +132,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "bf
     transformers loads a GGUF by dequantising it, but refuses to save the loaded model (its config
     keeps a GGUF quantization marker), so a plain model is rebuilt from the config without that
     marker, given the dequantised weights, and saved in ``dtype``. The tokenizer goes with it,
-    keeping a BOS the GGUF asks for (``tokenizer.ggml.add_bos_token``), which transformers drops.
+    keeping a BOS the GGUF asks for (``tokenizer.ggml.add_bos_token``, which transformers' GGUF
+    loader drops): its saved template adds BOS whenever special tokens are added (Gemma 3).
     ``source`` (what :func:`fetch_gguf` recorded) goes into ``conversion.json``.
     """
     import torch
