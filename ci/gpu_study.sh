@@ -21,7 +21,8 @@ CONFIG=config/gpu-smollm2.yaml
 MODEL=smollm2-135m
 GGUF=resources/gguf/$MODEL.gguf
 BUNDLE=.carry/sf-gpu
-export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+SITE=${SF_SITE:-/tmp/site}  # where the carried wheels are installed
+export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 # What the device image lacks (KINDS.md lists what it has); one version each, as here.
 SMALL_WHEELS=(
@@ -68,11 +69,11 @@ case "$stage" in
     du -sh "$BUNDLE"/*
     ;;
   unpack)
-    mkdir -p /tmp/site resources/gguf/pieces
+    mkdir -p "$SITE" resources/gguf/pieces
     for folder in "$BUNDLE"/*/; do
       compgen -G "$folder*.whl" >/dev/null &&
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-          --target /tmp/site "$folder"*.whl
+          --target "$SITE" "$folder"*.whl
       for piece in "$folder"*.gguf.part* "$folder"*.gguf.json; do
         [ -e "$piece" ] && cp "$piece" resources/gguf/pieces/
       done
