@@ -42,6 +42,9 @@ rule all:
     default_target: True
     input:
         "results/tables/scores.parquet",
+        # The intermediates too: a missing one is rebuilt, and what depends on it redone.
+        prediction_files(),
+        score_tables(),
         analysis_targets(),
         report_pages(),
 

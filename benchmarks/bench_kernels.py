@@ -1,37 +1,48 @@
-"""Kernel benchmark: sparse prefill and Quest decode against the fastest dense kernel in the same run.
+"""Kernel benchmark: what a user pays for sparse attention, against the fastest dense kernel in the same run.
 
-Qwen2.5-7B attention shapes (28 query heads, 4 kv heads, head dim 128, bf16, batch 1). For each
-length and compression ratio the sparse pattern is chosen by the methods' own selection code
-(sparse_frontier.attention: BlockSparse / VerticalSlash / Quest) on synthetic inputs, then timed:
+Qwen2.5-7B attention shapes (28 query heads, 4 kv heads, head dim 128, bf16, batch 1), structured
+inputs by default (see ``make_inputs``). One row per method, length and compression ratio:
 
-  select  the methods' importance estimation + top-k on the GPU (Block-Sparse: fused block
-          selection; Vertical-Slash: fused last-window scores + budget search)
-  index   GPU index building (block mask / vertical-slash lists / page mask -> kernel index)
-  attn    the sparse attention kernel over that index
-  total   the public op (index building + attention)
-  dense   min over SDPA backends (cuDNN, FlashAttention) [and, for decode, our split-K kernel
-          with every page selected]
+prefill (Block-Sparse at the paper's 16 x 16 blocks, Vertical-Slash, FlexPrefill; ratios use each
+method's own count, the kernel-cell count for Vertical-Slash and FlexPrefill by default):
+  end to end  ``method.prefill(q, k, v)``: selection + index building + kernel, host work included,
+              what the engine pays per layer (the headline: dense / end to end);
+  select      the method's ``plan`` (importance estimation, budget search, top-k)
+  index       the kernel's index from the plan;   kernel  the sparse kernel alone over that index
+  bound       the pairs the method must compute, at cuDNN's rate in this run: dense x pairs / causal
+              pairs (selection free; a kernel at cuDNN's per-tile rate on a perfect mask);
+  stages      where selection time goes (Block-Sparse: pooling, fused block selection; Vertical-Slash
+              and FlexPrefill: last-window scores, ranking, budget search).
+decode (Quest, shared pages per KV group):
+  step        selection + attention replayed from one CUDA graph (the fused path: page scores from the
+              kept summaries, exact radix top-n, attention over the page list); L2 flushed between
+              replays, like dense;
+  attention   the attention over the selected pages alone;   select  scores + top-n alone
+  eager       ``Quest.decode`` with its kept summaries, launched from Python (the hf engine's path)
+  previous    Triton page scores + torch.topk + page-mask attention (the unfused path), graph-replayed
+  bound       summaries + selected pages read once at this run's copy bandwidth; dense bound: the cache.
 
-Kernel speedup = dense / total; end-to-end speedup = dense / (select + total), what a prefill
-pays. Times are triton.testing.do_bench medians (ms). Block-Sparse runs at the paper's block size
-16 and, with --block-sizes, at coarser blocks (64 is MInference's unit); --anchor-file times
-MInference's public block-sparse Triton kernel on its own 64 x 64 selection beside ours on the
-same mask (the file is not shipped: pass minference/ops/block_sparse_flash_attention.py from a
-checkout). Two input kinds:
-  structured  keys/queries share a slowly drifting content signal (local attention) plus a few
-              heavy-hitter keys every query likes (vertical attention) - the shape of real heads;
-  iid         i.i.d. Gaussian q, k: no structure, so selections scatter (the adversarial case).
+Timing: one warm-up call (compilation), then ``--reps`` calls timed one by one with CUDA events
+(median). A failing row is printed as such and the others still run; the JSON is rewritten after
+every row. ``--minutes`` stops starting new rows past a wall-clock budget.
 
-Run:  python benchmarks/bench_kernels.py --lengths 16384 32768 65536 131072 --json out.json
-      [--block-sizes 16 64] [--anchor-file PATH]
+Run:  python benchmarks/bench_kernels.py --json $OUT/kernels.json
+      [--lengths 16384 32768] [--methods block_sparse vertical_slash flexprefill quest] [--reps 5]
+      [--block-sizes 16 64] [--inputs structured iid] [--anchor-file minference_block_sparse.py]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import os
+import signal
+import statistics
 import sys
+import time
+import traceback
 from collections.abc import Callable
 
 import torch
@@ -39,9 +50,16 @@ import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sparse_frontier.attention.block_sparse import BlockSparse, select_blocks
-from sparse_frontier.attention.quest import Quest, page_bounds, page_scores, select_pages
-from sparse_frontier.attention.vertical_slash import VerticalSlash
+from sparse_frontier.attention.block_sparse import BlockSparse, _pool
+from sparse_frontier.attention.flexprefill import FlexPrefill
+from sparse_frontier.attention.quest import (
+    PageSummaries,
+    Quest,
+    _selection_inputs,
+    quest_decode_fused,
+    select_pages,
+)
+from sparse_frontier.attention.vertical_slash import VerticalSlash, VerticalSlashIndex, vertical_slash_scores
 from sparse_frontier.kernels import ops
 from sparse_frontier.kernels.block_sparse.reference import block_sparse_pairs
 from sparse_frontier.kernels.block_sparse.triton_block_sparse import (
@@ -49,6 +67,11 @@ from sparse_frontier.kernels.block_sparse.triton_block_sparse import (
     build_block_sparse_index,
 )
 from sparse_frontier.kernels.quest.triton_quest import quest_decode_attention_triton
+from sparse_frontier.kernels.quest.triton_select import (
+    quest_page_list_attention_triton,
+    quest_select_top_pages_triton,
+    quest_selection_scores_triton,
+)
 from sparse_frontier.kernels.vertical_slash.reference import vertical_slash_pairs
 from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
     build_vertical_slash_index,
@@ -56,31 +79,76 @@ from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
 )
 
 HQ, HKV, D = 28, 4, 128
+PAGE = 16
+PREFILL_METHODS = ("block_sparse", "vertical_slash", "flexprefill")
 
 
 def bench(fn: Callable[[], object], rep_ms: int = 400) -> float:
-    """Median milliseconds of fn over about rep_ms of repeats (CUDA events, L2 flushed between runs)."""
+    """Median milliseconds of fn over about rep_ms of repeats (triton.testing.do_bench, L2 flushed)."""
     return float(triton.testing.do_bench(fn, warmup=max(25, rep_ms // 4), rep=rep_ms, return_mode="median"))
 
 
-def bench_graph(fn: Callable[[], object]) -> float:
-    """Median ms of fn replayed from a CUDA graph (no launch gaps, as serving engines run decode)."""
-    return float(triton.testing.do_bench_cudagraph(fn, rep=200, return_mode="median"))
+_FLUSH: list[torch.Tensor] = []
+
+
+def _flush_l2() -> None:
+    """Overwrite more than the L2 cache (H200: 60 MB) so a timed call starts from memory."""
+    if not _FLUSH:
+        _FLUSH.append(torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda"))
+    _FLUSH[0].zero_()
+
+
+def time_ms(fn: Callable[[], object], reps: int, warmup: bool = True) -> float:
+    """Median ms of ``reps`` calls of fn, each timed alone with CUDA events after an L2 flush.
+
+    Host work inside fn counts (a synchronising call makes the end event wait for it)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(reps):
+        _flush_l2()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def graph_ms(fn: Callable[[], object], reps: int) -> float:
+    """Median ms of fn captured once in a CUDA graph and replayed ``reps`` times (L2 flushed before
+    each), as serving engines run decode: no launch gaps from Python."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):  # compile and warm the allocator outside the capture
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return time_ms(graph.replay, reps)
 
 
 def hardware_ceilings() -> tuple[float, float]:
     """(bf16 matmul TFLOP/s, device copy GB/s counting bytes read + written), measured here."""
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    tflops = 2 * 8192**3 / bench(lambda: a @ b) / 1e9
+    tflops = 2 * 8192**3 / bench(lambda: a @ b, rep_ms=200) / 1e9
     x = torch.randn(2**30 // 2, device="cuda", dtype=torch.bfloat16)  # 1 GiB
     y = torch.empty_like(x)
-    gbps = 2 * x.numel() * 2 / bench(lambda: y.copy_(x)) / 1e6
+    gbps = 2 * x.numel() * 2 / bench(lambda: y.copy_(x), rep_ms=200) / 1e6
     return tflops, gbps
 
 
 def make_inputs(kind: str, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q [HQ, L, D], k/v [HKV, L, D] bf16 of the given kind (see module docstring)."""
+    """q [HQ, L, D], k/v [HKV, L, D] bf16 of the given kind:
+
+    structured  keys/queries share a slowly drifting content signal (local attention) plus a few
+                heavy-hitter keys every query likes (vertical attention), the shape of real heads;
+    iid         i.i.d. Gaussian q, k: no structure, so selections scatter (the adversarial case).
+    """
     g = torch.Generator(device="cuda").manual_seed(seed)
 
     def randn(*shape):
@@ -105,7 +173,7 @@ def make_inputs(kind: str, length: int, seed: int) -> tuple[torch.Tensor, torch.
     return tuple(x.bfloat16().contiguous() for x in (q, k, v))
 
 
-def dense_prefill(q, k, v) -> tuple[float, str, dict]:
+def dense_prefill(q, k, v, reps: int = 5) -> tuple[float, str, dict]:
     """Fastest causal GQA SDPA backend: (ms, name, every backend's ms)."""
     times = {}
     qb, kb, vb = q[None], k[None], v[None]
@@ -122,8 +190,7 @@ def dense_prefill(q, k, v) -> tuple[float, str, dict]:
                     with sdpa_kernel(backend):
                         return F.scaled_dot_product_attention(qb, kk, vv, is_causal=True, enable_gqa=gqa)
 
-                run()
-                times[f"{name}{'' if gqa else '(kv expanded)'}"] = bench(run, rep_ms=1500)
+                times[f"{name}{'' if gqa else '(kv expanded)'}"] = time_ms(run, reps)
                 break
             except RuntimeError as err:
                 print(
@@ -134,8 +201,8 @@ def dense_prefill(q, k, v) -> tuple[float, str, dict]:
     return times[best], best, times
 
 
-def dense_decode(q1, k, v) -> tuple[float, str, dict]:
-    """Fastest dense decode over the whole cache (graph-replayed): SDPA backends and our split-K kernel."""
+def dense_decode(q1, k, v, reps: int) -> tuple[float, str, dict]:
+    """Fastest dense decode over the whole cache, graph-replayed: SDPA backends and our split-K kernel."""
     times = {}
     qb, kb, vb = q1[None], k[None], v[None]
     for name, backend in (
@@ -149,16 +216,24 @@ def dense_decode(q1, k, v) -> tuple[float, str, dict]:
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(qb, kb, vb, enable_gqa=True)
 
-            run()
-            times[name] = bench_graph(run)
-        except RuntimeError as err:
+            times[name] = graph_ms(run, reps)
+        except Exception as err:  # noqa: BLE001 - a backend that cannot run (or be captured) is skipped
             print(f"  [dense decode] {name} unavailable: {str(err).splitlines()[0][:100]}", file=sys.stderr)
-    all_pages = torch.ones(HQ, math.ceil(k.shape[1] / 16), dtype=torch.bool, device="cuda")
-    times["triton split-K (all pages)"] = bench_graph(
-        lambda: quest_decode_attention_triton(q1, k, v, all_pages)
+    all_pages = torch.ones(HQ, math.ceil(k.shape[1] / PAGE), dtype=torch.bool, device="cuda")
+    times["triton split-K (all pages)"] = graph_ms(
+        lambda: quest_decode_attention_triton(q1, k, v, all_pages), reps
     )
     best = min(times, key=times.get)
     return times[best], best, times
+
+
+def secondary(fn: Callable[[], float]) -> float:
+    """A breakdown or comparison column: NaN (printed as such) rather than losing the row if it fails."""
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        return float("nan")
 
 
 def block_sparse_work(index, t: int) -> int:
@@ -173,36 +248,185 @@ def vertical_slash_work(index) -> int:
     return (vert_chunks + int(index.chunk_count.long().sum())) * bm * bn
 
 
-def block_sparse_case(q, k, v, length, cr, block_m, block_size=16) -> dict:
-    """Select with the method, then time selection, index building, attention, and the op end to end."""
-    top_k = BlockSparse(compression_ratio=cr, block_size=block_size).top_k_for(length, length)
-    block_mask = select_blocks(q, k, top_k, block_size)
-    block_m = max(block_m, block_size)
-    index = build_block_sparse_index(block_mask, length, length, block_m, block_size)
+def block_sparse_case(q, k, v, cr: float, block_size: int, block_m: int, reps: int) -> dict:
+    """Block-Sparse through the method's own code: plan (budget + fused block selection), index, kernel."""
+    t, s = q.shape[1], k.shape[1]
+    method = BlockSparse(compression_ratio=cr, block_size=block_size)
+    mask, computed, info = method.plan(q, k)
+    bm = max(block_m, block_size)
+    index = build_block_sparse_index(mask, t, s, bm, block_size)
+    pool_ms = secondary(lambda: time_ms(lambda: (_pool(q, block_size), _pool(k, block_size)), reps))
+    select_ms = time_ms(lambda: method.plan(q, k), reps)
     return {
-        "pairs": block_sparse_pairs(block_mask, length, length, block_size),
-        "work": block_sparse_work(index, length),
-        "select_ms": bench(lambda: select_blocks(q, k, top_k, block_size)),
-        "index_ms": bench(lambda: build_block_sparse_index(block_mask, length, length, block_m, block_size)),
-        "attn_ms": bench(lambda: block_sparse_attention_from_index(q, k, v, index)),
-        "total_ms": bench(lambda: ops.block_sparse_attention(q, k, v, block_mask, block_size)),
+        "label": f"block_sparse ({block_size})",
+        "count": "exact",
+        "computed": computed / q.shape[0],
+        "pairs": block_sparse_pairs(mask, t, s, block_size),
+        "work": block_sparse_work(index, t),
+        "end_to_end_ms": time_ms(lambda: method.prefill(q, k, v), reps),
+        "select_ms": select_ms,
+        "index_ms": time_ms(lambda: build_block_sparse_index(mask, t, s, bm, block_size), reps),
+        "kernel_ms": time_ms(lambda: block_sparse_attention_from_index(q, k, v, index), reps),
+        "stages_ms": {"pool": pool_ms, "block select + budget": select_ms - pool_ms},
     }
 
 
-def vertical_slash_case(q, k, v, length, cr, block_m, block_size=None) -> dict:
-    """Select with the method (last-window estimate, exact-pair budget search), then time as above."""
-    # Exact-pair counting, as when the recorded results were taken (docs/benchmarks-kernels.md).
-    method = VerticalSlash(compression_ratio=cr, density="exact", forced_in_budget=False)
-    v_idx, s_idx, _, _ = method.plan(q, k)
-    index = build_vertical_slash_index(v_idx, s_idx, length, length, block_m)
+def vertical_slash_case(q, k, v, method: VerticalSlash, block_m: int, reps: int) -> dict:
+    """Vertical-Slash / FlexPrefill through the method's own code, with the selection's stages timed."""
+    t, s = q.shape[1], k.shape[1]
+    v_idx, s_idx, computed, info = method.plan(q, k)
+    index = build_vertical_slash_index(v_idx, s_idx, t, s, block_m)
+    vertical, slash = vertical_slash_scores(q, k, method.approx_window)
+    ranking = VerticalSlashIndex.build(vertical, slash, t, method.sinks, method.local)
+    target = HQ * t * (t + 1) / 2 / method.compression_ratio
+    window, sinks, local = method.approx_window, method.sinks, method.local
+    stages = {
+        "scores": secondary(lambda: time_ms(lambda: vertical_slash_scores(q, k, window), reps)),
+        "ranking": secondary(
+            lambda: time_ms(lambda: VerticalSlashIndex.build(vertical, slash, t, sinks, local), reps)
+        ),
+        "budget search": secondary(lambda: time_ms(lambda: method.budgets(ranking, target), reps)),
+    }
     return {
-        "pairs": vertical_slash_pairs(v_idx, s_idx, length, length),
+        "label": method.name,
+        "count": method.density,
+        "computed": computed / q.shape[0],
+        "pairs": vertical_slash_pairs(v_idx, s_idx, t, s),
         "work": vertical_slash_work(index),
-        "select_ms": bench(lambda: method.plan(q, k)),
-        "index_ms": bench(lambda: build_vertical_slash_index(v_idx, s_idx, length, length, block_m)),
-        "attn_ms": bench(lambda: vertical_slash_attention_from_index(q, k, v, index)),
-        "total_ms": bench(lambda: ops.vertical_slash_attention(q, k, v, v_idx, s_idx)),
+        "end_to_end_ms": time_ms(lambda: method.prefill(q, k, v), reps),
+        "select_ms": time_ms(lambda: method.plan(q, k), reps),
+        "index_ms": time_ms(lambda: build_vertical_slash_index(v_idx, s_idx, t, s, block_m), reps),
+        "kernel_ms": time_ms(lambda: vertical_slash_attention_from_index(q, k, v, index), reps),
+        "stages_ms": stages,
     }
+
+
+def prefill_row(name, block_size, q, k, v, cr, dense_ms, ceil_tflops, args) -> dict:
+    t = q.shape[1]
+    if name == "block_sparse":
+        m = block_sparse_case(q, k, v, cr, block_size, args.block_m, args.reps)
+    else:
+        method = (
+            VerticalSlash(compression_ratio=cr)
+            if name == "vertical_slash"
+            else FlexPrefill(compression_ratio=cr)
+        )
+        m = vertical_slash_case(q, k, v, method, args.block_m, args.reps)
+    causal = t * (t + 1) / 2  # per head
+    return {
+        **m,
+        "length": t,
+        "compression": cr,
+        "achieved_compression": causal / m["computed"],
+        "exact_compression": causal / (m["pairs"] / HQ),
+        "useful_over_computed": m["pairs"] / m["work"],
+        "dense_ms": dense_ms,
+        "speedup": dense_ms / m["end_to_end_ms"],
+        "kernel_speedup": dense_ms / m["kernel_ms"],
+        "bound_ms": dense_ms * (m["pairs"] / HQ) / causal,
+        "select_share": (m["select_ms"] + m["index_ms"]) / m["end_to_end_ms"],
+        "useful_tflops": 4 * m["pairs"] * D / m["kernel_ms"] / 1e9,
+        "ceiling_fraction": 4 * m["pairs"] * D / m["kernel_ms"] / 1e9 / ceil_tflops,
+    }
+
+
+def _fmt_prefill(r: dict) -> str:
+    if "error" in r:
+        return (
+            f"| {r['label']} | {r['length']} | {r['compression']:g} | failed: {r['error'][:90]} |" + " |" * 8
+        )
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
+    return (
+        f"| {r['label']} | {r['length'] // 1024}K | {r['compression']:g} | {r['achieved_compression']:.1f} "
+        f"({r['count']}), {r['exact_compression']:.1f} (pairs) | {r['end_to_end_ms']:.2f} | "
+        f"**{r['speedup']:.2f}x** | {r['kernel_speedup']:.2f}x | {r['dense_ms'] / r['bound_ms']:.1f}x | "
+        f"{r['select_ms']:.2f} / {r['index_ms']:.2f} / {r['kernel_ms']:.2f} | "
+        f"{100 * r['select_share']:.0f}% | "
+        f"{stages} | {r['useful_tflops']:.0f} ({100 * r['ceiling_fraction']:.0f}%) |"
+    )
+
+
+PREFILL_HEADER = (
+    "| method (block) | length | target CR | achieved CR (method's count), (exact pairs) | end to end ms "
+    "| **speedup, end to end** | kernel only | bound (pairs at cuDNN's rate) | select / index / kernel ms "
+    "| select+index share | selection stages ms | useful TFLOP/s (of matmul peak) |\n" + "|---" * 12 + "|"
+)
+
+
+def quest_row(q1, k, v, cr, dense_ms, ceil_gbps, reps) -> dict:
+    """Quest's decode step at one ratio over an up-to-date cache (summaries kept, as during decoding)."""
+    s = k.shape[1]
+    method = Quest(compression_ratio=cr)
+    summaries = PageSummaries(PAGE)
+    _, low, high, n, current = _selection_inputs(method, k, summaries)
+    n_pages = low.shape[1]
+
+    def select():
+        return quest_select_top_pages_triton(
+            quest_selection_scores_triton(q1, low, high, n_pages, current, True), n
+        )
+
+    pages = select()
+    low32, high32 = low.float(), high.float()  # the unfused path kept float32 summaries
+    group = HQ // HKV
+
+    def previous():
+        scores = ops.quest_page_scores(q1, low32, high32).view(HKV, group, -1).sum(1)
+        mask = select_pages(scores, n, current).repeat_interleave(group, 0)
+        return ops.quest_decode_attention(q1, k, v, mask)
+
+    fused_out = quest_decode_fused(method, q1, k, v, summaries)[0].float()
+    previous_out = previous().float()
+    memo: dict = {}
+    method.decode(q1, k, v, memo=memo)
+
+    summary_bytes = 2 * low.numel() * low.element_size()
+    page_bytes = 2 * HKV * min(n * PAGE, s) * D * k.element_size()
+    r = {
+        "method": "quest",
+        "length": s,
+        "compression": cr,
+        "pages_per_head": n,
+        "achieved_compression": s / min(s, (n - 1) * PAGE + s - current * PAGE),
+        "step_ms": graph_ms(lambda: quest_decode_fused(method, q1, k, v, summaries), reps),
+        "attn_ms": secondary(
+            lambda: graph_ms(lambda: quest_page_list_attention_triton(q1, k, v, pages), reps)
+        ),
+        "select_ms": secondary(lambda: graph_ms(select, reps)),
+        "eager_ms": secondary(lambda: time_ms(lambda: method.decode(q1, k, v, memo=memo), reps)),
+        "previous_ms": secondary(lambda: graph_ms(previous, reps)),
+        "dense_ms": dense_ms,
+        "bound_ms": (summary_bytes + page_bytes) / (ceil_gbps * 1e6),
+        "dense_bound_ms": 2 * HKV * s * D * k.element_size() / (ceil_gbps * 1e6),
+        "rel_diff_vs_previous": float((fused_out - previous_out).norm() / previous_out.norm()),
+    }
+    r["speedup"] = dense_ms / r["step_ms"]
+    return r
+
+
+def _fmt_decode(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['length'] // 1024}K | {r['compression']:g} | failed: {r['error'][:90]} |" + " |" * 9
+    us = {
+        k: 1e3 * r[k]
+        for k in ("step_ms", "attn_ms", "select_ms", "eager_ms", "previous_ms", "dense_ms", "bound_ms")
+    }
+    cells = [
+        f"{r['length'] // 1024}K", f"{r['compression']:g}", f"{r['achieved_compression']:.1f}",
+        str(r["pages_per_head"]), f"{us['step_ms']:.1f}", f"**{r['speedup']:.2f}x**",
+        f"{us['attn_ms']:.1f} ({r['dense_ms'] / r['attn_ms']:.1f}x)", f"{us['select_ms']:.1f}",
+        f"{us['eager_ms']:.0f}", f"{us['previous_ms']:.1f} ({r['dense_ms'] / r['previous_ms']:.2f}x)",
+        f"{us['dense_ms']:.1f} ({r['dense_kernel']})",
+        f"{us['bound_ms']:.1f} ({r['dense_ms'] / r['bound_ms']:.1f}x)", f"{1e3 * r['dense_bound_ms']:.1f}",
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+DECODE_HEADER = (
+    "| length | target CR | achieved CR | pages per kv head | step µs (graph) | **speedup, step** "
+    "| attention µs (speedup) | select µs | eager step µs | previous path µs (speedup) | dense µs (kernel) "
+    "| bound µs (speedup) | dense bound µs |\n" + "|---" * 13 + "|"
+)
 
 
 def anchor_rows(anchor_file, q, k, v, length, compressions, dense_ms) -> list[dict]:
@@ -274,164 +498,94 @@ ANCHOR_HEADER = (
 )
 
 
-def prefill_rows(kind, length, compressions, dense_ms, ceil_tflops, block_m, methods, block_sizes):
-    q, k, v = make_inputs(kind, length, seed=length)
-    causal_total = HQ * length * (length + 1) // 2
-    cases = {
-        "block_sparse": (block_sparse_case, block_sizes),
-        "vertical_slash": (vertical_slash_case, [None]),
-    }
-    rows = []
-    for cr in compressions:
-        for method in methods:
-            case, sizes = cases[method]
-            for size in sizes:
-                m = case(q, k, v, length, cr, block_m, size)
-                rows.append(_row(method, size, kind, length, cr, causal_total, m, dense_ms, ceil_tflops))
-                print(_fmt(rows[-1]), flush=True)
-    return rows
+def check_targets(prefill: list[dict], decode: list[dict]) -> list[str]:
+    """The issue's targets, met or missed, from the rows that ran."""
+    lines = []
 
+    def find(rows, **key):
+        return next(
+            (r for r in rows if "error" not in r and all(r.get(k) == v for k, v in key.items())), None
+        )
 
-def _row(method, block_size, kind, length, cr, causal_total, m, dense_ms, ceil_tflops) -> dict:
-    useful_tflops = 4 * m["pairs"] * D / m["attn_ms"] / 1e9
-    return {
-        "method": method,
-        "block_size": block_size,
-        "inputs": kind,
-        "length": length,
-        "compression": cr,
-        "achieved_compression": causal_total / m["pairs"],
-        "useful_over_computed": m["pairs"] / m["work"],
-        **{key: m[key] for key in ("select_ms", "index_ms", "attn_ms", "total_ms")},
-        "dense_ms": dense_ms,
-        "speedup": dense_ms / m["total_ms"],
-        "end_to_end_speedup": dense_ms / (m["select_ms"] + m["total_ms"]),
-        "index_share": m["index_ms"] / m["total_ms"],
-        "select_index_share": (m["select_ms"] + m["index_ms"]) / (m["select_ms"] + m["total_ms"]),
-        "useful_tflops": useful_tflops,
-        "ceiling_fraction": useful_tflops / ceil_tflops,
-    }
-
-
-def _fmt(r: dict) -> str:
-    unit = f" ({r['block_size']})" if r["block_size"] else ""
-    return (
-        f"| {r['method']}{unit} | {r['inputs']} | {r['length']} | {r['compression']:g} | "
-        f"{r['achieved_compression']:.1f} | {r['useful_over_computed']:.2f} | {r['select_ms']:.2f} | "
-        f"{r['index_ms']:.2f} | {r['attn_ms']:.2f} | {r['total_ms']:.2f} | {r['dense_ms']:.1f} | "
-        f"**{r['speedup']:.1f}x** | {100 * r['index_share']:.1f}% | **{r['end_to_end_speedup']:.1f}x** | "
-        f"{100 * r['select_index_share']:.0f}% | "
-        f"{r['useful_tflops']:.0f} ({100 * r['ceiling_fraction']:.0f}%) |"
-    )
-
-
-PREFILL_HEADER = (
-    "| method (block) | inputs | length | target CR | achieved CR | useful/computed pairs | select ms "
-    "| index ms | attn ms | total ms | dense ms | kernel speedup (dense/total) | index share "
-    "| end-to-end speedup (dense/(select+total)) | select+index share "
-    "| useful TFLOP/s (of matmul peak) |\n" + "|---" * 16 + "|"
-)
-
-
-def quest_case(q1, k, v, low, high, length, cr) -> dict:
-    """Quest selection from up-to-date page bounds, then attention (graph-replayed).
-
-    The kernel consumes the page mask itself (no index building); 'total' adds the methods' page
-    scoring and top-k, i.e. the whole sparse decode step.
-    """
-    n_pages = Quest(compression_ratio=cr).pages_for(length, (length - 1) % 16 + 1, low.shape[1])
-    current = (length - 1) // 16
-
-    def select():  # Quest's scoring (our Triton kernel) + the method's top-k with the current page
-        return select_pages(ops.quest_page_scores(q1, low, high), n_pages, current)
-
-    page_mask = select()
-    # Same pages as the method's own PyTorch scoring (ties aside), which is kept for the record.
-    reference_ms = bench_graph(lambda: select_pages(page_scores(q1, low, high), n_pages, current))
-    group_union = page_mask.view(HKV, HQ // HKV, -1).any(1)
-    return {
-        "page_mask": page_mask,
-        "union_pages": int(group_union.sum()),
-        "select_ms": bench_graph(select),
-        "select_torch_ms": reference_ms,
-        "index_ms": 0.0,  # the kernel reads the page mask directly
-        "attn_ms": bench_graph(lambda: ops.quest_decode_attention(q1, k, v, page_mask)),
-        "total_ms": bench_graph(lambda: ops.quest_decode_attention(q1, k, v, select())),
-    }
-
-
-def decode_rows(kind, length, compressions, ceil_gbps):
-    q, k, v = make_inputs(kind, length, seed=length + 1)
-    q1 = q[:, -1:].contiguous()
-    dense_ms, dense_name, dense_all = dense_decode(q1, k, v)
-    low, high = page_bounds(k, 16)  # Quest keeps page summaries up to date as the cache grows
-    rows = []
-    for cr in compressions:
-        m = quest_case(q1, k, v, low, high, length, cr)
-        bytes_moved = m["union_pages"] * 16 * D * 2 * 2
-        r = {
-            "method": "quest",
-            "inputs": kind,
-            "length": length,
-            "compression": cr,
-            "achieved_compression": length * HQ / min(length * HQ, int(m["page_mask"].sum()) * 16),
-            "union_fraction": m["union_pages"] / (HKV * low.shape[1]),
-            **{key: m[key] for key in ("select_ms", "select_torch_ms", "index_ms", "attn_ms", "total_ms")},
-            "dense_ms": dense_ms,
-            "dense_kernel": dense_name,
-            "dense_all": dense_all,
-            "attn_speedup": dense_ms / m["attn_ms"],
-            "total_speedup": dense_ms / m["total_ms"],
-            "bandwidth_fraction": bytes_moved / m["attn_ms"] / 1e6 / ceil_gbps,
-        }
-        rows.append(r)
-        print(_fmt_decode(r), flush=True)
-    return rows
-
-
-def _fmt_decode(r: dict) -> str:
-    return (
-        f"| quest | {r['inputs']} | {r['length']} | {r['compression']:g} | {r['achieved_compression']:.1f} | "
-        f"{r['union_fraction']:.2f} | {1e3 * r['select_ms']:.0f} ({1e3 * r['select_torch_ms']:.0f}) | "
-        f"{1e3 * r['index_ms']:.0f} | "
-        f"{1e3 * r['attn_ms']:.0f} | {1e3 * r['total_ms']:.0f} | "
-        f"{1e3 * r['dense_ms']:.0f} ({r['dense_kernel']}) | "
-        f"**{r['attn_speedup']:.1f}x** | {r['total_speedup']:.1f}x | {100 * r['bandwidth_fraction']:.0f}% |"
-    )
-
-
-DECODE_HEADER = (
-    "| method | inputs | length | target CR | achieved CR | pages read / all (GQA union) "
-    "| select µs: Triton scores + top-k (PyTorch scores) | index µs (fused) | attn µs | select + attn µs "
-    "| dense µs (kernel) "
-    "| attn speedup | select + attn speedup | attn bandwidth (of copy peak) |\n" + "|---" * 14 + "|"
-)
+    for label, length, cr, want in (
+        ("block_sparse (16)", 131072, 20, 7.0),
+        ("vertical_slash", 131072, 20, 6.0),
+    ):
+        r = find(prefill, label=label, length=length, compression=cr)
+        if r:
+            lines.append(
+                f"{label} 128K CR 20 end to end {r['speedup']:.2f}x (target {want:g}x): "
+                f"{'met' if r['speedup'] >= want else 'missed'}"
+            )
+    slow = [r for r in prefill if "error" not in r and r["length"] >= 16384 and r["speedup"] <= 1.0]
+    ran = [r for r in prefill if "error" not in r and r["length"] >= 16384]
+    if ran:
+        lines.append(
+            f"prefill rows at >= 16K faster than dense end to end: {len(ran) - len(slow)} of {len(ran)}"
+            + "".join(
+                f"; slower: {r['label']} {r['length'] // 1024}K CR {r['compression']:g} {r['speedup']:.2f}x"
+                for r in slow
+            )
+        )
+    for length, cr, want in ((131072, 20, 4.0), (32768, 10, 2.0)):
+        r = find(decode, length=length, compression=cr)
+        if r:
+            lines.append(
+                f"quest {length // 1024}K CR {cr:g} step {r['speedup']:.2f}x (target {want:g}x): "
+                f"{'met' if r['speedup'] >= want else 'missed'}"
+            )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
-    parser.add_argument("--compressions", type=float, nargs="+", default=[2, 5, 10, 20])
-    parser.add_argument("--decode-compressions", type=float, nargs="+", default=[10, 20])
-    parser.add_argument("--inputs", nargs="+", default=["structured", "iid"], choices=["structured", "iid"])
-    parser.add_argument("--block-m", type=int, default=64, help="query rows per kernel tile (64 or 128)")
-    parser.add_argument("--methods", nargs="+", default=["block_sparse", "vertical_slash"])
     parser.add_argument(
-        "--block-sizes", type=int, nargs="+", default=[16], help="Block-Sparse block sizes (16, 32, 64)"
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=[131072, 65536, 32768, 16384],
+        help="longest first by default",
+    )
+    parser.add_argument("--compressions", type=float, nargs="+", default=[2, 5, 10, 20])
+    parser.add_argument(
+        "--methods", nargs="+", default=[*PREFILL_METHODS, "quest"], choices=[*PREFILL_METHODS, "quest"]
+    )
+    parser.add_argument(
+        "--block-sizes", type=int, nargs="+", default=[16], help="Block-Sparse blocks (16, 32, 64)"
+    )
+    parser.add_argument("--inputs", nargs="+", default=["structured"], choices=["structured", "iid"])
+    parser.add_argument(
+        "--block-m", type=int, default=64, help="query rows per prefill kernel tile (64 or 128)"
+    )
+    parser.add_argument("--reps", type=int, default=3, help="timed calls per measurement (median)")
+    parser.add_argument(
+        "--decode-reps", type=int, default=30, help="timed graph replays per decode measurement"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=5.5, help="start no new row after this much wall time"
     )
     parser.add_argument(
         "--anchor-file", help="MInference's block_sparse_flash_attention.py, timed beside ours"
     )
-    parser.add_argument("--skip-prefill", action="store_true")
-    parser.add_argument("--skip-decode", action="store_true")
-    parser.add_argument("--json", help="write every measured row here")
+    parser.add_argument("--skip-prefill", action="store_true", help="Quest decode only")
+    parser.add_argument("--skip-decode", action="store_true", help="prefill methods only")
+    parser.add_argument("--json", help="write every measured row here (rewritten after each row)")
     args = parser.parse_args()
+    args.methods = [
+        m
+        for m in args.methods
+        if not (args.skip_prefill and m in PREFILL_METHODS or args.skip_decode and m == "quest")
+    ]
     if not torch.cuda.is_available():
         sys.exit(
             "bench_kernels.py needs a CUDA GPU; run it on one (the CPU has only the PyTorch references)."
         )
+    started = time.monotonic()
+
+    def out_of_time() -> bool:
+        return time.monotonic() - started > 60 * args.minutes
 
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     ceil_tflops, ceil_gbps = hardware_ceilings()
@@ -450,60 +604,118 @@ def main() -> None:
         "prefill": [],
         "decode": [],
         "anchor": [],
+        "skipped": [],
     }
-    prefill, decode, anchor = [], [], []
-    for length in args.lengths:
-        if not args.skip_prefill:
-            q, k, v = make_inputs("iid", length, seed=0)
-            dense_ms, dense_name, dense_all = dense_prefill(q, k, v)
-            del q, k, v
-            dense_tflops = 4 * HQ * length * (length + 1) / 2 * D / dense_ms / 1e9
-            print(
-                f"dense prefill {length}: {dense_all} -> {dense_name} {dense_ms:.2f} ms "
-                f"({dense_tflops:.0f} TFLOP/s, {100 * dense_tflops / ceil_tflops:.0f}% of matmul)",
-                flush=True,
-            )
-            result["dense"][length] = {
-                "best": dense_name,
-                "ms": dense_ms,
-                "all": dense_all,
-                "tflops": dense_tflops,
-            }
-            for kind in args.inputs:
-                prefill += prefill_rows(
-                    kind,
-                    length,
-                    args.compressions,
-                    dense_ms,
-                    ceil_tflops,
-                    args.block_m,
-                    args.methods,
-                    args.block_sizes,
-                )
-            if args.anchor_file:
-                q, k, v = make_inputs("structured", length, seed=length)
-                anchor += anchor_rows(args.anchor_file, q, k, v, length, args.compressions, dense_ms)
-                del q, k, v
-        if not args.skip_decode:
-            for kind in args.inputs:
-                decode += decode_rows(kind, length, args.decode_compressions, ceil_gbps)
-        torch.cuda.empty_cache()
-    result["prefill"], result["decode"], result["anchor"] = prefill, decode, anchor
-    if prefill:
-        print("\n" + PREFILL_HEADER)
-        print("\n".join(_fmt(r) for r in prefill))
-    if anchor:
-        print("\n" + ANCHOR_HEADER)
-        print("\n".join(_fmt_anchor(r) for r in anchor))
-    if decode:
-        print("\n" + DECODE_HEADER)
-        print("\n".join(_fmt_decode(r) for r in decode))
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=1, default=str)
-        import os
 
-        os.replace(args.json + ".tmp", args.json)
+    def save() -> None:
+        if args.json:
+            with open(args.json + ".tmp", "w") as f:
+                json.dump(result, f, indent=1, default=str)
+            os.replace(args.json + ".tmp", args.json)
+
+    def guarded(rows: list, key: dict, fmt, fn: Callable[[], dict]) -> None:
+        """Run one row (key's fields added to it); a failure is recorded and printed, and the next
+        row still runs."""
+        if out_of_time():
+            result["skipped"].append(key)
+            return
+        try:
+            row = {**fn(), **key}
+        except Exception as err:  # noqa: BLE001 - one failed row must not lose the others
+            traceback.print_exc(file=sys.stderr)
+            row = {**key, "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+            torch.cuda.empty_cache()
+        rows.append(row)
+        print(fmt(row), flush=True)
+        save()
+
+    def measure() -> None:
+        prefill_methods = [m for m in args.methods if m in PREFILL_METHODS]
+        for length in args.lengths:
+            for kind in args.inputs:
+                if prefill_methods and not out_of_time():
+                    q, k, v = make_inputs(kind, length, seed=length)
+                    dense_ms, dense_name, dense_all = dense_prefill(q, k, v, max(args.reps, 3))
+                    dense_tflops = 4 * HQ * length * (length + 1) / 2 * D / dense_ms / 1e9
+                    print(
+                        f"dense prefill {length} ({kind}): {dense_all} -> {dense_name} {dense_ms:.2f} ms "
+                        f"({dense_tflops:.0f} TFLOP/s, {100 * dense_tflops / ceil_tflops:.0f}% of matmul)",
+                        flush=True,
+                    )
+                    result["dense"][f"{length}/{kind}"] = {
+                        "best": dense_name,
+                        "ms": dense_ms,
+                        "all": dense_all,
+                    }
+                    for cr in args.compressions:
+                        for name in prefill_methods:
+                            for size in args.block_sizes if name == "block_sparse" else [None]:
+                                label = f"block_sparse ({size})" if size else name
+                                key = {"label": label, "inputs": kind, "length": length, "compression": cr}
+                                run = functools.partial(
+                                    prefill_row, name, size, q, k, v, cr, dense_ms, ceil_tflops, args
+                                )
+                                guarded(result["prefill"], key, _fmt_prefill, run)
+                    if args.anchor_file and kind == "structured" and not out_of_time():
+                        try:
+                            result["anchor"] += anchor_rows(
+                                args.anchor_file, q, k, v, length, args.compressions, dense_ms
+                            )
+                        except Exception:  # noqa: BLE001
+                            traceback.print_exc(file=sys.stderr)
+                    del q, k, v
+                    torch.cuda.empty_cache()
+                if "quest" in args.methods and not out_of_time():
+                    q, k, v = make_inputs(kind, length, seed=length + 1)
+                    q1 = q[:, -1:].contiguous()
+                    del q
+                    dense_ms, dense_name, dense_all = dense_decode(q1, k, v, args.decode_reps)
+                    print(f"dense decode {length} ({kind}): {dense_all} -> {dense_name}", flush=True)
+                    for cr in args.compressions:
+                        key = {
+                            "method": "quest", "inputs": kind, "length": length, "compression": cr,
+                            "dense_kernel": dense_name, "dense_all": dense_all,
+                        }  # fmt: skip
+                        run = functools.partial(
+                            quest_row, q1, k, v, cr, dense_ms, ceil_gbps, args.decode_reps
+                        )
+                        guarded(result["decode"], key, _fmt_decode, run)
+                    del q1, k, v
+                    torch.cuda.empty_cache()
+
+    def stop(signum, frame):  # a timeout's SIGTERM: still print the tables of what ran
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        measure()
+    except KeyboardInterrupt:
+        print("\ninterrupted: the tables below hold the rows measured so far", flush=True)
+    print("\n== summary ==")
+    print(
+        f"GPU: {result['gpu']}; bf16 matmul {ceil_tflops:.0f} TFLOP/s, copy {ceil_gbps:.0f} GB/s; "
+        f"{time.monotonic() - started:.0f} s; command: {' '.join(sys.argv)}"
+    )
+    if result["prefill"]:
+        print("\n" + PREFILL_HEADER)
+        print("\n".join(_fmt_prefill(r) for r in result["prefill"]))
+    if result["anchor"]:
+        print("\n" + ANCHOR_HEADER)
+        print("\n".join(_fmt_anchor(r) for r in result["anchor"]))
+    if result["decode"]:
+        print("\n" + DECODE_HEADER)
+        print("\n".join(_fmt_decode(r) for r in result["decode"]))
+    result["targets"] = check_targets(result["prefill"], result["decode"])
+    print("\n" + "\n".join(f"- {line}" for line in result["targets"]))
+    if result["skipped"]:
+        print(
+            f"\nnot run (out of the {args.minutes:g}-minute budget): {len(result['skipped'])} rows, "
+            + ", ".join(
+                f"{r.get('label', 'quest')} {r['length'] // 1024}K CR {r['compression']:g}"
+                for r in result["skipped"]
+            )
+        )
+    save()
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@
 #      `--workflow-profile profiles/slurm-test`, in a copy of the working tree,
 #   4. checks that every job of the DAG went through Slurm and completed, that every output exists and is
 #      non-empty, and that a rerun has nothing to do,
-#   5. runs tests/slurm/failing/Snakefile: a rule that fails under Slurm makes Snakemake exit non-zero and
+#   5. preemption: cancels a running inference job with scancel once it has finished some batches, resubmits,
+#      and checks that the new job takes exactly those batches from the inference cache and computes the rest,
+#   6. runs tests/slurm/failing/Snakefile: a rule that fails under Slurm makes Snakemake exit non-zero and
 #      name the rule; the rerun completes without redoing the job that had finished; a rule asking for two
 #      GPUs gets two (fake) GPUs,
-#   6. stops every daemon it started by PID and restores /etc/slurm, also on failure or interrupt (trap).
+#   7. stops every daemon it started by PID and restores /etc/slurm, also on failure or interrupt (trap).
 #
 # Re-running is safe: leftovers of an earlier, killed run (daemons recorded in $STATE/pids) are stopped first.
 #
@@ -27,6 +29,7 @@
 #   SF_SLURM_KEEP_WORK=0                        1: keep the working copy of the workflow after the run
 #   SF_SLURM_INFERENCE_GPU=1                    1: the inference jobs ask for a (fake) GPU
 #                                               (tests/slurm/inference_on_gpu.yaml); 0: the tiny study alone
+#   SF_SLURM_STEPS="workflow preempt failing"   the steps 3-4, 5 and 6 to run (the cluster always comes up)
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,6 +42,7 @@ RUN_TIMEOUT=${SF_SLURM_RUN_TIMEOUT:-2400}
 SOURCE=${SF_SLURM_SOURCE:-$REPO}
 KEEP_WORK=${SF_SLURM_KEEP_WORK:-0}
 INFERENCE_GPU=${SF_SLURM_INFERENCE_GPU:-1}
+STEPS=" ${SF_SLURM_STEPS:-workflow preempt failing} "
 NODE=$(hostname -s)
 CLUSTER=sparsefrontier
 MARKER="# managed by sparse-frontier ci/slurm_test.sh"
@@ -126,7 +130,7 @@ cleanup() {
     [[ -n "$POLICY_RC" ]] && rm -f "$POLICY_RC"
     stop_all
     restore_confs
-    [[ "$KEEP_WORK" == 1 ]] || rm -rf "$STATE/work" "$STATE/failing"
+    [[ "$KEEP_WORK" == 1 ]] || rm -rf "$STATE/work" "$STATE/preempt" "$STATE/failing"
     if [[ $rc -eq 0 ]]; then log "PASSED in $(($(date +%s) - T0)) s (logs in $STATE/logs)"; else
         log "FAILED with status $rc after $(($(date +%s) - T0)) s (logs in $STATE/logs)"; fi
     exit "$rc"
@@ -156,6 +160,9 @@ main() {
     python3 -c "import snakemake_executor_plugin_slurm" 2>/dev/null ||
         die "the Slurm executor plugin is missing; install it with pip install -e '.[slurm]'."
     [[ -f "$SOURCE/Snakefile" || -f "$SOURCE/workflow/Snakefile" ]] || die "no Snakefile under $SOURCE (SF_SLURM_SOURCE)."
+    for step in $STEPS; do
+        [[ " workflow preempt failing " == *" $step "* ]] || die "unknown step '$step' in SF_SLURM_STEPS; the steps are workflow, preempt and failing."
+    done
 
     if [[ -d "$STATE/pids" ]]; then
         log "stopping what an earlier run left behind"
@@ -308,12 +315,11 @@ EOF
         return $rc
     }
     submitted_jobids() { grep -oE 'submitted with SLURM jobid [0-9]+' "$1" | awk '{print $NF}'; }
-
-    mkdir -p "$STATE/work"
-    # Tracked files plus untracked ones git does not ignore: what a checkout of this tree would hold.
-    (cd "$SOURCE" && { git ls-files -z --cached --others --exclude-standard 2>/dev/null || find . -type f -print0; } |
-        tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$STATE/work"
-    cd "$STATE/work"
+    copy_tree() { # folder: tracked files plus untracked ones git does not ignore, as a checkout would hold
+        mkdir -p "$1"
+        (cd "$SOURCE" && { git ls-files -z --cached --others --exclude-standard 2>/dev/null || find . -type f -print0; } |
+            tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$1"
+    }
     profile_args=(--profile "$REPO/profiles/slurm" --workflow-profile "$REPO/profiles/slurm-test")
     # The tiny study (no model download); with INFERENCE_GPU=1 its inference jobs also ask Slurm for one GPU.
     config_args=(--configfile config/tiny.yaml)
@@ -323,6 +329,9 @@ EOF
     # With accounting, poll through sacct as a real cluster would (the test profile says squeue).
     [[ "$ACCOUNTING" == 1 ]] && profile_args+=(--slurm-status-command sacct)
 
+    if [[ "$STEPS" == *" workflow "* ]]; then
+    copy_tree "$STATE/work"
+    cd "$STATE/work"
     log "default workflow under Slurm (limit ${RUN_TIMEOUT}s): snakemake ${profile_args[*]} $*"
     run1=$STATE/logs/workflow-run.log
     snake "$run1" "${profile_args[@]}" "${config_args[@]}" "$@" || die "the default workflow failed under Slurm (status $?; see $run1)"
@@ -382,8 +391,50 @@ EOF
     grep -q "Nothing to be done" "$rerun" && [[ -z "$(submitted_jobids "$rerun")" ]] ||
         die "the rerun of the finished workflow did work again (see $rerun)"
     log "rerun: nothing to be done"
+    fi
+
+    # ---------------------------------------------------------------- preemption: scancel, resubmit, resume
+    if [[ "$STEPS" == *" preempt "* ]]; then
+    copy_tree "$STATE/preempt"
+    cd "$STATE/preempt"
+    pre_args=("${profile_args[@]}" --configfile config/tiny.yaml "$REPO/tests/slurm/preempt.yaml" --retries 0)
+    target=results/predictions/tiny-qwen2/2048/shard0.parquet
+    inference_log=results/logs/inference/tiny-qwen2/2048/shard0.log
+    cached_batches() { find results/cache/inference -name '[!.]*.parquet' 2>/dev/null | wc -l; }
+    pre_log=$STATE/logs/preempt-run.log
+    log "preemption: the inference job of $target is cancelled once it has cached 3 batches"
+    timeout --kill-after=30 "$RUN_TIMEOUT" snakemake "${pre_args[@]}" "$target" >"$pre_log" 2>&1 &
+    snake_pid=$!
+    for ((i = 0; ; i++)); do
+        (($(cached_batches) >= 3)) && break
+        kill -0 "$snake_pid" 2>/dev/null || die "the run ended before its inference job cached 3 batches (see $pre_log)"
+        ((i < RUN_TIMEOUT * 5)) || die "no 3 batches were cached in ${RUN_TIMEOUT}s (see $pre_log)"
+        sleep 0.2
+    done
+    jobid=$(grep -oE 'SLURM jobid [0-9]+ \(log: [^)]*/rule_inference/' "$pre_log" | awk '{print $3}' | tail -n 1)
+    [[ -n "$jobid" ]] || die "no inference job was submitted to Slurm (see $pre_log)"
+    scancel "$jobid"
+    set +e
+    wait "$snake_pid"
+    pre_rc=$?
+    set -e
+    ((pre_rc != 0)) || die "Snakemake exited 0 although its inference job $jobid was cancelled (see $pre_log)"
+    at_cancel=$(cached_batches)
+    [[ ! -e "$target" ]] || die "the cancelled inference job left its output $target behind"
+    log "cancelled Slurm job $jobid with $at_cancel batches in the inference cache; resubmitting"
+    resume_log=$STATE/logs/preempt-resume.log
+    snake "$resume_log" "${pre_args[@]}" "$target" || die "the resubmitted run failed (see $resume_log)"
+    [[ -s "$target" ]] || die "the resubmitted run did not write $target"
+    # The resubmitted job's own line: how many prompts x cells it took from the cache, and how many it computed.
+    read -r from_cache total computed < <(grep -oE '[0-9]+ of [0-9]+ prompts x cells are in the cache; computing [0-9]+' \
+        "$inference_log" | tail -n 1 | awk '{print $1, $3, $NF}') || true
+    [[ "$from_cache" == "$at_cancel" && "$computed" == $((total - at_cancel)) ]] ||
+        die "the resubmitted job took $from_cache of $total from the cache and computed $computed; expected $at_cancel and $((total - at_cancel)) (see $inference_log)"
+    log "preemption: the resubmitted job took the $at_cancel finished batches from the cache and computed the other $computed"
+    fi
 
     # ---------------------------------------------------------------- failure, resume, multi-GPU
+    if [[ "$STEPS" == *" failing "* ]]; then
     fail_dir=$STATE/failing
     mkdir -p "$fail_dir"
     cd "$fail_dir"
@@ -405,6 +456,7 @@ EOF
     gpus=$(sed -n 's/^gpus_on_node=//p' out/prepared.txt)
     [[ "$gpus" == 2 ]] || die "a job asking for gpu=2 was given '$gpus' GPUs by Slurm (see out/prepared.txt)"
     log "rerun after failure: only 'flaky' ran again; the gpu=2 job was given $gpus GPUs"
+    fi
 }
 
 main "$@"

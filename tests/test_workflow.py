@@ -97,6 +97,16 @@ def test_small_study_end_to_end_then_rebuild_one_figure(tmp_path):
     snakemake(tmp_path, configfile, "--report", str(tmp_path / "report.html"))
     assert "score_vs_compression" in (tmp_path / "report.html").read_text(errors="ignore")
 
+    # An intermediate that is missing, or truncated, is rebuilt though the tables built from it exist.
+    (tmp_path / "results/predictions/tiny-qwen2/2048/shard0.parquet").unlink()
+    scores = tmp_path / "results/scores/tiny-qwen2/2048.parquet"
+    scores.write_bytes(scores.read_bytes()[:-200])
+    plan = snakemake(tmp_path, configfile, "-n")
+    assert "results/scores/tiny-qwen2/2048.parquet is not a readable Parquet file" in plan
+    jobs = planned_jobs(plan)
+    assert jobs["inference"] == jobs["evaluate"] == jobs["collect_scores"] == 1
+    assert "inference tiny-qwen2/2048/shard0: computes 0 of 3 cells (0 of 9 prompts)" in plan
+
 
 @pytest.mark.slow
 def test_task_params_reach_the_generator_through_the_data_rule(tmp_path):

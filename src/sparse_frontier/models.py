@@ -13,8 +13,9 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
+
+from .io import make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     model = Qwen2ForCausalLM(config)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp = make_temp_dir(out_dir)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -138,6 +138,56 @@ def build_random_model(
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     return model.eval()
+
+
+def write_model_folder(
+    config_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    weights: bool = False,
+    dtype: str = "bfloat16",
+    seed: int = 0,
+    **overrides,
+) -> Path:
+    """A model folder an engine can load, from a real ``config.json`` (atomically).
+
+    For GPU tests and benchmarks of a real architecture without its weights. ``overrides``
+    replace config keys (``num_hidden_layers=2``). tokenizer: a folder whose tokenizer is copied;
+    None: the tiny offline BPE, with ``vocab_size`` set to its size so every generated id decodes.
+    weights: save random weights (``build_random_model``'s initialisation, on the CPU, in
+    ``dtype``); False writes config and tokenizer only, for vLLM's ``load_format="dummy"``.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    config = AutoConfig.from_pretrained(str(config_dir), **overrides)
+    if getattr(config, "layer_types", None) and "layer_types" not in overrides:
+        # A per-layer list must follow a changed layer count (the config refuses to save otherwise).
+        types = list(config.layer_types)
+        config.layer_types = (types * config.num_hidden_layers)[: config.num_hidden_layers]
+    if tokenizer is None:
+        tok = train_tiny_tokenizer(seed=seed)
+        config.vocab_size = len(tok)
+        config.bos_token_id = config.eos_token_id = config.pad_token_id = tok.eos_token_id
+    else:
+        tok = AutoTokenizer.from_pretrained(str(tokenizer))
+    tmp = make_temp_dir(out_dir)
+    try:
+        if weights:
+            torch.manual_seed(seed)
+            AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype)).save_pretrained(tmp)
+        else:
+            config.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
 
 
 def _check_source(path: str) -> None:

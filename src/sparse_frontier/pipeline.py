@@ -20,7 +20,10 @@ from .io import terminal
 from .tasks import get_task, task_parameters
 
 if TYPE_CHECKING:  # torch is imported only by the steps that run attention (data and scoring need none)
+    from collections.abc import Callable
+
     from .attention import AttentionMethod
+    from .cache import JobCache
     from .engines import Engine
 
 log = logging.getLogger(__name__)
@@ -181,6 +184,47 @@ def engine_settings(
     return settings
 
 
+@dataclass
+class InferenceJob:
+    """What one (model, length) inference job works from: its task data, its engine's constructor
+    settings and its view of the inference cache."""
+
+    data: pd.DataFrame
+    settings: dict
+    cache: JobCache
+
+
+def prepare_inference(
+    *,
+    engine: str,
+    model: str,
+    model_path: str,
+    data_paths: list[str],
+    dtype: str,
+    gpus: int,
+    cache_root: str,
+    rope_scaling: dict | None = None,
+    max_new_tokens: dict | None = None,
+) -> InferenceJob:
+    """Read a job's task data and key its cache; loads no model (the job and the dry run share it)."""
+    from .cache import JobCache, engine_identity
+
+    data = pd.concat([pd.read_parquet(path) for path in data_paths], ignore_index=True)
+    lengths = sorted(data.length.unique())
+    settings = engine_settings(
+        engine,
+        dtype=dtype,
+        length=int(max(lengths)),
+        tasks=sorted(data.task.unique()),
+        gpus=gpus,
+        model_path=model_path,
+        rope_scaling=rope_scaling,
+        max_new_tokens=max_new_tokens,
+    )
+    identity = engine_identity(engine, model_path, settings)
+    return InferenceJob(data, settings, JobCache(cache_root, model, identity, data, max_new_tokens))
+
+
 def check_cells(cells: list[Cell], tasks: list[str]) -> None:
     """Build every method for every task once, so a bad parameter stops the run before any job."""
     for cell in cells:
@@ -218,8 +262,16 @@ def shard_of(items: list, shard: int, n_shards: int) -> list:
     return items[start : start + size + (shard < extra)]
 
 
+def inference_plan(
+    job: InferenceJob, cells: list[Cell], batch_size: int, n_shards: int
+) -> list[dict[str, int]]:
+    """Per shard: how many cells and prompts it computes and how many it takes from the cache."""
+    items = work_items(job.data, cells, batch_size)
+    return [job.cache.plan(shard_of(items, shard, n_shards)) for shard in range(n_shards)]
+
+
 def run_inference(
-    engine: Engine,
+    engine: Engine | Callable[[], Engine],
     data: pd.DataFrame,
     cells: list[Cell],
     *,
@@ -227,69 +279,105 @@ def run_inference(
     batch_size: int = 8,
     shard: int = 0,
     n_shards: int = 1,
+    cache: JobCache | None = None,
     max_new_tokens: dict | None = None,
 ) -> pd.DataFrame:
     """This shard's share of every cell over every sample of ``data`` (all tasks of one length);
     one row per sample per cell. The shards of a (model, length) together cover each pair once.
     ``max_new_tokens`` are answer budgets by task (:func:`task_answer_budget`); decoding also
-    stops once a task's answer is complete (``Task.stop_strings``)."""
-    from .attention import analysis_phase
+    stops once a task's answer is complete (``Task.stop_strings``).
 
+    With a ``cache`` (sparse_frontier.cache), only the samples it lacks are computed, each
+    finished batch is stored in it at once, and the result is read back from it; ``engine`` may
+    then be a function that loads the engine, called only if something is left to compute.
+    """
     items = shard_of(work_items(data, cells, batch_size), shard, n_shards)
-    tokenizer = engine.tokenizer
-    prompts = {i: tokenizer(data.prompt[i], add_special_tokens=False).input_ids
-               for i in sorted({i for item in items for i in item.rows})}
-    rows = []
+    todo = items if cache is None else cache.missing(items)
+    n_total, n_todo = (sum(len(item.rows) for item in group) for group in (items, todo))
+    if cache is not None:
+        log.info("%d of %d prompts x cells are in the cache; computing %d", n_total - n_todo, n_total, n_todo)
+    if not hasattr(engine, "generate"):  # a loader: a model is loaded only for work to do
+        if todo:
+            engine = engine()
+        else:
+            log.info("nothing to compute: the predictions are assembled from the cache, no model is loaded")
     lengths = "/".join(str(n) for n in sorted(data.length.unique()))
     started = time.perf_counter()
+    rows = []
+    tokenized: dict[int, list[int]] = {}  # each prompt is tokenized once, however many cells run it
     with tqdm(
-        total=sum(len(item.rows) for item in items),
+        total=n_total,
+        initial=n_total - n_todo,
         desc=f"inference {model} {lengths} shard {shard + 1}/{n_shards}",
         unit=" prompts",
         bar_format=PROGRESS_FORMAT,
         file=terminal(),
         mininterval=1.0,
     ) as bar:
-        for item in items:
-            method = item.cell.build(item.task)
-            results = engine.generate(
-                [prompts[i] for i in item.rows],
-                method,
-                task_answer_budget(item.task, max_new_tokens),
-                stop=get_task(item.task).stop_strings,
-            )
-            for i, gen in zip(item.rows, results, strict=True):
-                sample = data.loc[i]
-                rows.append(
-                    {
-                        "model": model,
-                        "method": item.cell.method,
-                        "phase": analysis_phase(method.phase),
-                        "compression_ratio": item.cell.compression_ratio,
-                        "task": item.task,
-                        "length": int(sample.length),
-                        "sample_id": int(sample.sample_id),
-                        "seed": int(sample.seed),
-                        "output": gen.text,
-                        # The greedy tokens, so a sparse answer can be compared with dense's (agreement.py).
-                        "output_ids": [int(t) for t in gen.output_ids],
-                        "gold": list(sample.gold),
-                        "density": gen.density,
-                        "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),
-                        # Both countings of the same work, where a method has two (the rest: equal).
-                        "density_exact": gen.densities.get("exact", gen.density),
-                        "density_kernel": gen.densities.get("kernel", gen.density),
-                        "n_prompt_tokens": gen.n_prompt_tokens,
-                        "n_output_tokens": len(gen.output_ids),
-                        "prefill_ms": gen.prefill_ms,
-                        "decode_ms": gen.decode_ms,
-                        "engine": engine.name,
-                    }
-                )
+        for item in todo:
+            batch = _generate_batch(engine, data, item, model, tokenized, max_new_tokens)
+            if cache is not None:
+                cache.store(item, batch)
+            rows += batch
             bar.update(len(item.rows))
     seconds = time.perf_counter() - started
     log.info("%d prompts in %.1f s (%.2f prompts/s)", len(rows), seconds, len(rows) / max(seconds, 1e-9))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if cache is None else cache.assemble(items)
+
+
+def _generate_batch(
+    engine: Engine,
+    data: pd.DataFrame,
+    item: WorkItem,
+    model: str,
+    tokenized: dict[int, list[int]],
+    max_new_tokens: dict | None = None,
+) -> list[dict]:
+    """One engine call: the prediction rows of ``item``'s samples under its cell, in row order."""
+    from .attention import analysis_phase
+
+    method = item.cell.build(item.task)
+    for i in item.rows:
+        if i not in tokenized:
+            tokenized[i] = engine.tokenizer(data.prompt[i], add_special_tokens=False).input_ids
+    # The task as prompted (its answer format decides where an answer ends).
+    task = get_task(item.task, **json.loads(data.task_params[item.rows[0]] or "{}"))
+    results = engine.generate(
+        [tokenized[i] for i in item.rows],
+        method,
+        task_answer_budget(item.task, max_new_tokens),
+        stop=task.stop_strings,
+    )
+    rows = []
+    for i, gen in zip(item.rows, results, strict=True):
+        sample = data.loc[i]
+        rows.append(
+            {
+                "model": model,
+                "method": item.cell.method,
+                "phase": analysis_phase(method.phase),
+                "compression_ratio": item.cell.compression_ratio,
+                "task": item.task,
+                "length": int(sample.length),
+                "sample_id": int(sample.sample_id),
+                "seed": int(sample.seed),
+                "output": gen.text,
+                # The greedy tokens, so a sparse answer can be compared with dense's (agreement.py).
+                "output_ids": [int(t) for t in gen.output_ids],
+                "gold": list(sample.gold),
+                "density": gen.density,
+                "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),
+                # Both countings of the same work, where a method has two (the rest: equal).
+                "density_exact": gen.densities.get("exact", gen.density),
+                "density_kernel": gen.densities.get("kernel", gen.density),
+                "n_prompt_tokens": gen.n_prompt_tokens,
+                "n_output_tokens": len(gen.output_ids),
+                "prefill_ms": gen.prefill_ms,
+                "decode_ms": gen.decode_ms,
+                "engine": engine.name,
+            }
+        )
+    return rows
 
 
 def score_predictions(predictions: pd.DataFrame, task_params: dict[str, dict] | None = None) -> pd.DataFrame:

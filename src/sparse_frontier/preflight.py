@@ -351,6 +351,15 @@ def plans_only(argv: list[str]) -> bool:
     return False
 
 
+def is_dry_run(argv: list[str]) -> bool:
+    """Whether a Snakemake command line is a dry run (``-n``, bundled as ``-np``, or ``--dry-run``)."""
+    return any(
+        arg in ("--dry-run", "--dryrun")
+        or (arg.startswith("-") and not arg.startswith("--") and arg[1:].isalpha() and "n" in arg[1:])
+        for arg in argv
+    )
+
+
 def inside_a_job(argv: list[str]) -> bool:
     """Whether this is Snakemake re-reading the workflow to run jobs it was handed (a cluster job):
     the submitting process checked the study already, and a compute node may have no network."""

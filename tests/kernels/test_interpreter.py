@@ -24,8 +24,16 @@ HERE = Path(__file__).parent
         ["test_vertical_slash_index.py", "-k", "triton"],
         ["test_vertical_slash_scores.py", "-k", "triton"],
         ["test_vertical_slash_cells.py"],
+        ["test_quest_select.py"],
     ],
-    ids=["attention_kernels", "block_select", "vertical_slash_index", "vertical_slash_scores", "cells"],
+    ids=[
+        "attention_kernels",
+        "block_select",
+        "vertical_slash_index",
+        "vertical_slash_scores",
+        "cells",
+        "quest_select",
+    ],
 )
 def test_kernel_tests_under_interpreter(selection):
     target, *options = selection

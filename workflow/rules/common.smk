@@ -3,6 +3,7 @@
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 # Scripts import the library from this checkout, so a conda env needs only its dependencies.
 # (Set, not required: a user need not define PYTHONPATH, so this is no `envvars:` case.)
@@ -24,7 +25,8 @@ from sparse_frontier.pipeline import (
 )
 from sparse_frontier.tasks.qa_sources import TASK_DATASETS
 from sparse_frontier.analysis.targets import REPORT_PAGES
-from sparse_frontier.preflight import check_study
+from sparse_frontier.io import remove_unreadable_parquets
+from sparse_frontier.preflight import check_study, inside_a_job, is_dry_run
 
 # Every mistake that needs no job to find stops the run here, in one sentence: models that
 # cannot be loaded, analysis and method settings that name what the study does not run.
@@ -46,6 +48,19 @@ check_lengths_fit(
     LENGTHS,
     answer_budget(TASKS, config["inference"].get("max_new_tokens")),
 )
+# A truncated or corrupt Parquet table (a killed copy, a full disk) is removed here, so this run
+# rebuilds it and everything built from it instead of failing on it or trusting what came after.
+# (The inference cache checks its own entries; the raw QA downloads are checked by their fetcher.)
+if not inside_a_job(sys.argv):
+    for broken, problem in [
+        *remove_unreadable_parquets("results", skip=("cache",)),
+        *remove_unreadable_parquets("resources/qa", skip=("raw",)),
+    ]:
+        print(
+            f"{broken} is not a readable Parquet file ({problem}); removed it, so this run rebuilds "
+            "it and everything built from it (finished inference comes from the cache).",
+            file=sys.stderr,
+        )
 
 
 wildcard_constraints:
@@ -151,6 +166,57 @@ def prediction_shards(wildcards):
         length=wildcards.length,
         shard=range(n_shards),
     )
+
+
+def prediction_files():
+    """Every inference shard of the study: targets of `all`, so a missing one is rebuilt (from
+    the cache) and what was built from it is redone, even when the tables downstream exist.
+    """
+    return [
+        path
+        for model in MODELS
+        for length in LENGTHS
+        for path in prediction_shards(SimpleNamespace(model=model, length=str(length)))
+    ]
+
+
+def print_inference_plan():
+    """For a dry run: what each inference job computes and what it takes from the cache."""
+    from sparse_frontier.cache import default_device, describe_plan
+    from sparse_frontier.pipeline import inference_plan, prepare_inference
+
+    print(
+        f"The inference cache ({config['inference']['cache']}) as a job on this machine's "
+        f"{default_device()} finds it (a job on another kind of device has entries of its own):",
+        file=sys.stderr,
+    )
+    for model in MODELS:
+        for length in LENGTHS:
+            job = f"inference {model}/{length}"
+            data = inference_data(SimpleNamespace(model=model, length=str(length)))
+            if not all(Path(path).exists() for path in data):
+                print(
+                    f"{job}: computes all {len(CELLS)} cells (its task data is not built yet)",
+                    file=sys.stderr,
+                )
+                continue
+            prepared = prepare_inference(
+                engine=config["engine"],
+                model=model,
+                model_path=model_path(model),
+                data_paths=data,
+                dtype=config["inference"]["dtype"],
+                gpus=gpus_for(config, model, length),
+                cache_root=config["inference"]["cache"],
+                rope_scaling=model_spec(model).get("rope_scaling"),
+                max_new_tokens=config["inference"]["max_new_tokens"],
+            )
+            n_shards = inference_shards(config, model, length)
+            plans = inference_plan(
+                prepared, CELLS, config["inference"]["batch_size"], n_shards
+            )
+            for shard, plan in enumerate(plans):
+                print(describe_plan(f"{job}/shard{shard}", plan), file=sys.stderr)
 
 
 def score_tables():

@@ -1,10 +1,16 @@
 # Inference: a job loads the model once and runs every cell it owns (dense + methods x
-# compression ratios x tasks) for one length. Where one job would outrun the cluster's time
-# limit, the (model, length) work is split into shards (workflow/rules/resources.smk); on one
-# machine, and for the default config, there is a single shard.
+# compression ratios x tasks) for one length, or rather the part of them the inference cache
+# (sparse_frontier.cache) lacks: a change under `methods:` reruns every job, cheaply, since each
+# computes only the new or changed cells and loads no model when it has nothing to compute.
+# Where one job would outrun the cluster's time limit, the (model, length) work is split into
+# shards (workflow/rules/resources.smk); on one machine, and for the default config, one shard.
 
 
 include: "resources.smk"
+
+
+if is_dry_run(sys.argv):
+    print_inference_plan()
 
 
 rule inference:
@@ -31,7 +37,9 @@ rule inference:
         rope_scaling=model_rope_scaling,
         engine=config["engine"],
         methods=config["methods"],
-        settings=config["inference"],
+        # Only settings that change outputs: batch size and cache folder rerun nothing.
+        dtype=config["inference"]["dtype"],
+        max_new_tokens=config["inference"]["max_new_tokens"],
         n_shards=inference_shard_count,
     script:
         "../scripts/inference.py"

@@ -1,35 +1,32 @@
-"""Load one model once and run every cell of one length: dense and methods x ratios x tasks."""
-
-import pandas as pd
+"""Run every cell of one length that the inference cache lacks (one model load, none if it lacks
+nothing), then write this job's predictions, assembled from the cache."""
 
 from sparse_frontier.engines import load_engine
 from sparse_frontier.io import log_to_file, write_parquet
-from sparse_frontier.pipeline import cells_from_config, engine_settings, run_inference
+from sparse_frontier.pipeline import cells_from_config, prepare_inference, run_inference
 
 sm = snakemake  # noqa: F821 (snakemake is injected)
 log_to_file(sm.log[0])
-data = pd.concat([pd.read_parquet(path) for path in sm.input.data], ignore_index=True)
-settings = engine_settings(
-    sm.params.engine,
-    dtype=sm.params.settings["dtype"],
-    length=int(sm.wildcards.length),
-    tasks=sorted(data.task.unique()),
-    gpus=int(sm.resources.gpu),
-    model_path=sm.params.path,
-    rope_scaling=sm.params.rope_scaling,
-    max_new_tokens=sm.params.settings.get("max_new_tokens"),
-)
-engine = load_engine(sm.params.engine, sm.params.path, **settings)
-cells = cells_from_config(sm.params.methods)
-batch_size = sm.params.settings["batch_size"]
-predictions = run_inference(
-    engine,
-    data,
-    cells,
+job = prepare_inference(
+    engine=sm.params.engine,
     model=sm.wildcards.model,
-    batch_size=batch_size,
+    model_path=sm.params.path,
+    data_paths=list(sm.input.data),
+    dtype=sm.params.dtype,
+    gpus=int(sm.resources.gpu),
+    cache_root=sm.config["inference"]["cache"],
+    rope_scaling=sm.params.rope_scaling,
+    max_new_tokens=sm.params.max_new_tokens,
+)
+predictions = run_inference(
+    lambda: load_engine(sm.params.engine, sm.params.path, **job.settings),
+    job.data,
+    cells_from_config(sm.params.methods),
+    model=sm.wildcards.model,
+    batch_size=sm.config["inference"]["batch_size"],
     shard=int(sm.wildcards.shard),
     n_shards=sm.params.n_shards,
-    max_new_tokens=sm.params.settings.get("max_new_tokens"),
+    max_new_tokens=sm.params.max_new_tokens,
+    cache=job.cache,
 )
 write_parquet(predictions, sm.output[0])

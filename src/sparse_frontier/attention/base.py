@@ -81,6 +81,9 @@ class AttentionMethod:
 
     name: ClassVar[str] = "dense"
     phase: ClassVar[str] = "dense"
+    #: Part of the inference cache key (sparse_frontier.cache): bump it in a method's class when
+    #: a change to its code changes what it selects or outputs, so its cached results are redone.
+    version: ClassVar[int] = 1
     compression_ratio: float = 1.0
     extra: dict = field(default_factory=dict, repr=False)
 

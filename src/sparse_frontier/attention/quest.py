@@ -16,7 +16,15 @@ from typing import ClassVar
 
 import torch
 
+from ..kernels.common.checks import check_triton_head_dim
 from ..kernels.ops import quest_decode_attention, quest_page_scores
+from ..kernels.quest.triton_quest import quest_decode_attention_triton
+from ..kernels.quest.triton_select import (
+    MAX_SELECT_PAGES,
+    quest_page_list_attention_triton,
+    quest_select_top_pages_triton,
+    quest_selection_scores_triton,
+)
 from . import register
 from .base import AttentionMethod, AttentionResult
 from .common import check_positive_int, check_shapes
@@ -65,7 +73,9 @@ class PageSummaries:
     In an append-only cache a full page never changes, so each is summarised once; a step only
     re-reads the current, partial page. Re-summarising every step would read all keys, half of
     what dense decoding reads, and cap Quest's gain near 2x.
-    low, high: [Hkv, capacity, D] float32 buffers; ``done`` full pages are valid.
+    low, high: [Hkv, capacity, D] buffers in the keys' dtype (a minimum or maximum of keys is one of
+    them, so nothing is rounded; half the bytes of float32 for the scoring to read); ``done`` full
+    pages are valid.
     """
 
     page_size: int
@@ -76,29 +86,38 @@ class PageSummaries:
 
     def bounds(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k [Hkv, S, D], the same cache as at earlier calls plus new tokens -> (low, high) [Hkv, P, D]."""
+        low, high = self.full_bounds(k)
+        s, size = k.shape[1], self.page_size
+        full = s // size
+        if s > full * size:  # the current page, partial: summarised afresh
+            tail = k[:, full * size :]
+            low[:, full] = tail.amin(1)
+            high[:, full] = tail.amax(1)
+        return low, high
+
+    def full_bounds(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``bounds``, but a partial last page's row is left stale: for a selection that reads
+        the current page anyway, which saves the step four small launches."""
         hkv, s, d = k.shape
         size = self.page_size
         full, n_pages = s // size, math.ceil(s / size)
-        if self.low is None or s < self.length or self.low.shape[0] != hkv:  # new or shrunk: start over
+        stale = self.low is None or self.low.shape[0] != hkv or self.low.dtype != k.dtype
+        if stale or s < self.length:  # new, shrunk or another cache: start over
             self.low = self.high = None
             self.done = 0
         capacity = 0 if self.low is None else self.low.shape[1]
         if n_pages > capacity:
-            self._grow(hkv, max(n_pages + 64, 2 * capacity), d, k.device)
+            self._grow(hkv, max(n_pages + 64, 2 * capacity), d, k)
         if full > self.done:
             pages = k[:, self.done * size : full * size].view(hkv, full - self.done, size, d)
             self.low[:, self.done : full] = pages.amin(2)
             self.high[:, self.done : full] = pages.amax(2)
             self.done = full
-        if s > full * size:  # the current page, partial: summarised afresh
-            tail = k[:, full * size :]
-            self.low[:, full] = tail.amin(1)
-            self.high[:, full] = tail.amax(1)
         self.length = s
         return self.low[:, :n_pages], self.high[:, :n_pages]
 
-    def _grow(self, hkv: int, capacity: int, d: int, device: torch.device) -> None:
-        low = torch.empty(hkv, capacity, d, dtype=torch.float32, device=device)
+    def _grow(self, hkv: int, capacity: int, d: int, k: torch.Tensor) -> None:
+        low = torch.empty(hkv, capacity, d, dtype=k.dtype, device=k.device)
         high = torch.empty_like(low)
         if self.low is not None:
             low[:, : self.done] = self.low[:, : self.done]
@@ -190,6 +209,13 @@ class Quest(AttentionMethod):
         """
         hkv, s, _ = k.shape
         group = q.shape[0] // hkv
+        if q.is_cuda and key_mask is None and _fused(self.page_size, k.shape[1]):
+            # The fused selection's mask: the same pages as the decode step takes.
+            check_triton_head_dim("quest", q.shape[-1])
+            _, low, high, n, current = _selection_inputs(self, k, summaries)
+            scores = quest_selection_scores_triton(q, low, high, low.shape[1], current, self.share_pages)
+            mask = quest_select_top_pages_triton(scores, n, as_list=False)
+            return mask.repeat_interleave(group, 0) if self.share_pages else mask
         if key_mask is None and summaries is not None:
             low, high = summaries.bounds(k)
         else:
@@ -227,8 +253,11 @@ class Quest(AttentionMethod):
         hkv, s, _ = k.shape
         group = hq // hkv
         summaries = None if memo is None else memo.setdefault("pages", PageSummaries(self.page_size))
-        page_mask = self.plan(q, k, key_mask, summaries)
-        out = quest_decode_attention(q, k, v, page_mask, page_size=self.page_size, key_mask=key_mask)
+        if q.is_cuda and key_mask is None and _fused(self.page_size, k.shape[1]):
+            out, _ = quest_decode_fused(self, q, k, v, summaries)
+        else:
+            page_mask = self.plan(q, k, key_mask, summaries)
+            out = quest_decode_attention(q, k, v, page_mask, page_size=self.page_size, key_mask=key_mask)
         if key_mask is None:
             # Every head reads its n pages: all full but the current one. Counted on the host, so
             # the step never waits for the GPU.
@@ -240,3 +269,43 @@ class Quest(AttentionMethod):
         read = pages & key_mask.repeat_interleave(group, 0)
         total = float(key_mask.sum()) * group
         return AttentionResult(out, float(read.sum()), total, info={"pages": int(page_mask[0].sum())})
+
+
+def _fused(page_size: int, s: int) -> bool:
+    """The fused kernels step through 64 keys at a time, whole pages each, and select among at most
+    MAX_SELECT_PAGES pages (1M tokens at 16 per page); other caches take the unfused path."""
+    return 64 % page_size == 0 and math.ceil(s / page_size) <= MAX_SELECT_PAGES
+
+
+def _selection_inputs(
+    method: Quest, k: torch.Tensor, summaries: PageSummaries | None
+) -> tuple[int, torch.Tensor, torch.Tensor, int, int]:
+    """(S, low, high [Hkv, P, D], pages to read n, current page) of a cache without hidden slots.
+
+    The current page's bounds may be stale: the selection takes that page without scoring it.
+    """
+    s, size = k.shape[1], method.page_size
+    low, high = summaries.full_bounds(k) if summaries is not None else page_bounds(k, size)
+    current = (s - 1) // size
+    return s, low, high, method.pages_for(s, s - current * size, low.shape[1]), current
+
+
+def quest_decode_fused(
+    method: Quest, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, summaries: PageSummaries | None = None
+) -> tuple[torch.Tensor, int]:
+    """Quest's decode step in Triton without a host synchronisation (kernels/quest/triton_select.py):
+    q [Hq, 1, D], k/v [Hkv, S, D] (no hidden slots) -> (out [Hq, 1, D], pages each head reads).
+
+    Page scores from the kept summaries, the exact top-n by a radix select, attention over the
+    selected pages: with shared pages over one ascending page list per kv head, otherwise over a
+    per-head page mask. Same pages as the PyTorch definition (``Quest.plan`` on CPU tensors) up to ties
+    of the bounds at the n-th place (ties go to lower pages).
+    """
+    check_triton_head_dim("quest", q.shape[-1])
+    _, low, high, n, current = _selection_inputs(method, k, summaries)
+    scores = quest_selection_scores_triton(q, low, high, low.shape[1], current, method.share_pages)
+    if method.share_pages:
+        pages = quest_select_top_pages_triton(scores, n, as_list=True)  # [Hkv, n]
+        return quest_page_list_attention_triton(q, k, v, pages, method.page_size), n
+    mask = quest_select_top_pages_triton(scores, n, as_list=False)  # [Hq, P]
+    return quest_decode_attention_triton(q, k, v, mask, method.page_size), n

@@ -66,6 +66,9 @@ class BatchPlan:
     builder: Any  # the wrapped metadata builder (for per-run metadata)
     full: Any = None  # the metadata of the whole batch
     _runs: dict[tuple[int, int], Any] = field(default_factory=dict)
+    #: this step's slot mapping with compacted requests redirected, per tuple of (request, position)
+    #: (layers whose compactions have the same widths share it: SnapKV's are all alike)
+    _redirected: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
     @property
     def any_ours(self) -> bool:
@@ -232,22 +235,25 @@ class SparseImplMixin:
         plan = _layer_plan(layer.layer_name)
         if plan is not None:
             runtime = get_runtime()
-            redirected = None
+            moved = []  # (request, the new token's compacted position)
             for i, req_id in enumerate(plan.req_ids):
                 state = runtime.requests.get(req_id)
                 comp = state.compactions.get(layer.layer_name) if state and not plan.prefill[i] else None
-                if comp is None:
-                    continue
-                if redirected is None:
-                    redirected = slot_mapping.clone()
+                if comp is not None:
+                    # After the kept tokens and the earlier outputs.
+                    moved.append((i, comp.width + plan.seq_lens[i] - 1 - state.prompt_len))
+            if moved:
+                where = tuple(moved)
+                if where not in plan._redirected:
+                    rows = torch.tensor([plan.qsl[i] for i, _ in moved], device=slot_mapping.device)
+                    block_rows = plan.common.block_table_tensor[[i for i, _ in moved]]
+                    positions = torch.tensor([p for _, p in moved], device=block_rows.device)
                     block = self._layout(layer, kv_cache).block_size
-                # The new token's compacted position: after the kept tokens and the earlier outputs.
-                position = comp.width + plan.seq_lens[i] - 1 - state.prompt_len
-                redirected[plan.qsl[i]] = slots_for(
-                    plan.common.block_table_tensor[i], torch.tensor([position]), block
-                )[0]
-            if redirected is not None:
-                slot_mapping = redirected
+                    blocks = block_rows.long().gather(1, (positions // block)[:, None])[:, 0]
+                    redirected = slot_mapping.clone()
+                    redirected[rows] = (blocks * block + positions % block).to(redirected.dtype)
+                    plan._redirected[where] = redirected
+                slot_mapping = plan._redirected[where]
         self._sparse_base.do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping)
 
     def forward(self, layer: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -357,7 +363,10 @@ class SparseImplMixin:
         q = query.transpose(0, 1)
         if (factor := self._q_scale()) != 1.0:
             q = q * factor
-        result = method.decode(q, k, v, None if key_mask is None else key_mask.to(k.device))
+        # The request's cache is append-only between steps (compaction happens once, at prefill), so
+        # what the method derives from it may be kept across steps (Quest's page summaries).
+        memo = state.memos.setdefault(layer.layer_name, {})
+        result = method.decode(q, k, v, None if key_mask is None else key_mask.to(k.device), memo)
         output.copy_(result.out.transpose(0, 1))
         if method.phase == "decode":
             state.computed += result.computed
@@ -366,10 +375,11 @@ class SparseImplMixin:
         state.decode_calls += 1
 
 
-def make_sparse_backend(base: type, name: str | None = None) -> type:
+def make_sparse_backend(base: type, module: str, name: str | None = None) -> type:
     """Subclass backend ``base`` (and its builder and impl) with the sparse routing.
 
-    name: what ``get_name()`` returns, a member of ``AttentionBackendEnum`` (default: base's).
+    module: the module that binds the result to the name ``Sparse<Base>Backend`` (vLLM imports it
+    from there).   name: what ``get_name()`` returns, a member of ``AttentionBackendEnum`` (default: base's).
     """
     base_impl = base.get_impl_cls()
     base_builder = base.get_builder_cls()
@@ -416,4 +426,6 @@ def make_sparse_backend(base: type, name: str | None = None) -> type:
         Backend.get_name = staticmethod(lambda: name)  # type: ignore[method-assign]
     for cls, suffix in ((Builder, "MetadataBuilder"), (Impl, "Impl"), (Backend, "Backend")):
         cls.__name__ = cls.__qualname__ = f"Sparse{base.__name__.removesuffix('Backend')}{suffix}"
+        # vLLM finds a backend again by ``module.qualname`` (its ``get_path``): the defining module.
+        cls.__module__ = module
     return Backend

@@ -10,4 +10,4 @@ from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
 from .backend import make_sparse_backend
 
-SparseCPUAttentionBackend = make_sparse_backend(CPUAttentionBackend)
+SparseCPUAttentionBackend = make_sparse_backend(CPUAttentionBackend, __name__)

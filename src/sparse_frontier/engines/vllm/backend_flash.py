@@ -20,4 +20,4 @@ from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend
 
 from .backend import make_sparse_backend
 
-SparseFlashAttentionBackend = make_sparse_backend(FlashAttentionBackend, name="CUSTOM")
+SparseFlashAttentionBackend = make_sparse_backend(FlashAttentionBackend, __name__, name="CUSTOM")

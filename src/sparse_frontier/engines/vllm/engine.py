@@ -106,9 +106,13 @@ class VllmEngine:
 
         from ...models import _check_source, load_tokenizer
         from .adapters import adapter
+        from .plugin import register
 
         _check_source(str(model_dir))
         adapter()  # an unsupported vLLM release stops here, before any model loads
+        # vLLM resolves the CUSTOM backend in this process too; the entry point registers it only
+        # where the package is installed (not when it runs from a source tree on PYTHONPATH).
+        register()
         # The plugin names a step's requests through the V1 model runner's persistent batch
         # (``input_batch.req_ids``); on GPUs vLLM 0.32 defaults to Model Runner V2, which keeps
         # its batch local to ``execute_model``. Inherited by the engine-core and worker processes.
@@ -139,6 +143,9 @@ class VllmEngine:
         self.switches = 0
         #: the merged worker counters of the last batch, in prompt order (for tests and logs)
         self.last_stats: list[dict] = []
+        #: per prompt of the last batch, per generated token: {token id: logprob} of the top
+        #: ``logprobs`` candidates (empty unless ``generate`` was asked for them)
+        self.last_logprobs: list[list[dict[int, float]]] = []
 
     def set_method(self, method: AttentionMethod | None) -> None:
         """Make every worker use ``method`` (None or dense: the wrapped kernel) from now on."""
@@ -171,8 +178,13 @@ class VllmEngine:
                 )
 
     def generate(self, prompts: list[list[int]], method: AttentionMethod,
-                 max_new_tokens: int, stop: tuple[str, ...] = ()) -> list[Generation]:
-        """Greedy generation for every prompt in one vLLM batch; results in prompt order."""
+                 max_new_tokens: int, logprobs: int = 0, stop: tuple[str, ...] = ()) -> list[Generation]:
+        """Greedy generation for every prompt in one vLLM batch; results in prompt order.
+
+        logprobs: also keep the top-``logprobs`` candidates of every step in ``last_logprobs``
+        (to tell a near-tie from a real difference when two engines' greedy tokens part).
+        stop: a prompt's generation ends once its text holds one of these (kept in the output).
+        """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -181,8 +193,9 @@ class VllmEngine:
         batch = uuid.uuid4().hex[:8]
         tags = [f"{batch}-{i}" for i in range(len(prompts))]
         params = [
-            SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(stop) or None,
-                           include_stop_str_in_output=True, extra_args={REQUEST_TAG: tag})
+            SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=logprobs or None,
+                           stop=list(stop) or None, include_stop_str_in_output=True,
+                           extra_args={REQUEST_TAG: tag})
             for tag in tags
         ]
         outputs = self.llm.generate(
@@ -191,6 +204,10 @@ class VllmEngine:
         stats = merge_rank_stats(self.llm.collective_rpc("sparse_pop_stats", args=(tags,)))
         empty = {"computed": 0.0, "total": 0.0, "kept": 0.0, "cached": 0.0, "decode_kv_len": {}}
         self.last_stats = [stats.get(tag, empty) for tag in tags]
+        self.last_logprobs = [
+            [{int(t): float(c.logprob) for t, c in step.items()} for step in out.outputs[0].logprobs or []]
+            for out in outputs
+        ]
         results = []
         for prompt, out, counters in zip(prompts, outputs, self.last_stats, strict=True):
             ids = list(out.outputs[0].token_ids)

@@ -57,6 +57,8 @@ class RequestState:
     decode_kv_len: dict[str, int] = field(default_factory=dict)
     #: decode rows the method handled, summed over layers
     decode_calls: int = 0
+    #: per layer: what the method derived from this request's append-only cache (``decode``'s memo)
+    memos: dict[str, dict] = field(default_factory=dict)
 
     def stats(self) -> dict[str, Any]:
         return {
