@@ -28,7 +28,7 @@
 #   SF_SLURM_SOURCE=<repo root>                 the tree to copy and run (default: this repository)
 #   SF_SLURM_KEEP_WORK=0                        1: keep the working copy of the workflow after the run
 #   SF_SLURM_INFERENCE_GPU=1                    1: the inference jobs ask for a (fake) GPU
-#                                               (tests/slurm/inference_on_gpu.yaml); 0: the default config alone
+#                                               (tests/slurm/inference_on_gpu.yaml); 0: the tiny study alone
 #   SF_SLURM_STEPS="workflow preempt failing"   the steps 3-4, 5 and 6 to run (the cluster always comes up)
 set -Eeuo pipefail
 
@@ -321,10 +321,10 @@ EOF
             tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$1"
     }
     profile_args=(--profile "$REPO/profiles/slurm" --workflow-profile "$REPO/profiles/slurm-test")
-    # The default config; with INFERENCE_GPU=1 its inference jobs also ask Slurm for one GPU.
-    config_args=()
+    # The tiny study (no model download); with INFERENCE_GPU=1 its inference jobs also ask Slurm for one GPU.
+    config_args=(--configfile config/tiny.yaml)
     if [[ "$INFERENCE_GPU" == 1 ]]; then
-        config_args=(--configfile config/config.yaml "$REPO/tests/slurm/inference_on_gpu.yaml")
+        config_args=(--configfile config/tiny.yaml "$REPO/tests/slurm/inference_on_gpu.yaml")
     fi
     # With accounting, poll through sacct as a real cluster would (the test profile says squeue).
     [[ "$ACCOUNTING" == 1 ]] && profile_args+=(--slurm-status-command sacct)
@@ -397,7 +397,7 @@ EOF
     if [[ "$STEPS" == *" preempt "* ]]; then
     copy_tree "$STATE/preempt"
     cd "$STATE/preempt"
-    pre_args=("${profile_args[@]}" --configfile config/config.yaml "$REPO/tests/slurm/preempt.yaml" --retries 0)
+    pre_args=("${profile_args[@]}" --configfile config/tiny.yaml "$REPO/tests/slurm/preempt.yaml" --retries 0)
     target=results/predictions/tiny-qwen2/2048/shard0.parquet
     inference_log=results/logs/inference/tiny-qwen2/2048/shard0.log
     cached_batches() { find results/cache/inference -name '[!.]*.parquet' 2>/dev/null | wc -l; }

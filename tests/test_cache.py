@@ -35,7 +35,7 @@ class EchoEngine:
         self.calls: list[tuple[str, float, int]] = []
         self.fail_after = fail_after
 
-    def generate(self, prompts, method, max_new_tokens):
+    def generate(self, prompts, method, max_new_tokens, stop=()):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt("killed")  # what a job sees of a kill, short of the process dying
         self.calls.append((method.name, method.compression_ratio, len(prompts)))

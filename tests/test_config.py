@@ -21,7 +21,7 @@ def load(name: str) -> dict:
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper.yaml", "gpu-smollm2.yaml"])
 def test_shipped_configs_validate(name):
     if not (ROOT / "config" / name).exists():
         pytest.skip(f"config/{name} not written yet")
@@ -48,7 +48,7 @@ def test_shipped_configs_validate(name):
     ],
 )
 def test_schema_rejects_and_names_the_mistake(mutate, named):
-    config = copy.deepcopy(load("config.yaml"))
+    config = copy.deepcopy(load("tiny.yaml"))
     mutate(config)
     with pytest.raises(WorkflowError) as err:
         validate(config, SCHEMA)
@@ -69,13 +69,13 @@ def dry_run_fails(config: dict, tmp_path) -> str:
 
 
 def test_bad_key_stops_snakemake_before_any_job(tmp_path):
-    config = load("config.yaml")
+    config = load("tiny.yaml")
     config["sampels"] = 3
     assert "sampels" in dry_run_fails(config, tmp_path)
 
 
 def test_unknown_method_parameter_stops_snakemake_with_its_name(tmp_path):
-    config = load("config.yaml")
+    config = load("tiny.yaml")
     config["methods"]["block_sparse"]["params"] = {"blok_size": 32}
     output = dry_run_fails(config, tmp_path)
     assert "methods.block_sparse: unknown parameter in ['blok_size']" in output
@@ -94,7 +94,7 @@ def test_schema_documents_exactly_each_tasks_parameters_and_defaults():
 
 
 def test_unknown_task_parameter_stops_snakemake_with_its_name(tmp_path):
-    config = load("config.yaml")
+    config = load("tiny.yaml")
     config["task_params"] = {"ruler_niah": {"num_keys": 2}}
     output = dry_run_fails(config, tmp_path)
     assert "task_params.ruler_niah: unknown parameter ['num_keys']; it accepts answer_format." in output
@@ -102,7 +102,7 @@ def test_unknown_task_parameter_stops_snakemake_with_its_name(tmp_path):
 
 def test_task_params_give_the_data_a_folder_of_its_own(tmp_path):
     """Only non-default values change a task's data folder, and two settings never share one."""
-    config = load("config.yaml")
+    config = load("tiny.yaml")
     config["tasks"] = ["ruler_niah", "ruler_vt"]
     settings = {"default": {}, "same": {"chains": 8}, "one": {"chains": 1}, "two": {"chains": 2}}
     folders = {}
@@ -132,7 +132,7 @@ def test_a_length_beyond_the_model_context_stops_snakemake_before_any_job(tmp_pa
         '"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64}'
     )
     (model / "model.safetensors").write_bytes(b"")  # a model folder holds weights (checked first)
-    config = load("config.yaml")
+    config = load("tiny.yaml")
     config["models"] = {"short": {"path": str(model), "tokenizer": "short", "params_b": 0.001}}
     config["lengths"] = [2048]
     output = dry_run_fails(config, tmp_path)

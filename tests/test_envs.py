@@ -81,7 +81,7 @@ from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSetting
                                       StorageSettings)
 root = Path({str(ROOT)!r})
 with SnakemakeApi(OutputSettings()) as api:
-    wf = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(),
+    wf = api.workflow(resource_settings=ResourceSettings(cores=2), config_settings=ConfigSettings(),
                       storage_settings=StorageSettings(), snakefile=root / "Snakefile", workdir=root)
     wf.dag(DAGSettings())
     out = {{}}

@@ -121,7 +121,7 @@ class _CountingEngine:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
-    def generate(self, prompts, method, max_new_tokens):
+    def generate(self, prompts, method, max_new_tokens, stop=()):
         densities = {"exact": 0.04, "kernel": 0.05} if method.name == "vertical_slash" else {}
         density = densities.get("kernel", 0.2)
         return [Generation([5], "x", density, len(p), 1.0, 0.0, densities) for p in prompts]
@@ -227,7 +227,7 @@ def test_inference_progress_goes_live_to_the_terminal_not_the_log(tiny_tokenizer
         name = "echo"
         tokenizer = tiny_tokenizer
 
-        def generate(self, prompts, method, max_new_tokens):
+        def generate(self, prompts, method, max_new_tokens, stop=()):
             return [Generation([1], "Answer: x", 1.0, len(p), 1.0, 1.0) for p in prompts]
 
     screen = io.StringIO()

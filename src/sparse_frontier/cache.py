@@ -39,7 +39,7 @@ from .io import parquet_problem, write_parquet, write_text
 log = logging.getLogger(__name__)
 
 #: Bumped when the layout or the meaning of a key changes; every older entry then misses.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: decoding stops at the end of an answer (Task.stop_strings)
 #: Where the cache lives unless `inference.cache` in the config says otherwise.
 DEFAULT_ROOT = "results/cache/inference"
 #: Engine settings that do not change what is generated (a capacity, not a computation).
@@ -118,9 +118,10 @@ def engine_identity(kind: str, model_path: str, settings: dict, device: str | No
     }
 
 
-def cell_key(identity: dict, cell, task: str) -> dict:
-    """Everything that decides one cell's outputs on one task, but the samples themselves."""
-    from .tasks import get_task
+def cell_key(identity: dict, cell, task: str, budgets: dict | None = None) -> dict:
+    """Everything that decides one cell's outputs on one task, but the samples themselves (whose
+    key holds the task parameters, and so where an answer ends)."""
+    from .pipeline import task_answer_budget
 
     method = cell.build(task)
     return {
@@ -129,7 +130,7 @@ def cell_key(identity: dict, cell, task: str) -> dict:
         "method_version": type(method).version,
         "params": dataclasses.asdict(method),
         "task": task,
-        "max_new_tokens": get_task(task).max_new_tokens,
+        "max_new_tokens": task_answer_budget(task, budgets),
     }
 
 
@@ -149,8 +150,11 @@ def sample_keys(data: pd.DataFrame) -> pd.Series:
 class JobCache:
     """One inference job's view of the cache: its model name, engine identity and task data."""
 
-    def __init__(self, root: str | Path, model: str, identity: dict, data: pd.DataFrame):
+    def __init__(
+        self, root: str | Path, model: str, identity: dict, data: pd.DataFrame, budgets: dict | None = None
+    ):
         self.root = Path(root)
+        self.budgets = budgets
         self.model = model
         self.identity = identity
         self.data = data
@@ -160,7 +164,7 @@ class JobCache:
 
     def key(self, cell, task: str) -> dict:
         if (cell, task) not in self._keys:
-            self._keys[cell, task] = cell_key(self.identity, cell, task)
+            self._keys[cell, task] = cell_key(self.identity, cell, task, self.budgets)
         return self._keys[cell, task]
 
     def folder(self, cell, task: str) -> Path:

@@ -135,9 +135,15 @@ def cells_from_config(methods: dict) -> list[Cell]:
     return cells
 
 
-def answer_budget(tasks: list[str]) -> int:
-    """Tokens a prompt of these tasks may be answered with: the longest task's ``max_new_tokens``."""
-    return max(get_task(task).max_new_tokens for task in tasks)
+def task_answer_budget(task: str, budgets: dict | None = None) -> int:
+    """Tokens a prompt of ``task`` may be answered with: the configured budget
+    (``inference.max_new_tokens``), else the task's own ``max_new_tokens``."""
+    return int((budgets or {}).get(task) or get_task(task).max_new_tokens)
+
+
+def answer_budget(tasks: list[str], budgets: dict | None = None) -> int:
+    """Tokens any prompt of these tasks may be answered with: the longest task budget."""
+    return max(task_answer_budget(task, budgets) for task in tasks)
 
 
 def engine_settings(
@@ -149,6 +155,7 @@ def engine_settings(
     gpus: int,
     model_path: str | None = None,
     rope_scaling: dict | None = None,
+    max_new_tokens: dict | None = None,
 ) -> dict:
     """Constructor settings of an engine for one (model, length) job.
 
@@ -164,7 +171,7 @@ def engine_settings(
             f"engine 'hf' runs on one device but this job has {gpus} GPUs; "
             "set `engine: vllm` for tensor parallelism, or give the job one GPU."
         )
-    context = length + answer_budget(tasks)
+    context = length + answer_budget(tasks, max_new_tokens)
     if kind != "hf":
         settings.update(max_model_len=context, tensor_parallel_size=max(gpus, 1))
     if rope_scaling:
@@ -197,6 +204,7 @@ def prepare_inference(
     gpus: int,
     cache_root: str,
     rope_scaling: dict | None = None,
+    max_new_tokens: dict | None = None,
 ) -> InferenceJob:
     """Read a job's task data and key its cache; loads no model (the job and the dry run share it)."""
     from .cache import JobCache, engine_identity
@@ -211,9 +219,10 @@ def prepare_inference(
         gpus=gpus,
         model_path=model_path,
         rope_scaling=rope_scaling,
+        max_new_tokens=max_new_tokens,
     )
     identity = engine_identity(engine, model_path, settings)
-    return InferenceJob(data, settings, JobCache(cache_root, model, identity, data))
+    return InferenceJob(data, settings, JobCache(cache_root, model, identity, data, max_new_tokens))
 
 
 def check_cells(cells: list[Cell], tasks: list[str]) -> None:
@@ -271,9 +280,12 @@ def run_inference(
     shard: int = 0,
     n_shards: int = 1,
     cache: JobCache | None = None,
+    max_new_tokens: dict | None = None,
 ) -> pd.DataFrame:
     """This shard's share of every cell over every sample of ``data`` (all tasks of one length);
     one row per sample per cell. The shards of a (model, length) together cover each pair once.
+    ``max_new_tokens`` are answer budgets by task (:func:`task_answer_budget`); decoding also
+    stops once a task's answer is complete (``Task.stop_strings``).
 
     With a ``cache`` (sparse_frontier.cache), only the samples it lacks are computed, each
     finished batch is stored in it at once, and the result is read back from it; ``engine`` may
@@ -303,7 +315,7 @@ def run_inference(
         mininterval=1.0,
     ) as bar:
         for item in todo:
-            batch = _generate_batch(engine, data, item, model, tokenized)
+            batch = _generate_batch(engine, data, item, model, tokenized, max_new_tokens)
             if cache is not None:
                 cache.store(item, batch)
             rows += batch
@@ -314,7 +326,12 @@ def run_inference(
 
 
 def _generate_batch(
-    engine: Engine, data: pd.DataFrame, item: WorkItem, model: str, tokenized: dict[int, list[int]]
+    engine: Engine,
+    data: pd.DataFrame,
+    item: WorkItem,
+    model: str,
+    tokenized: dict[int, list[int]],
+    max_new_tokens: dict | None = None,
 ) -> list[dict]:
     """One engine call: the prediction rows of ``item``'s samples under its cell, in row order."""
     from .attention import analysis_phase
@@ -323,7 +340,14 @@ def _generate_batch(
     for i in item.rows:
         if i not in tokenized:
             tokenized[i] = engine.tokenizer(data.prompt[i], add_special_tokens=False).input_ids
-    results = engine.generate([tokenized[i] for i in item.rows], method, get_task(item.task).max_new_tokens)
+    # The task as prompted (its answer format decides where an answer ends).
+    task = get_task(item.task, **json.loads(data.task_params[item.rows[0]] or "{}"))
+    results = engine.generate(
+        [tokenized[i] for i in item.rows],
+        method,
+        task_answer_budget(item.task, max_new_tokens),
+        stop=task.stop_strings,
+    )
     rows = []
     for i, gen in zip(item.rows, results, strict=True):
         sample = data.loc[i]
@@ -338,6 +362,8 @@ def _generate_batch(
                 "sample_id": int(sample.sample_id),
                 "seed": int(sample.seed),
                 "output": gen.text,
+                # The greedy tokens, so a sparse answer can be compared with dense's (agreement.py).
+                "output_ids": [int(t) for t in gen.output_ids],
                 "gold": list(sample.gold),
                 "density": gen.density,
                 "achieved_compression": 1.0 / gen.density if gen.density else float("inf"),

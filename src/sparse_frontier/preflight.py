@@ -222,11 +222,43 @@ def check_model_source(name: str, path: str, *, dry_run: bool = False) -> None:
         )
 
 
+#: Where the workflow writes a model it makes (the output of rules build_tiny_model, convert_gguf).
+MADE_MODEL_DIR = "results/models"
+
+
+def check_made_model(name: str, spec: Mapping) -> None:
+    """A model the workflow makes (``build`` or ``gguf``) is written where its ``path`` points, and
+    a GGUF model can be planned before its folder exists (its ``resources`` give the geometry)."""
+    makers = [key for key in ("build", "gguf") if key in spec]
+    if len(makers) > 1:
+        raise ConfigError(
+            f"models.{name}: `build` and `gguf` both make the model; keep one (build: a random-weight "
+            "model, gguf: a trained one converted from PyPI)."
+        )
+    expected = f"{MADE_MODEL_DIR}/{name}"
+    if Path(spec["path"]) != Path(expected):
+        raise ConfigError(
+            f"models.{name}.path: the workflow writes this model ({makers[0]}) to {expected}; "
+            f"set `path: {expected}`."
+        )
+    given = spec.get("resources", {})
+    converted = (Path(expected) / "config.json").is_file()
+    if "gguf" in spec and not converted and not all(key in given for key in SHAPE_KEYS):
+        missing = ", ".join(key for key in SHAPE_KEYS if key not in given)
+        raise ConfigError(
+            f"models.{name}: its jobs are planned before the GGUF is converted, so they need its "
+            f"KV-cache geometry; set models.{name}.resources.{{{missing}}} (from the model card or the "
+            "GGUF header)."
+        )
+
+
 def check_models(models: Mapping[str, Mapping], *, dry_run: bool = False) -> None:
-    """Every model the workflow does not build can be loaded (:func:`check_model_source`) and
-    sized for its jobs: its ``resources`` give the KV-cache geometry, or its config.json does."""
+    """Every model the workflow does not make can be loaded (:func:`check_model_source`) and
+    sized for its jobs: its ``resources`` give the KV-cache geometry, or its config.json does.
+    A model it makes is checked by :func:`check_made_model`."""
     for name, spec in models.items():
-        if "build" in spec:
+        if "build" in spec or "gguf" in spec:
+            check_made_model(name, spec)
             continue
         check_model_source(name, spec["path"], dry_run=dry_run)
         given = spec.get("resources", {})

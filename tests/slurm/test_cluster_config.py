@@ -65,7 +65,7 @@ EXPECTED_GPUS = {
 
 
 def test_configs_validate_with_cluster_defaults():
-    for name in ("config.yaml", "paper.yaml"):
+    for name in ("config.yaml", "tiny.yaml", "paper.yaml"):
         config = load_config(name)
         assert config["cluster"]["gpu_mem_gb"] == 80
         assert config["cluster"]["max_runtime_min"] >= config["cluster"]["min_runtime_min"]
@@ -167,7 +167,7 @@ def test_sizing_errors_name_the_fix():
 
 
 def test_hf_engine_runs_on_the_cpu_by_default():
-    config = load_config("config.yaml")
+    config = load_config("tiny.yaml")
     fn = resource_functions(config)
     assert config["engine"] == "hf"
     assert fn["gpus_for"](config, "tiny-qwen2", 2048) == 0
@@ -228,9 +228,9 @@ def profile_args() -> list[str]:
 
 
 def test_default_workflow_plans_through_the_profile(tmp_path):
-    out, _ = dry_run(tmp_path, "--configfile", str(ROOT / "config" / "config.yaml"), *profile_args(),
+    out, _ = dry_run(tmp_path, "--configfile", str(ROOT / "config" / "tiny.yaml"), *profile_args(),
                      "--workflow-profile", str(ROOT / "profiles" / "slurm-test"))
-    config = load_config("config.yaml")
+    config = load_config("tiny.yaml")
     fn = resource_functions(config)
     planned = inference_resources(out)
     assert set(planned) == {(m, length) for m in config["models"] for length in config["lengths"]}
@@ -278,13 +278,13 @@ def test_shards_keep_each_job_within_half_the_limit(paper):
             assert load + compute / shards <= half  # each shard fits, with room for a doubled retry
             if shards > 1:  # and one shard fewer would not
                 assert load + compute / (shards - 1) > half
-    small = load_config("config.yaml")
+    small = load_config("tiny.yaml")
     assert resource_functions(small)["inference_shards"](small, "tiny-qwen2", 1024) == 1
 
 
 def test_slurm_test_override_puts_inference_on_one_gpu():
-    """tests/slurm/inference_on_gpu.yaml, layered on the default config by ci/slurm_test.sh."""
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    """tests/slurm/inference_on_gpu.yaml, layered on the tiny study by ci/slurm_test.sh."""
+    config = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
     config.setdefault("cluster", {}).update(
         yaml.safe_load((ROOT / "tests" / "slurm" / "inference_on_gpu.yaml").read_text())["cluster"]
     )

@@ -43,7 +43,11 @@ TASK_PARAMS = study_task_params(config["task_params"], TASKS)
 TASK_DIRS = {task: task_data_dir(task, TASK_PARAMS[task]) for task in TASKS}
 TASK_OF_DIR = {folder: task for task, folder in TASK_DIRS.items()}
 # A length (plus the answer budget) longer than a model's context stops the run here too.
-check_lengths_fit(config["models"], LENGTHS, answer_budget(TASKS))
+check_lengths_fit(
+    config["models"],
+    LENGTHS,
+    answer_budget(TASKS, config["inference"].get("max_new_tokens")),
+)
 # A truncated or corrupt Parquet table (a killed copy, a full disk) is removed here, so this run
 # rebuilds it and everything built from it instead of failing on it or trusting what came after.
 # (The inference cache checks its own entries; the raw QA downloads are checked by their fetcher.)
@@ -71,8 +75,11 @@ def model_spec(name):
     return config["models"][name]
 
 
-def built_models():
-    return [name for name, spec in config["models"].items() if "build" in spec]
+def models_made_by(source):
+    """A wildcard pattern of the models a rule makes from ``source`` (``build`` or ``gguf``),
+    so the tiny-model build and the GGUF conversion never claim each other's folders."""
+    names = [name for name, spec in config["models"].items() if source in spec]
+    return "|".join(names) if names else "(?!)"
 
 
 def model_path(name):
@@ -80,8 +87,10 @@ def model_path(name):
 
 
 def model_build_input(name):
-    """The model folder as an input when a rule builds it; nothing for hub models."""
-    return [model_path(name)] if "build" in model_spec(name) else []
+    """The model folder as an input when a rule makes it (built or converted from GGUF); nothing
+    for hub ids and local folders."""
+    spec = model_spec(name)
+    return [model_path(name)] if "build" in spec or "gguf" in spec else []
 
 
 def tokenizer_model(tokenizer):
@@ -130,6 +139,10 @@ def inference_model_input(wildcards):
 
 def model_build_params(wildcards):
     return model_spec(wildcards.model)["build"]
+
+
+def model_gguf_params(wildcards):
+    return model_spec(wildcards.model)["gguf"]
 
 
 def model_path_param(wildcards):
@@ -196,6 +209,7 @@ def print_inference_plan():
                 gpus=gpus_for(config, model, length),
                 cache_root=config["inference"]["cache"],
                 rope_scaling=model_spec(model).get("rope_scaling"),
+                max_new_tokens=config["inference"]["max_new_tokens"],
             )
             n_shards = inference_shards(config, model, length)
             plans = inference_plan(

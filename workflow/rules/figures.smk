@@ -86,6 +86,22 @@ rule figure_score_vs_compression:
         "../scripts/figure_score_vs_compression.py"
 
 
+rule figure_agreement_vs_compression:
+    input:
+        cells="results/tables/cells.parquet",
+    output:
+        **report_figure("agreement_vs_compression"),
+    log:
+        "results/logs/figures/agreement_vs_compression.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/figure_agreement_vs_compression.py"
+
+
 rule figure_scaling_predictions:
     input:
         data="results/tables/scaling_predictions.parquet",
@@ -107,4 +123,5 @@ localrules:
     figure_isoflops,
     figure_max_compression,
     figure_score_vs_compression,
+    figure_agreement_vs_compression,
     figure_scaling_predictions,

@@ -39,6 +39,7 @@ rule inference:
         methods=config["methods"],
         # Only settings that change outputs: batch size and cache folder rerun nothing.
         dtype=config["inference"]["dtype"],
+        max_new_tokens=config["inference"]["max_new_tokens"],
         n_shards=inference_shard_count,
     script:
         "../scripts/inference.py"

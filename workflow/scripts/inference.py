@@ -16,6 +16,7 @@ job = prepare_inference(
     gpus=int(sm.resources.gpu),
     cache_root=sm.config["inference"]["cache"],
     rope_scaling=sm.params.rope_scaling,
+    max_new_tokens=sm.params.max_new_tokens,
 )
 predictions = run_inference(
     lambda: load_engine(sm.params.engine, sm.params.path, **job.settings),
@@ -25,6 +26,7 @@ predictions = run_inference(
     batch_size=sm.config["inference"]["batch_size"],
     shard=int(sm.wildcards.shard),
     n_shards=sm.params.n_shards,
+    max_new_tokens=sm.params.max_new_tokens,
     cache=job.cache,
 )
 write_parquet(predictions, sm.output[0])

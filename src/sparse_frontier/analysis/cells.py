@@ -26,13 +26,14 @@ def cell_means(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, length, task, task_category, phase, method, compression_ratio).
 
     Columns ``n`` (samples, all seeds pooled), ``score`` (mean), ``std`` (ddof=1; 0 for one sample)
-    and, when the score table has it, ``achieved_compression`` (mean of 1/density over samples).
+    and, when the score table has them, ``achieved_compression`` (mean of 1/density over samples)
+    and ``dense_agreement`` (mean greedy-token agreement with dense, agreement.py).
     """
     require_columns(scores, [*CURVE_KEYS, "compression_ratio", "score"], "the score table")
     keys = [*CURVE_KEYS, "compression_ratio"]
     if "task_category" in scores:
         keys.insert(3, "task_category")
-    extra = ["achieved_compression"] if "achieved_compression" in scores else []
+    extra = [c for c in ("achieved_compression", "dense_agreement") if c in scores]
     df = scores[[*keys, "score", *extra]].copy()
     df["phase"] = normalise_phase(df["phase"])
     aggs = {"score": ["count", "mean", "std"], **{c: ["mean"] for c in extra}}

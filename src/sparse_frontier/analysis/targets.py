@@ -40,6 +40,7 @@ FIGURES = {
     "isoflops": "RQ1 isoFLOPS",
     "max_compression": "RQ2 maximum compression",
     "score_vs_compression": "RQ3 methods",
+    "agreement_vs_compression": "RQ3 methods",
     "scaling_predictions": "RQ4 scaling laws",
 }
 

@@ -39,7 +39,10 @@ class Engine(Protocol):
     name: str
 
     def generate(
-        self, prompts: list[list[int]], method: AttentionMethod, max_new_tokens: int
+        self, prompts: list[list[int]], method: AttentionMethod, max_new_tokens: int,
+        stop: tuple[str, ...] = (),
     ) -> list[Generation]:
-        """Greedy generation for every prompt with ``method``; results in prompt order."""
+        """Greedy generation for every prompt with ``method``; results in prompt order. A prompt's
+        generation ends at an end-of-sequence token, at ``max_new_tokens``, or once its text
+        contains one of ``stop`` (kept in the output)."""
         ...

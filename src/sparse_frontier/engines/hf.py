@@ -272,9 +272,10 @@ class HfEngine:
 
     @torch.inference_mode()
     def generate(
-        self, prompts: list[list[int]], method: AttentionMethod, max_new_tokens: int
+        self, prompts: list[list[int]], method: AttentionMethod, max_new_tokens: int,
+        stop: tuple[str, ...] = (),
     ) -> list[Generation]:
-        return [self._generate_one(prompt, method, max_new_tokens) for prompt in prompts]
+        return [self._generate_one(prompt, method, max_new_tokens, stop) for prompt in prompts]
 
     @torch.inference_mode()
     def prefill(
@@ -328,7 +329,17 @@ class HfEngine:
         sequence.position += len(ids)
         return out.logits[0, -1]
 
-    def _generate_one(self, prompt: list[int], method: AttentionMethod, max_new_tokens: int) -> Generation:
+    def _stopped(self, output: list[int], stop: tuple[str, ...]) -> bool:
+        """Whether the output's tail holds a stop string (a string of n characters spans at most n
+        tokens, so only that many are decoded per step)."""
+        if not stop or self.tokenizer is None:
+            return False
+        tail = self.tokenizer.decode(output[-max(map(len, stop)) :], skip_special_tokens=True)
+        return any(s in tail for s in stop)
+
+    def _generate_one(
+        self, prompt: list[int], method: AttentionMethod, max_new_tokens: int, stop: tuple[str, ...] = ()
+    ) -> Generation:
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         start = time.perf_counter()
         logits, sequence = self.prefill(prompt, method, max_new_tokens)
@@ -340,7 +351,7 @@ class HfEngine:
         while True:
             token = int(logits.argmax())
             output.append(token)
-            if token in self.eos_ids or len(output) >= max_new_tokens:
+            if token in self.eos_ids or len(output) >= max_new_tokens or self._stopped(output, stop):
                 break
             logits = self.step(token, sequence)
         sync()

@@ -38,6 +38,13 @@ class Task(ABC):
     category: ClassVar[str]  # "retrieval" (low scope, low dispersion) | "high_scope" | "high_dispersion"
     max_new_tokens: ClassVar[int] = 256
 
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Text that completes an answer, so decoding may stop there without changing the score:
+        the closing tag in the authors' format (their rules read the first ``<answer>`` pair only);
+        none in the structured one, whose extractor reads the last ``Answer:`` line."""
+        return ("</answer>",) if getattr(self, "answer_format", None) == "authors" else ()
+
     @abstractmethod
     def generate(self, tokenizer, length: int, n: int, seed: int) -> list[Sample]:
         """``n`` samples of ``length`` target tokens; the same seed gives the same samples."""

@@ -178,11 +178,12 @@ class VllmEngine:
                 )
 
     def generate(self, prompts: list[list[int]], method: AttentionMethod,
-                 max_new_tokens: int, logprobs: int = 0) -> list[Generation]:
+                 max_new_tokens: int, logprobs: int = 0, stop: tuple[str, ...] = ()) -> list[Generation]:
         """Greedy generation for every prompt in one vLLM batch; results in prompt order.
 
         logprobs: also keep the top-``logprobs`` candidates of every step in ``last_logprobs``
         (to tell a near-tie from a real difference when two engines' greedy tokens part).
+        stop: a prompt's generation ends once its text holds one of these (kept in the output).
         """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -193,6 +194,7 @@ class VllmEngine:
         tags = [f"{batch}-{i}" for i in range(len(prompts))]
         params = [
             SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=logprobs or None,
+                           stop=list(stop) or None, include_stop_str_in_output=True,
                            extra_args={REQUEST_TAG: tag})
             for tag in tags
         ]
