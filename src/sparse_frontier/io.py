@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -32,6 +33,22 @@ def make_temp_dir(beside: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=beside.parent, prefix=f".{beside.name}."))
     apply_umask(tmp)
     return tmp
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a fresh folder beside ``path`` (with the umask's mode) that replaces ``path`` only if the
+    block succeeds; otherwise it is removed, so no half-written folder is ever left at ``path``."""
+    path = Path(path)
+    tmp = make_temp_dir(path)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextmanager

@@ -12,10 +12,9 @@ import json
 import logging
 import os
 import random
-import shutil
 from pathlib import Path
 
-from .io import make_temp_dir
+from .io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +106,9 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     model = Qwen2ForCausalLM(config)
-    tmp = make_temp_dir(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("built tiny model at %s (%d parameters)", out_dir, model.num_parameters())
     return out_dir
 
@@ -173,20 +165,13 @@ def write_model_folder(
         config.bos_token_id = config.eos_token_id = config.pad_token_id = tok.eos_token_id
     else:
         tok = AutoTokenizer.from_pretrained(str(tokenizer))
-    tmp = make_temp_dir(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         if weights:
             torch.manual_seed(seed)
             AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype)).save_pretrained(tmp)
         else:
             config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
