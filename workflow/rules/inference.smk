@@ -25,9 +25,9 @@ rule inference:
         "results/benchmarks/inference/{model}/{length}/shard{shard}.tsv"
     conda:
         "../../envs/inference.yaml"
-    # Every core: Snakemake sets OMP_NUM_THREADS to the rule's threads (1 if undeclared), which
-    # would leave a CPU run's matmuls on one core. A job's --cores (or Slurm's cpus_per_task) caps it.
-    threads: workflow.cores
+    # Every core of the run (inference_threads): Snakemake sets OMP_NUM_THREADS to the rule's
+    # threads (1 if undeclared), which would leave a CPU run's matmuls on one core.
+    threads: inference_threads
     resources:
         gpu=inference_gpus,
         mem_mb=inference_mem_mb,

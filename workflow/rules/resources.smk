@@ -184,6 +184,16 @@ def inference_shards(cfg, model, length):
 # ---- what the inference job asks Slurm for, named in its `resources` (Snakemake passes wildcards, attempt)
 
 
+def inference_threads(wildcards):
+    """Every core the run is given (--cores). A cluster executor gives no total (it takes --jobs):
+    there the job's own allocation decides (the Slurm profile's cpus_per_task for inference), and
+    inside the job, where Snakemake runs with that many cores, this gives them all."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
 def inference_gpus(wildcards):
     return gpus_for(config, wildcards.model, wildcards.length)
 
