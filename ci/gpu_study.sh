@@ -95,7 +95,9 @@ case "$stage" in
       configs+=(results/gpu-lengths.yaml)
     fi
     # greedy: the ILP scheduler needs pulp (16 MB), left behind to fit the carried folders
-    python3 -m snakemake --configfile "${configs[@]}" --cores all --scheduler greedy "$@"
+    # The config's shards of a length run side by side, 3 threads each (config/gpu-smollm2.yaml).
+    python3 -m snakemake --configfile "${configs[@]}" --cores all --set-threads inference=3 \
+      --scheduler greedy "$@"
     ;;
   pack)
     out=${OUT:-results/gpu-pack}
