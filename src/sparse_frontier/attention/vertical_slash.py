@@ -365,19 +365,19 @@ class VerticalSlash(AttentionMethod):
             n = torch.tensor(candidates, device=index.vertical_order.device)[:, None]
             return head_group().sum(count(index, *self.uniform_counts(index, n)).sum(-1)).tolist()
 
-        # The overlap-free count bounds the pairs from above, so its crossing bounds n from below.
+        # The overlap-free count U(n) of every n, in one pass: the searches' proxy of the work.
         every_n = torch.arange(index.s + 1, device=index.vertical_order.device)
         every_count = (c[:, 0] for c in self.uniform_counts(index, every_n[:, None]))
-        upper = head_group().sum(index.upper_totals(*every_count))
-        start = int(torch.searchsorted(upper, torch.tensor([target], dtype=upper.dtype, device=upper.device)))
+        upper = head_group().sum(index.upper_totals(*every_count)).double().cpu()  # one transfer
         # With the forced items inside the budget, n is at least their number (the authors' minimum).
         lo = min(max(index.n_forced_vertical, index.n_forced_slash), index.s) if self.forced_in_budget else 0
-        exact = VerticalSlashIndex.pairs
-        n = search_int_batched(lambda c: layer_total(exact, c), lo, index.s, target, start=start)
+        hi = index.s
         if self.density == "kernel":
-            # The kernel computes every selected pair (and more): the exact answer bounds n from above.
-            hi = min(n + 1, index.s)
-            n = search_int_batched(lambda c: layer_total(VerticalSlashIndex.kernel_cells, c), lo, hi, target)
+            # Kernel cells >= selected pairs >= U / 2 (a pair is counted at most twice in U), so
+            # the n where U reaches twice the target bounds the answer from above.
+            hi = max(lo, min(index.s, int(torch.searchsorted(upper, torch.tensor([2 * target], dtype=upper.dtype)))))
+        count = VerticalSlashIndex.kernel_cells if self.density == "kernel" else VerticalSlashIndex.pairs
+        n = search_int_batched(lambda c: layer_total(count, c), lo, hi, target, shape=upper)
         return *self.uniform_counts(index, n), {"n": n}
 
     def plan(
