@@ -214,6 +214,7 @@ def search_int_batched(
     target: float,
     start: int | None = None,
     shape: torch.Tensor | None = None,
+    first: tuple[float, ...] = (1.0,),
     width: int = 5,
     rtol: float = SEARCH_RTOL,
 ) -> int:
@@ -226,8 +227,9 @@ def search_int_batched(
     of at most ``width`` unknowns is evaluated whole. The guess is a secant on ``shape`` (a cheap
     non-decreasing proxy of count for every n in 0..hi, e.g. an overlap-free count; default n
     itself): exact when count is an affine function of shape, so a good proxy needs 2-3 small
-    rounds. ``start`` is the first guess (default: where shape crosses the target). The ends lo
-    and hi are evaluated only when the answer may lie there.
+    rounds. The first round tries where shape crosses ``first`` times the target (the range the
+    count-to-shape ratio is expected in), or ``start`` and points around it. The ends lo and hi
+    are evaluated only when the answer may lie there.
     """
     if lo >= hi:
         return lo
@@ -243,8 +245,12 @@ def search_int_batched(
     a, b = lo - 1, hi + 1
     guess = shape_inverse(target) if start is None else start
     error = max(1.0, 0.05 * abs(guess - lo))
+    opening = {shape_inverse(target * f) for f in first} if start is None and shape is not None else set()
     for _ in range(64):
-        if b - a - 1 <= width:
+        if opening:
+            candidates = sorted({min(max(x, lo), hi) for x in opening})
+            opening = set()
+        elif b - a - 1 <= width:
             candidates = list(range(a + 1, b))
         else:
             p = min(max(guess, a + 1), b - 1)
@@ -266,8 +272,10 @@ def search_int_batched(
             return a if target - known[a] <= known[b] - target else b
         previous = guess
         guess = _secant(a, b, known, target, lo, hi, shape_of, shape_inverse)
-        # The next guess's error is about how far this round moved it, never more than the bracket.
-        error = max(1.0, min((b - a) / 2, 2.0 * abs(guess - previous)))
+        # The next guess's error: a sixteenth of a two-sided bracket (the secant's curvature error),
+        # else about how far this round moved it.
+        two_sided = a >= lo and b <= hi
+        error = max(1.0, (b - a) / 16 if two_sided else min((b - a) / 2, 2.0 * abs(guess - previous)))
     return min(known, key=lambda n: abs(known[n] - target))
 
 

@@ -376,8 +376,13 @@ class VerticalSlash(AttentionMethod):
             # Kernel cells >= selected pairs >= U / 2 (a pair is counted at most twice in U), so
             # the n where U reaches twice the target bounds the answer from above.
             hi = max(lo, min(index.s, int(torch.searchsorted(upper, torch.tensor([2 * target], dtype=upper.dtype)))))
-        count = VerticalSlashIndex.kernel_cells if self.density == "kernel" else VerticalSlashIndex.pairs
-        n = search_int_batched(lambda c: layer_total(count, c), lo, hi, target, shape=upper)
+        # First guesses where U reaches the target over the ratio count / U is expected at: pairs
+        # lie in [U / 2, U], kernel cells mostly in [U, 2.5 U] (tiles cover more than the pairs).
+        if self.density == "kernel":
+            count, first = VerticalSlashIndex.kernel_cells, (0.4, 0.55, 0.75, 0.9, 1.0)
+        else:
+            count, first = VerticalSlashIndex.pairs, (1.0, 1.1, 1.25, 1.5)
+        n = search_int_batched(lambda c: layer_total(count, c), lo, hi, target, shape=upper, first=first)
         return *self.uniform_counts(index, n), {"n": n}
 
     def plan(

@@ -1,0 +1,96 @@
+"""The batched budget search against brute force: the count of every n evaluated.
+
+``VerticalSlash.budgets`` searches n with a few small rounds of secant guesses on the overlap-free
+count. The paper kernel's cell count is nearly, not strictly, monotone in n (a new slash's tile can
+swallow a vertical's column piece), so the definition, today's and the old search's, is a crossing:
+the n next to where the count passes the target, the nearer of the two (or any n within the
+relative tolerance). These tests check it on fresh random selections: tiny lengths, fewer queries
+than keys, targets near CR 1, at the lower bound n and beyond reach; on strictly monotone
+staircases the answer must be the brute-force nearest.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparse_frontier.attention import causal_pairs, get_method
+from sparse_frontier.attention.common import SEARCH_RTOL, search_int_batched
+from sparse_frontier.attention.vertical_slash import VerticalSlashIndex
+
+
+def random_index(hq: int, s: int, t: int, seed: int) -> VerticalSlashIndex:
+    """A ranking from noisy 'local' scores (near keys and diagonals favoured, scattered picks too)."""
+    g = torch.Generator().manual_seed(seed)
+    decay = 1.0 / (1.0 + torch.arange(s, dtype=torch.float32))
+    vertical = decay * torch.rand(hq, s, generator=g) + 1e-3 * torch.rand(hq, s, generator=g)
+    slash = decay * torch.rand(hq, s, generator=g) + 1e-3 * torch.rand(hq, s, generator=g)
+    return VerticalSlashIndex.build(vertical, slash, t, sinks=4, local=16)
+
+
+def every_count(method, index: VerticalSlashIndex, lo: int) -> dict[int, float]:
+    ns = torch.arange(lo, index.s + 1)[:, None]
+    return dict(zip(ns[:, 0].tolist(), method.cost(index, *method.uniform_counts(index, ns)).sum(-1).tolist()))
+
+
+def is_crossing(counts: dict[int, float], n: int, target: float, rtol: float) -> bool:
+    """n is within rtol of the target, or the nearer end of a step over it, or an end beyond reach."""
+    lo, hi = min(counts), max(counts)
+    if abs(counts[n] - target) <= rtol * target:
+        return True
+    if (n == lo and counts[n] >= target) or (n == hi and counts[n] <= target):
+        return True
+    for m in (n - 1, n + 1):
+        if m in counts and min(counts[n], counts[m]) < target <= max(counts[n], counts[m]) + 1e-9:
+            if abs(counts[n] - target) <= abs(counts[m] - target):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("density", ["kernel", "exact"])
+@pytest.mark.parametrize("s, t", [(70, 70), (300, 300), (900, 500), (2000, 2000)])
+def test_budgets_land_on_the_crossing(density, s, t):
+    for seed in range(2):
+        index = random_index(3, s, t, seed)
+        method = get_method("vertical_slash", 2, density=density)
+        lo = min(max(index.n_forced_vertical, index.n_forced_slash), s)
+        counts = every_count(method, index, lo)
+        every_n = torch.arange(s + 1)[:, None]
+        upper = index.upper_totals(*(c[:, 0] for c in method.uniform_counts(index, every_n))).double()
+        total = 3 * causal_pairs(t, s)
+        # CR 1-ish, the study's ratios, a target below the smallest budget and one beyond reach.
+        for target in (total / 1.02, total / 2, total / 5, total / 20, 1.0, 10.0 * max(counts.values())):
+            n = method.budgets(index, target)[2]["n"]
+            assert is_crossing(counts, n, target, SEARCH_RTOL), (target, n)
+            # Without the tolerance: the nearer side of a crossing, found from the same guesses.
+            exact = search_int_batched(lambda c, counts=counts: [counts[x] for x in c], lo, s, target, shape=upper, rtol=0)
+            assert is_crossing(counts, exact, target, 0.0), (target, exact)
+            if density == "exact":  # the selected pairs are monotone in n: the nearest of all
+                best = min(abs(c - target) for c in counts.values())
+                assert abs(counts[exact] - target) == best
+
+
+def test_search_is_exact_on_random_staircases_whatever_the_proxy():
+    """Monotone counts with flat runs and jumps; the proxy is good, unrelated, or absent: the answer
+    is the brute-force nearest every time, in a bounded number of rounds."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        size = int(torch.randint(2, 5000, (1,), generator=g))
+        steps = torch.randint(0, 3, (size + 1,), generator=g) * torch.rand(size + 1, generator=g) * 100
+        counts = steps.double().cumsum(0)
+        proxies = [None, counts * 0.7 + 3, torch.rand(size + 1, generator=g).double().cumsum(0)]
+        lo = int(torch.randint(0, size, (1,), generator=g))
+        for proxy in proxies:
+            target = float(torch.rand(1, generator=g)) * float(counts[-1]) * 1.2 - 5
+            rounds = []
+
+            def many(cands):
+                rounds.append(cands)
+                return counts[cands].tolist()
+
+            found = search_int_batched(many, lo, size, target, shape=proxy, rtol=0)
+            best = (counts[lo:] - target).abs().min()
+            assert abs(float(counts[found]) - target) == pytest.approx(float(best), abs=1e-9)
+            assert len(rounds) <= 2 * (size - lo + 1).bit_length() + 2
+            evaluated = [n for r in rounds for n in r]
+            assert len(evaluated) == len(set(evaluated)), "a candidate was evaluated twice"
