@@ -167,7 +167,8 @@ class VerticalSlashIndex:
         for c0 in range(0, n_vertical.shape[0], per_chunk):
             nv, ns = n_vertical[c0 : c0 + per_chunk], n_slash[c0 : c0 + per_chunk]
             chosen = self.vertical_rank[None] < nv[..., None]  # [C, Hq, S] by key
-            prefix = torch.nn.functional.pad(chosen.flatten(0, 1).cumsum(1), (1, 0))  # [L, S + 1]
+            # int32: half the bytes of the largest tensor here (counts stay below S).
+            prefix = torch.nn.functional.pad(chosen.flatten(0, 1).cumsum(1, dtype=torch.int32), (1, 0))
             offsets = self._chosen_offsets_descending(ns)  # [L, K], padding -1 at the end
             cells.append(_count_cells(offsets, prefix, ends, tile).view(nv.shape))
         return torch.cat(cells).reshape(shape)
