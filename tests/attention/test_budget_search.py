@@ -16,7 +16,7 @@ import torch
 
 from sparse_frontier.attention import causal_pairs, get_method
 from sparse_frontier.attention.common import SEARCH_RTOL, search_int_batched
-from sparse_frontier.attention.vertical_slash import VerticalSlashIndex
+from sparse_frontier.attention.vertical_slash import VerticalSlashIndex, _prefix_at
 
 
 def random_index(hq: int, s: int, t: int, seed: int) -> VerticalSlashIndex:
@@ -25,6 +25,8 @@ def random_index(hq: int, s: int, t: int, seed: int) -> VerticalSlashIndex:
     decay = 1.0 / (1.0 + torch.arange(s, dtype=torch.float32))
     vertical = decay * torch.rand(hq, s, generator=g) + 1e-3 * torch.rand(hq, s, generator=g)
     slash = decay * torch.rand(hq, s, generator=g) + 1e-3 * torch.rand(hq, s, generator=g)
+    # Normalised like real scores (each row sums to 1), so coverage can reach any gamma.
+    vertical, slash = (x / x.sum(1, keepdim=True) for x in (vertical, slash))
     return VerticalSlashIndex.build(vertical, slash, t, sinks=4, local=16)
 
 
@@ -94,3 +96,52 @@ def test_search_is_exact_on_random_staircases_whatever_the_proxy():
             assert len(rounds) <= 2 * (size - lo + 1).bit_length() + 2
             evaluated = [n for r in rounds for n in r]
             assert len(evaluated) == len(set(evaluated)), "a candidate was evaluated twice"
+
+
+def test_flexprefill_gamma_steps_are_every_distinct_selection():
+    """Any gamma selects what the first step at or above it selects, so searching the steps loses
+    nothing; and the proxy of each step is the overlap-free pair count of its selection."""
+    from sparse_frontier.attention.flexprefill import gamma_steps
+
+    method = get_method("flexprefill", 4, min_budget=20, density="exact")
+    index = random_index(3, 400, 300, seed=5)
+    floor_v, floor_s = (int(f) for f in method.floors(index, method.min_budget))
+    steps, upper = gamma_steps(index, floor_v, floor_s)
+    assert steps[0] == 0 and steps[-1] == 1 and bool((steps[1:] > steps[:-1]).all())
+    gammas = torch.rand(200, generator=torch.Generator().manual_seed(0))
+    at = steps[torch.searchsorted(steps, gammas)]
+    for got, want in zip(method.counts(index, gammas, 20), method.counts(index, at, 20), strict=True):
+        assert torch.equal(got, want)
+    n_v, n_s = method.counts(index, steps, 20)
+    overlap_free = (_prefix_at(index.vertical_cover, n_v) + _prefix_at(index.slash_cover, n_s)).sum(-1)
+    assert torch.equal(upper, overlap_free.double())
+
+
+@pytest.mark.parametrize("density", ["kernel", "exact"])
+@pytest.mark.parametrize("s, t", [(300, 300), (900, 500)])
+def test_flexprefill_budget_lands_on_the_crossing(density, s, t):
+    """Brute force over every step of gamma (and every min_budget below the default when gamma = 0
+    is already too dense): the chosen work is at the crossing."""
+    from sparse_frontier.attention.flexprefill import gamma_steps
+
+    for seed in range(2):
+        index = random_index(3, s, t, seed)
+        method = get_method("flexprefill", 2, min_budget=40, density=density)
+        floor_v, floor_s = (int(f) for f in method.floors(index, method.min_budget))
+        steps, _ = gamma_steps(index, floor_v, floor_s)
+        by_step = method.cost(index, *method.counts(index, steps, method.min_budget)).sum(-1).tolist()
+        by_step = dict(enumerate(by_step))
+        total = 3 * causal_pairs(t, s)
+        for target in (total / 1.05, total / 2, total / 5, total / 50, 1.0):
+            n_v, n_s, info = method.budgets(index, target)
+            chosen = float(method.cost(index, n_v, n_s).sum())
+            if info["gamma"] > 0:
+                step = int(torch.searchsorted(steps, torch.tensor([info["gamma"]], dtype=steps.dtype)))
+                assert by_step[step] == chosen
+                assert is_crossing(by_step, step, target, SEARCH_RTOL), (target, info)
+            else:  # gamma 0 at min_budget is at least as dense: a uniform budget below it
+                assert by_step[0] >= target or is_crossing(by_step, 0, target, SEARCH_RTOL)
+                lo = min(max(index.n_forced_vertical, index.n_forced_slash), s)
+                uniform = {m: float(method.cost(index, *method.counts(index, 0.0, m)).sum())
+                           for m in range(lo, method.min_budget + 1)}
+                assert is_crossing(uniform, max(info["min_budget"], lo), target, SEARCH_RTOL), (target, info)

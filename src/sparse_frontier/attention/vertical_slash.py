@@ -362,29 +362,34 @@ class VerticalSlash(AttentionMethod):
         ``target`` counts the whole layer's heads; the work of the local heads is summed over the
         tensor-parallel ranks (``common.head_group``), so every rank finds the n one rank would.
         """
-        def layer_total(count, candidates: list[int]) -> list[float]:
-            n = torch.tensor(candidates, device=index.vertical_order.device)[:, None]
-            return head_group().sum(count(index, *self.uniform_counts(index, n)).sum(-1)).tolist()
+        n = self.uniform_budget(index, target, index.s)
+        return *self.uniform_counts(index, n), {"n": n}
 
-        # The overlap-free count U(n) of every n, in one pass: the searches' proxy of the work.
+    def uniform_budget(self, index: VerticalSlashIndex, target: float, cap: int) -> int:
+        """The uniform n in [its minimum, cap] whose layer work is closest to ``target``."""
+        def layer_total(candidates: list[int]) -> list[float]:
+            n = torch.tensor(candidates, device=index.vertical_order.device)[:, None]
+            return head_group().sum(self.cost(index, *self.uniform_counts(index, n)).sum(-1)).tolist()
+
+        # The overlap-free count U(n) of every n, in one pass: the search's proxy of the work.
         every_n = torch.arange(index.s + 1, device=index.vertical_order.device)
         every_count = (c[:, 0] for c in self.uniform_counts(index, every_n[:, None]))
         upper = head_group().sum(index.upper_totals(*every_count)).double().cpu()  # one transfer
         # With the forced items inside the budget, n is at least their number (the authors' minimum).
         lo = min(max(index.n_forced_vertical, index.n_forced_slash), index.s) if self.forced_in_budget else 0
-        hi = index.s
+        hi = max(lo, min(cap, index.s))
         if self.density == "kernel":
             # Kernel cells >= selected pairs >= U / 2 (a pair is counted at most twice in U), so
             # the n where U reaches twice the target bounds the answer from above.
-            hi = max(lo, min(index.s, int(torch.searchsorted(upper, torch.tensor([2 * target], dtype=upper.dtype)))))
-        # First guesses where U reaches the target over the ratio count / U is expected at: pairs
-        # lie in [U / 2, U], kernel cells mostly in [U, 2.5 U] (tiles cover more than the pairs).
-        if self.density == "kernel":
-            count, first = VerticalSlashIndex.kernel_cells, (0.4, 0.55, 0.75, 0.9, 1.0)
-        else:
-            count, first = VerticalSlashIndex.pairs, (1.0, 1.1, 1.25, 1.5)
-        n = search_int_batched(lambda c: layer_total(count, c), lo, hi, target, shape=upper, first=first)
-        return *self.uniform_counts(index, n), {"n": n}
+            bound = int(torch.searchsorted(upper, torch.tensor([2 * target], dtype=upper.dtype)))
+            hi = max(lo, min(hi, bound))
+        return search_int_batched(layer_total, lo, hi, target, shape=upper, first=self.first_guesses)
+
+    @property
+    def first_guesses(self) -> tuple[float, ...]:
+        """Where the searches look first: U at these multiples of the target. Selected pairs lie in
+        [U / 2, U]; kernel cells mostly in [U, 2.5 U] (tiles cover more than the pairs)."""
+        return (0.4, 0.55, 0.75, 0.9, 1.0) if self.density == "kernel" else (1.0, 1.1, 1.25, 1.5)
 
     def plan(
         self, q: torch.Tensor, k: torch.Tensor, fused: bool | None = None
