@@ -145,3 +145,25 @@ def test_flexprefill_budget_lands_on_the_crossing(density, s, t):
                 uniform = {m: float(method.cost(index, *method.counts(index, 0.0, m)).sum())
                            for m in range(lo, method.min_budget + 1)}
                 assert is_crossing(uniform, max(info["min_budget"], lo), target, SEARCH_RTOL), (target, info)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["vertical_slash", "flexprefill"])
+def test_budgets_on_gpu_equal_the_cpu_ones(name):
+    """The same ranking on the GPU (Triton cell count, device-side steps and searches) picks the same
+    budget as on the CPU (PyTorch count)."""
+    from dataclasses import fields
+
+    index = random_index(4, 3001, 2500, seed=7)
+    on_gpu = VerticalSlashIndex(**{
+        f.name: getattr(index, f.name).cuda() if torch.is_tensor(getattr(index, f.name)) else getattr(index, f.name)
+        for f in fields(index)
+    })  # fmt: skip
+    total = 4 * causal_pairs(2500, 3001)
+    for density in ("kernel", "exact"):
+        method = get_method(name, 2, density=density, **({"min_budget": 100} if name == "flexprefill" else {}))
+        for ratio in (1.5, 2, 5, 20):
+            cpu = method.budgets(index, total / ratio)
+            gpu = method.budgets(on_gpu, total / ratio)
+            assert cpu[2] == gpu[2], (density, ratio)
+            assert torch.equal(cpu[0], gpu[0].cpu()) and torch.equal(cpu[1], gpu[1].cpu())
