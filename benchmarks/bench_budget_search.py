@@ -56,11 +56,12 @@ def measure(method_name: str, ratio: float, q, k, index: VerticalSlashIndex, rep
         if q.is_cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+    searched = list(rounds)  # before the check below adds its own count
     work = float(method.cost(index, n_v, n_s).sum())
     return {
         "method": method_name, "length": k.shape[1], "ratio": ratio, "device": str(q.device),
-        "budget_search_ms": 1e3 * statistics.median(times), "rounds": len(rounds),
-        "evaluated": sum(rounds), "relative_error": work / target - 1,
+        "budget_search_ms": 1e3 * statistics.median(times), "rounds": len(searched),
+        "evaluated": sum(searched), "relative_error": work / target - 1,
         **{key: value for key, value in info.items() if key != "counts"},
     }  # fmt: skip
 

@@ -65,11 +65,13 @@ def test_budgets_land_on_the_crossing(density, s, t):
             n = method.budgets(index, target)[2]["n"]
             assert is_crossing(counts, n, target, SEARCH_RTOL), (target, n)
             # Without the tolerance: the nearer side of a crossing, found from the same guesses.
-            exact = search_int_batched(lambda c, counts=counts: [counts[x] for x in c], lo, s, target, shape=upper, rtol=0)
-            assert is_crossing(counts, exact, target, 0.0), (target, exact)
-            if density == "exact":  # the selected pairs are monotone in n: the nearest of all
-                best = min(abs(c - target) for c in counts.values())
-                assert abs(counts[exact] - target) == best
+            for batch in (1, 6):
+                exact = search_int_batched(
+                    lambda c, counts=counts: [counts[x] for x in c], lo, s, target, shape=upper, batch=batch, rtol=0
+                )
+                assert is_crossing(counts, exact, target, 0.0), (target, exact, batch)
+                if density == "exact":  # the selected pairs are monotone in n: the nearest of all
+                    assert abs(counts[exact] - target) == min(abs(c - target) for c in counts.values())
 
 
 def test_search_is_exact_on_random_staircases_whatever_the_proxy():
@@ -82,7 +84,7 @@ def test_search_is_exact_on_random_staircases_whatever_the_proxy():
         counts = steps.double().cumsum(0)
         proxies = [None, counts * 0.7 + 3, torch.rand(size + 1, generator=g).double().cumsum(0)]
         lo = int(torch.randint(0, size, (1,), generator=g))
-        for proxy in proxies:
+        for proxy, batch in zip(proxies, (1, 6, 2), strict=True):
             target = float(torch.rand(1, generator=g)) * float(counts[-1]) * 1.2 - 5
             rounds = []
 
@@ -90,10 +92,11 @@ def test_search_is_exact_on_random_staircases_whatever_the_proxy():
                 rounds.append(cands)
                 return counts[cands].tolist()
 
-            found = search_int_batched(many, lo, size, target, shape=proxy, rtol=0)
+            found = search_int_batched(many, lo, size, target, shape=proxy, batch=batch, rtol=0)
             best = (counts[lo:] - target).abs().min()
             assert abs(float(counts[found]) - target) == pytest.approx(float(best), abs=1e-9)
             assert len(rounds) <= 2 * (size - lo + 1).bit_length() + 2
+            assert all(len(r) <= max(batch, 5) for r in rounds)  # the opening may try every first guess
             evaluated = [n for r in rounds for n in r]
             assert len(evaluated) == len(set(evaluated)), "a candidate was evaluated twice"
 

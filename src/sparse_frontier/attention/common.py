@@ -215,16 +215,18 @@ def search_int_batched(
     start: int | None = None,
     shape: torch.Tensor | None = None,
     first: tuple[float, ...] = (1.0,),
-    width: int = 5,
+    batch: int = 6,
     rtol: float = SEARCH_RTOL,
 ) -> int:
     """``search_int`` for counts that are costly per call but cheap to evaluate a few at a time:
     ``counts`` takes a list of candidates and returns their counts (one batched evaluation, one
     host round trip, per round). count must not decrease with n.
 
-    Each round guesses the crossing and evaluates the guess, points around it at the expected
-    error (near and far) and the bracket's midpoint (so the worst case stays logarithmic); a bracket
-    of at most ``width`` unknowns is evaluated whole. The guess is a secant on ``shape`` (a cheap
+    Each round guesses the crossing and evaluates at most ``batch`` candidates: the guess, the
+    bracket's midpoint (so the worst case stays logarithmic) and points around the guess at the
+    expected error (near and far); a bracket of at most ``batch`` unknowns is evaluated whole. With
+    ``batch`` 1 (where a count costs in proportion to the candidates, as on the CPU) a round takes the
+    guess, or the midpoint after a round that did not halve the bracket. The guess is a secant on ``shape`` (a cheap
     non-decreasing proxy of count for every n in 0..hi, e.g. an overlap-free count; default n
     itself): exact when count is an affine function of shape, so a good proxy needs 2-3 small
     rounds. The first round tries where shape crosses ``first`` times the target (the range the
@@ -245,19 +247,23 @@ def search_int_batched(
     a, b = lo - 1, hi + 1
     guess = shape_inverse(target) if start is None else start
     error = max(1.0, 0.05 * abs(guess - lo))
-    opening = {shape_inverse(target * f) for f in first} if start is None and shape is not None else set()
-    for _ in range(64):
+    opening = [shape_inverse(target * f) for f in first] if start is None and shape is not None else []
+    opening = opening[len(opening) // 2 :: len(opening)] if batch < len(opening) else opening  # the middle one
+    halved = True
+    for _ in range(128):
         if opening:
             candidates = sorted({min(max(x, lo), hi) for x in opening})
-            opening = set()
-        elif b - a - 1 <= width:
+            opening = []
+        elif b - a - 1 <= batch:
             candidates = list(range(a + 1, b))
         else:
             p = min(max(guess, a + 1), b - 1)
             near = max(1, round(error / 4))
             far = max(near + 1, round(error))
-            points = {p, p - near, p + near, p - far, p + far, (a + b) // 2}
-            candidates = sorted(x for x in points if a < x < b)
+            mid = (a + b) // 2
+            ranked = [p, mid, p - near, p + near, p - far, p + far] if batch > 1 or halved else [mid]
+            candidates = sorted(list(dict.fromkeys(x for x in ranked if a < x < b))[:batch])
+        width = b - a
         known.update(zip(candidates, counts(candidates), strict=True))
         close = [n for n in candidates if abs(known[n] - target) <= rtol * abs(target)]
         if close:
@@ -270,6 +276,7 @@ def search_int_batched(
             if b > hi:
                 return hi
             return a if target - known[a] <= known[b] - target else b
+        halved = 2 * (b - a) <= width
         previous = guess
         guess = _secant(a, b, known, target, lo, hi, shape_of, shape_inverse)
         # The next guess's error: a sixteenth of a two-sided bracket (the secant's curvature error),

@@ -16,7 +16,7 @@ import torch
 
 from . import register
 from .common import check_positive_int, head_group, search_int_batched
-from .vertical_slash import VerticalSlash, VerticalSlashIndex
+from .vertical_slash import VerticalSlash, VerticalSlashIndex, search_batch
 
 
 def coverage_count(mass: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,8 @@ class FlexPrefill(VerticalSlash):
             budget = torch.full((len(candidates),), self.min_budget, device=device)
             return head_group().sum(self.cost(index, *self.counts(index, gammas, budget)).sum(-1)).tolist()
 
-        step = search_int_batched(work, 0, steps.numel() - 1, target, shape=upper, first=self.first_guesses)
+        batch = search_batch(steps)
+        step = search_int_batched(work, 0, steps.numel() - 1, target, shape=upper, first=self.first_guesses, batch=batch)
         if step == 0:  # gamma = 0 is the nearest: lower min_budget instead (uniform Vertical-Slash)
             budget = self.uniform_budget(index, target, self.min_budget)
             return *self.counts(index, 0.0, budget), {"gamma": 0.0, "min_budget": budget}

@@ -194,6 +194,13 @@ class VerticalSlashIndex:
         return _take(self.vertical_order, n_vertical), _take(self.slash_order, n_slash)
 
 
+def search_batch(like: torch.Tensor) -> int:
+    """Candidate budgets per round of a budget search: on a GPU a round is a launch and a host sync
+    whose walk is the same length for one candidate or six, so rounds are few and wide; on the CPU
+    the count costs in proportion to its candidates, so one at a time."""
+    return 6 if like.is_cuda else 1
+
+
 #: Side of the paper kernel's tiles (MInference's BLOCK_M = BLOCK_N = 64), for its cell count.
 KERNEL_TILE = 64
 
@@ -383,7 +390,8 @@ class VerticalSlash(AttentionMethod):
             # the n where U reaches twice the target bounds the answer from above.
             bound = int(torch.searchsorted(upper, torch.tensor([2 * target], dtype=upper.dtype)))
             hi = max(lo, min(hi, bound))
-        return search_int_batched(layer_total, lo, hi, target, shape=upper, first=self.first_guesses)
+        batch = search_batch(index.vertical_order)
+        return search_int_batched(layer_total, lo, hi, target, shape=upper, first=self.first_guesses, batch=batch)
 
     @property
     def first_guesses(self) -> tuple[float, ...]:
