@@ -73,8 +73,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["vertical_slash", "flexprefill"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--gpu-rounds", action="store_true", help="search as on a GPU (wide rounds) even on the CPU, to count them"
+    )
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
+    if args.gpu_rounds:
+        from sparse_frontier.attention import flexprefill, vertical_slash
+
+        vertical_slash.search_batch = flexprefill.search_batch = lambda like: 6
     rows = []
     print("| method | length | CR | budget search ms | rounds | candidates evaluated | rel. error | budget |")
     print("|---|---|---|---|---|---|---|---|")
