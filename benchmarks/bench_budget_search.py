@@ -67,14 +67,18 @@ def measure(method_name: str, ratio: float, q, k, index: VerticalSlashIndex, rep
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lengths", type=int, nargs="+", default=[16384, 131072])
     parser.add_argument("--ratios", type=float, nargs="+", default=[2, 5, 10, 20])
     parser.add_argument("--methods", nargs="+", default=["vertical_slash", "flexprefill"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
-        "--gpu-rounds", action="store_true", help="search as on a GPU (wide rounds) even on the CPU, to count them"
+        "--gpu-rounds",
+        action="store_true",
+        help="search as on a GPU (wide rounds) even on the CPU, to count them",
     )
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
@@ -94,8 +98,8 @@ def main() -> None:
                 rows.append(r)
                 budget = {key: r[key] for key in ("n", "gamma", "min_budget") if key in r}
                 print(
-                    f"| {name} | {length // 1024}K | {ratio:g} | {r['budget_search_ms']:.1f} | {r['rounds']} | "
-                    f"{r['evaluated']} | {r['relative_error']:+.1e} | {budget} |",
+                    f"| {name} | {length // 1024}K | {ratio:g} | {r['budget_search_ms']:.1f} | "
+                    f"{r['rounds']} | {r['evaluated']} | {r['relative_error']:+.1e} | {budget} |",
                     flush=True,
                 )
     if args.json:

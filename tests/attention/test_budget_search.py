@@ -32,7 +32,8 @@ def random_index(hq: int, s: int, t: int, seed: int) -> VerticalSlashIndex:
 
 def every_count(method, index: VerticalSlashIndex, lo: int) -> dict[int, float]:
     ns = torch.arange(lo, index.s + 1)[:, None]
-    return dict(zip(ns[:, 0].tolist(), method.cost(index, *method.uniform_counts(index, ns)).sum(-1).tolist()))
+    work = method.cost(index, *method.uniform_counts(index, ns)).sum(-1)
+    return dict(zip(ns[:, 0].tolist(), work.tolist(), strict=True))
 
 
 def is_crossing(counts: dict[int, float], n: int, target: float, rtol: float) -> bool:
@@ -67,7 +68,13 @@ def test_budgets_land_on_the_crossing(density, s, t):
             # Without the tolerance: the nearer side of a crossing, found from the same guesses.
             for batch in (1, 6):
                 exact = search_int_batched(
-                    lambda c, counts=counts: [counts[x] for x in c], lo, s, target, shape=upper, batch=batch, rtol=0
+                    lambda c, counts=counts: [counts[x] for x in c],
+                    lo,
+                    s,
+                    target,
+                    shape=upper,
+                    batch=batch,
+                    rtol=0,
                 )
                 assert is_crossing(counts, exact, target, 0.0), (target, exact, batch)
                 if density == "exact":  # the selected pairs are monotone in n: the nearest of all
@@ -78,7 +85,7 @@ def test_search_is_exact_on_random_staircases_whatever_the_proxy():
     """Monotone counts with flat runs and jumps; the proxy is good, unrelated, or absent: the answer
     is the brute-force nearest every time, in a bounded number of rounds."""
     g = torch.Generator().manual_seed(0)
-    for trial in range(40):
+    for _ in range(40):
         size = int(torch.randint(2, 5000, (1,), generator=g))
         steps = torch.randint(0, 3, (size + 1,), generator=g) * torch.rand(size + 1, generator=g) * 100
         counts = steps.double().cumsum(0)
@@ -88,7 +95,7 @@ def test_search_is_exact_on_random_staircases_whatever_the_proxy():
             target = float(torch.rand(1, generator=g)) * float(counts[-1]) * 1.2 - 5
             rounds = []
 
-            def many(cands):
+            def many(cands, rounds=rounds, counts=counts):
                 rounds.append(cands)
                 return counts[cands].tolist()
 
@@ -145,8 +152,10 @@ def test_flexprefill_budget_lands_on_the_crossing(density, s, t):
             else:  # gamma 0 at min_budget is at least as dense: a uniform budget below it
                 assert by_step[0] >= target or is_crossing(by_step, 0, target, SEARCH_RTOL)
                 lo = min(max(index.n_forced_vertical, index.n_forced_slash), s)
-                uniform = {m: float(method.cost(index, *method.counts(index, 0.0, m)).sum())
-                           for m in range(lo, method.min_budget + 1)}
+                uniform = {
+                    m: float(method.cost(index, *method.counts(index, 0.0, m)).sum())
+                    for m in range(lo, method.min_budget + 1)
+                }
                 assert is_crossing(uniform, max(info["min_budget"], lo), target, SEARCH_RTOL), (target, info)
 
 
@@ -158,13 +167,13 @@ def test_budgets_on_gpu_equal_the_cpu_ones(name):
     from dataclasses import fields
 
     index = random_index(4, 3001, 2500, seed=7)
-    on_gpu = VerticalSlashIndex(**{
-        f.name: getattr(index, f.name).cuda() if torch.is_tensor(getattr(index, f.name)) else getattr(index, f.name)
-        for f in fields(index)
-    })  # fmt: skip
+    moved = {f.name: getattr(index, f.name) for f in fields(index)}
+    on_gpu = VerticalSlashIndex(**{k: v.cuda() if torch.is_tensor(v) else v for k, v in moved.items()})
     total = 4 * causal_pairs(2500, 3001)
     for density in ("kernel", "exact"):
-        method = get_method(name, 2, density=density, **({"min_budget": 100} if name == "flexprefill" else {}))
+        method = get_method(
+            name, 2, density=density, **({"min_budget": 100} if name == "flexprefill" else {})
+        )
         for ratio in (1.5, 2, 5, 20):
             cpu = method.budgets(index, total / ratio)
             gpu = method.budgets(on_gpu, total / ratio)

@@ -226,9 +226,9 @@ def search_int_batched(
     bracket's midpoint (so the worst case stays logarithmic) and points around the guess at the
     expected error (near and far); a bracket of at most ``batch`` unknowns is evaluated whole. With
     ``batch`` 1 (where a count costs in proportion to the candidates, as on the CPU) a round takes the
-    guess, or the midpoint after a round that did not halve the bracket. The guess is a secant on ``shape`` (a cheap
-    non-decreasing proxy of count for every n in 0..hi, e.g. an overlap-free count; default n
-    itself): exact when count is an affine function of shape, so a good proxy needs 2-3 small
+    guess, or the midpoint after a round that did not halve the bracket. The guess is a secant on
+    ``shape`` (a cheap non-decreasing proxy of count for every n in 0..hi, e.g. an overlap-free
+    count; default n itself): exact when count is an affine function of shape, so a good proxy needs 2-3 small
     rounds. The first round tries where shape crosses ``first`` times the target (the range the
     count-to-shape ratio is expected in), or ``start`` and points around it. The ends lo and hi
     are evaluated only when the answer may lie there.
@@ -240,7 +240,9 @@ def search_int_batched(
     def shape_inverse(u: float) -> int:  # first n whose shape reaches u
         if shape is None:
             return round(u)
-        return int(torch.searchsorted(shape[: hi + 1], torch.tensor([u], dtype=shape.dtype, device=shape.device)))
+        return int(
+            torch.searchsorted(shape[: hi + 1], torch.tensor([u], dtype=shape.dtype, device=shape.device))
+        )
 
     known: dict[int, float] = {}
     # Virtual ends: count(lo - 1) < target <= count(hi + 1); never evaluated.
@@ -248,7 +250,9 @@ def search_int_batched(
     guess = shape_inverse(target) if start is None else start
     error = max(1.0, 0.05 * abs(guess - lo))
     opening = [shape_inverse(target * f) for f in first] if start is None and shape is not None else []
-    opening = opening[len(opening) // 2 :: len(opening)] if batch < len(opening) else opening  # the middle one
+    opening = (
+        opening[len(opening) // 2 :: len(opening)] if batch < len(opening) else opening
+    )  # the middle one
     halved = True
     for _ in range(128):
         if opening:

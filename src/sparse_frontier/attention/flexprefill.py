@@ -125,7 +125,9 @@ class FlexPrefill(VerticalSlash):
             return head_group().sum(self.cost(index, *self.counts(index, gammas, budget)).sum(-1)).tolist()
 
         batch = search_batch(steps)
-        step = search_int_batched(work, 0, steps.numel() - 1, target, shape=upper, first=self.first_guesses, batch=batch)
+        step = search_int_batched(
+            work, 0, steps.numel() - 1, target, shape=upper, first=self.first_guesses, batch=batch
+        )
         if step == 0:  # gamma = 0 is the nearest: lower min_budget instead (uniform Vertical-Slash)
             budget = self.uniform_budget(index, target, self.min_budget)
             return *self.counts(index, 0.0, budget), {"gamma": 0.0, "min_budget": budget}

@@ -390,8 +390,8 @@ class VerticalSlash(AttentionMethod):
             # the n where U reaches twice the target bounds the answer from above.
             bound = int(torch.searchsorted(upper, torch.tensor([2 * target], dtype=upper.dtype)))
             hi = max(lo, min(hi, bound))
-        batch = search_batch(index.vertical_order)
-        return search_int_batched(layer_total, lo, hi, target, shape=upper, first=self.first_guesses, batch=batch)
+        batch, first = search_batch(index.vertical_order), self.first_guesses
+        return search_int_batched(layer_total, lo, hi, target, shape=upper, first=first, batch=batch)
 
     @property
     def first_guesses(self) -> tuple[float, ...]:
