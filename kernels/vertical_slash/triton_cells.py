@@ -90,7 +90,7 @@ def kernel_cells_triton(
     valid = offsets >= 0
     last = valid.sum(1, dtype=torch.int32)
     # Each program's largest end; offsets at or above it (a prefix of the descending list) are skipped.
-    padded = torch.nn.functional.pad(ends, (0, programs * block_r - rows), value=int(ends.min()))
+    padded = torch.cat([ends, ends[:1].expand(programs * block_r - rows)])  # no host sync
     reach = padded.view(programs, block_r).amax(1)
     ascending = (-offsets).masked_fill(~valid, torch.iinfo(torch.int64).max).contiguous()
     first = torch.searchsorted(ascending, -reach.long().expand(lanes, -1).contiguous(), right=True)
