@@ -142,17 +142,19 @@ def hardware_ceilings() -> tuple[float, float]:
     return tflops, gbps
 
 
-def make_inputs(kind: str, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_inputs(
+    kind: str, length: int, seed: int, device: str = "cuda"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q [HQ, L, D], k/v [HKV, L, D] bf16 of the given kind:
 
     structured  keys/queries share a slowly drifting content signal (local attention) plus a few
                 heavy-hitter keys every query likes (vertical attention), the shape of real heads;
     iid         i.i.d. Gaussian q, k: no structure, so selections scatter (the adversarial case).
     """
-    g = torch.Generator(device="cuda").manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape):
-        return torch.randn(*shape, generator=g, device="cuda")
+        return torch.randn(*shape, generator=g, device=device)
 
     v = randn(HKV, length, D)
     if kind == "iid":
@@ -162,7 +164,7 @@ def make_inputs(kind: str, length: int, seed: int) -> tuple[torch.Tensor, torch.
         noise = randn(HKV * D, 1, length + width - 1)
         content = F.avg_pool1d(noise, width, stride=1).view(HKV, D, length).transpose(1, 2) * math.sqrt(width)
         heavy_dir = randn(HKV, 1, D)
-        heavy = (torch.rand(HKV, length, 1, generator=g, device="cuda") < 0.003).float()
+        heavy = (torch.rand(HKV, length, 1, generator=g, device=device) < 0.003).float()
         k = content + 0.5 * randn(HKV, length, D) + 2.0 * heavy * heavy_dir
         group = HQ // HKV
         q = content.repeat_interleave(group, 0) + 0.5 * randn(HQ, length, D)

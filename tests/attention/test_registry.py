@@ -74,8 +74,8 @@ def test_searches_return_the_closest_budget():
         rounds.append(ns)
         return [steps[n] for n in ns]
 
-    assert search_int_batched(many, 0, 5, 6, width=2) == 2
-    assert search_int_batched(many, 0, 5, 4, width=2) == 1
+    assert search_int_batched(many, 0, 5, 6, batch=2) == 2
+    assert search_int_batched(many, 0, 5, 4, batch=2) == 1
     assert search_int_batched(many, 0, 5, 99) == 5 and search_int_batched(many, 0, 5, -1) == 0
     # On a long monotone staircase it agrees with search_int in a handful of batched rounds,
     # whatever lower bound it starts from.

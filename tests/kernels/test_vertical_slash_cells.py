@@ -54,7 +54,7 @@ def test_cells_kernel_compiles_for_hopper_without_a_gpu():
     from sparse_frontier.kernels.vertical_slash.triton_cells import kernel_cells_fwd_kernel as fn
 
     consts = dict(TILE=64, BLOCK_R=128)
-    pointers = dict(OFFSETS="*i64", PREFIX="*i64", ENDS="*i64", OUT="*i64")
+    pointers = dict(OFFSETS="*i32", PREFIX="*i32", ENDS="*i32", FIRST="*i32", LAST="*i32", OUT="*i64")
     signature = {a: "constexpr" if a in consts else pointers.get(a, "i32") for a in fn.arg_names}
     source = ASTSource(fn, signature, constexprs=consts)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})

@@ -213,35 +213,96 @@ def search_int_batched(
     hi: int,
     target: float,
     start: int | None = None,
-    width: int = 16,
+    shape: torch.Tensor | None = None,
+    first: tuple[float, ...] = (1.0,),
+    batch: int = 6,
     rtol: float = SEARCH_RTOL,
 ) -> int:
-    """``search_int`` for counts that are cheap to evaluate many at a time: ``counts`` takes a list
-    of candidates and returns their counts (one batched evaluation, one host round trip, per round).
+    """``search_int`` for counts that are costly per call but cheap to evaluate a few at a time:
+    ``counts`` takes a list of candidates and returns their counts (one batched evaluation, one
+    host round trip, per round). count must not decrease with n.
 
-    The first round tries a geometric ladder upwards from ``start`` (a lower bound of the answer,
-    e.g. from an overlap-free count), later rounds ``width`` points evenly inside the bracket, so
-    a few rounds replace the ~5 sequential evaluations of ``search_int``. count must not decrease.
+    Each round guesses the crossing and evaluates at most ``batch`` candidates: the guess, the
+    bracket's midpoint (so the worst case stays logarithmic) and points around the guess at the
+    expected error (near and far); a bracket of at most ``batch`` unknowns is evaluated whole. With
+    ``batch`` 1 (where a count costs in proportion to the candidates, as on the CPU) a round takes the
+    guess, or the midpoint after a round that did not halve the bracket. The guess is a secant on
+    ``shape`` (a cheap non-decreasing proxy of count for every n in 0..hi, e.g. an overlap-free
+    count; default n itself): exact when count is an affine function of shape, so a good proxy needs 2-3 small
+    rounds. The first round tries where shape crosses ``first`` times the target (the range the
+    count-to-shape ratio is expected in), or ``start`` and points around it. The ends lo and hi
+    are evaluated only when the answer may lie there.
     """
-    start = lo if start is None else min(max(start, lo), hi)
-    steps = [start + round(max(start, 1) * f) for f in (0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)]
-    candidates = sorted({lo, hi, *(min(x, hi) for x in steps)})
+    if lo >= hi:
+        return lo
+    shape_of = (lambda n: float(n)) if shape is None else (lambda n: float(shape[n]))
+
+    def shape_inverse(u: float) -> int:  # first n whose shape reaches u
+        if shape is None:
+            return round(u)
+        return int(
+            torch.searchsorted(shape[: hi + 1], torch.tensor([u], dtype=shape.dtype, device=shape.device))
+        )
+
     known: dict[int, float] = {}
-    for _ in range(64):  # each round shrinks the bracket at least (width + 1)-fold: far fewer suffice
+    # Virtual ends: count(lo - 1) < target <= count(hi + 1); never evaluated.
+    a, b = lo - 1, hi + 1
+    guess = shape_inverse(target) if start is None else start
+    error = max(1.0, 0.05 * abs(guess - lo))
+    opening = [shape_inverse(target * f) for f in first] if start is None and shape is not None else []
+    opening = (
+        opening[len(opening) // 2 :: len(opening)] if batch < len(opening) else opening
+    )  # the middle one
+    halved = True
+    for _ in range(128):
+        if opening:
+            candidates = sorted({min(max(x, lo), hi) for x in opening})
+            opening = []
+        elif b - a - 1 <= batch:
+            candidates = list(range(a + 1, b))
+        else:
+            p = min(max(guess, a + 1), b - 1)
+            near = max(1, round(error / 4))
+            far = max(near + 1, round(error))
+            mid = (a + b) // 2
+            ranked = [p, mid, p - near, p + near, p - far, p + far] if batch > 1 or halved else [mid]
+            candidates = sorted(list(dict.fromkeys(x for x in ranked if a < x < b))[:batch])
+        width = b - a
         known.update(zip(candidates, counts(candidates), strict=True))
-        close = [n for n, c in known.items() if abs(c - target) <= rtol * target]
+        close = [n for n in candidates if abs(known[n] - target) <= rtol * abs(target)]
         if close:
             return min(close, key=lambda n: abs(known[n] - target))
-        below = [n for n, c in known.items() if c < target]
-        above = [n for n, c in known.items() if c >= target]
-        if not below or not above:  # target outside [count(lo), count(hi)]: the nearer end
-            return lo if not below else hi
-        a, b = max(below), min(above)
+        a = max([a, *(n for n in candidates if known[n] < target)])
+        b = min([b, *(n for n in candidates if known[n] >= target)])
         if b - a <= 1:
+            if a < lo:
+                return lo
+            if b > hi:
+                return hi
             return a if target - known[a] <= known[b] - target else b
-        inside = {a + (b - a) * i // (width + 1) for i in range(1, width + 1)} - {a, b}
-        candidates = sorted(inside)
+        halved = 2 * (b - a) <= width
+        previous = guess
+        guess = _secant(a, b, known, target, lo, hi, shape_of, shape_inverse)
+        # The next guess's error: a sixteenth of a two-sided bracket (the secant's curvature error),
+        # else about how far this round moved it.
+        two_sided = a >= lo and b <= hi
+        error = max(1.0, (b - a) / 16 if two_sided else min((b - a) / 2, 2.0 * abs(guess - previous)))
     return min(known, key=lambda n: abs(known[n] - target))
+
+
+def _secant(a, b, known, target, lo, hi, shape_of, shape_inverse) -> int:
+    """The crossing's guess from the bracket [a, b]: linear in shape between two known ends, or,
+    with one end virtual, the known end's count scaled along shape (count proportional to shape)."""
+    if a >= lo and b <= hi:
+        ua, ub, ca, cb = shape_of(a), shape_of(b), known[a], known[b]
+        u = ua + (ub - ua) * (target - ca) / (cb - ca)
+    else:
+        x = a if a >= lo else b
+        ux, cx = shape_of(x), known[x]
+        if ux <= 0 or cx <= 0:
+            return (a + b) // 2
+        u = ux * target / cx
+    return shape_inverse(u)
 
 
 def search_float(

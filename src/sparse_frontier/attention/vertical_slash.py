@@ -167,7 +167,8 @@ class VerticalSlashIndex:
         for c0 in range(0, n_vertical.shape[0], per_chunk):
             nv, ns = n_vertical[c0 : c0 + per_chunk], n_slash[c0 : c0 + per_chunk]
             chosen = self.vertical_rank[None] < nv[..., None]  # [C, Hq, S] by key
-            prefix = torch.nn.functional.pad(chosen.flatten(0, 1).cumsum(1), (1, 0))  # [L, S + 1]
+            # int32: half the bytes of the largest tensor here (counts stay below S).
+            prefix = torch.nn.functional.pad(chosen.flatten(0, 1).cumsum(1, dtype=torch.int32), (1, 0))
             offsets = self._chosen_offsets_descending(ns)  # [L, K], padding -1 at the end
             cells.append(_count_cells(offsets, prefix, ends, tile).view(nv.shape))
         return torch.cat(cells).reshape(shape)
@@ -191,6 +192,13 @@ class VerticalSlashIndex:
     def indices(self, n_vertical: torch.Tensor, n_slash: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vertical_idx [Hq, NV], slash_idx [Hq, NS]) int64, ascending, padded with -1 per head."""
         return _take(self.vertical_order, n_vertical), _take(self.slash_order, n_slash)
+
+
+def search_batch(like: torch.Tensor) -> int:
+    """Candidate budgets per round of a budget search: on a GPU a round is a launch and a host sync
+    whose walk is the same length for one candidate or six, so rounds are few and wide; on the CPU
+    the count costs in proportion to its candidates, so one at a time."""
+    return 6 if like.is_cuda else 1
 
 
 #: Side of the paper kernel's tiles (MInference's BLOCK_M = BLOCK_N = 64), for its cell count.
@@ -361,24 +369,35 @@ class VerticalSlash(AttentionMethod):
         ``target`` counts the whole layer's heads; the work of the local heads is summed over the
         tensor-parallel ranks (``common.head_group``), so every rank finds the n one rank would.
         """
-        def layer_total(count, candidates: list[int]) -> list[float]:
-            n = torch.tensor(candidates, device=index.vertical_order.device)[:, None]
-            return head_group().sum(count(index, *self.uniform_counts(index, n)).sum(-1)).tolist()
+        n = self.uniform_budget(index, target, index.s)
+        return *self.uniform_counts(index, n), {"n": n}
 
-        # The overlap-free count bounds the pairs from above, so its crossing bounds n from below.
+    def uniform_budget(self, index: VerticalSlashIndex, target: float, cap: int) -> int:
+        """The uniform n in [its minimum, cap] whose layer work is closest to ``target``."""
+        def layer_total(candidates: list[int]) -> list[float]:
+            n = torch.tensor(candidates, device=index.vertical_order.device)[:, None]
+            return head_group().sum(self.cost(index, *self.uniform_counts(index, n)).sum(-1)).tolist()
+
+        # The overlap-free count U(n) of every n, in one pass: the search's proxy of the work.
         every_n = torch.arange(index.s + 1, device=index.vertical_order.device)
         every_count = (c[:, 0] for c in self.uniform_counts(index, every_n[:, None]))
-        upper = head_group().sum(index.upper_totals(*every_count))
-        start = int(torch.searchsorted(upper, torch.tensor([target], dtype=upper.dtype, device=upper.device)))
+        upper = head_group().sum(index.upper_totals(*every_count)).double().cpu()  # one transfer
         # With the forced items inside the budget, n is at least their number (the authors' minimum).
         lo = min(max(index.n_forced_vertical, index.n_forced_slash), index.s) if self.forced_in_budget else 0
-        exact = VerticalSlashIndex.pairs
-        n = search_int_batched(lambda c: layer_total(exact, c), lo, index.s, target, start=start)
+        hi = max(lo, min(cap, index.s))
         if self.density == "kernel":
-            # The kernel computes every selected pair (and more): the exact answer bounds n from above.
-            hi = min(n + 1, index.s)
-            n = search_int_batched(lambda c: layer_total(VerticalSlashIndex.kernel_cells, c), lo, hi, target)
-        return *self.uniform_counts(index, n), {"n": n}
+            # Kernel cells >= selected pairs >= U / 2 (a pair is counted at most twice in U), so
+            # the n where U reaches twice the target bounds the answer from above.
+            bound = int(torch.searchsorted(upper, torch.tensor([2 * target], dtype=upper.dtype)))
+            hi = max(lo, min(hi, bound))
+        batch, first = search_batch(index.vertical_order), self.first_guesses
+        return search_int_batched(layer_total, lo, hi, target, shape=upper, first=first, batch=batch)
+
+    @property
+    def first_guesses(self) -> tuple[float, ...]:
+        """Where the searches look first: U at these multiples of the target. Selected pairs lie in
+        [U / 2, U]; kernel cells mostly in [U, 2.5 U] (tiles cover more than the pairs)."""
+        return (0.4, 0.55, 0.75, 0.9, 1.0) if self.density == "kernel" else (1.0, 1.1, 1.25, 1.5)
 
     def plan(
         self, q: torch.Tensor, k: torch.Tensor, fused: bool | None = None
