@@ -156,11 +156,6 @@ def head_group() -> HeadGroup:
     return _head_group
 
 
-def layer_sum(value: torch.Tensor) -> float:
-    """A per-rank partial (e.g. this rank's pair count, 0-dim) summed over the layer's ranks, as a float."""
-    return float(_head_group.sum(value))
-
-
 #: Budget searches stop once the count is this close to the target (relative): far inside the
 #: 5% the methods promise, and it saves most of the bisection steps at long lengths.
 SEARCH_RTOL = 1e-3
@@ -250,9 +245,8 @@ def search_int_batched(
     guess = shape_inverse(target) if start is None else start
     error = max(1.0, 0.05 * abs(guess - lo))
     opening = [shape_inverse(target * f) for f in first] if start is None and shape is not None else []
-    opening = (
-        opening[len(opening) // 2 :: len(opening)] if batch < len(opening) else opening
-    )  # the middle one
+    if batch < len(opening):
+        opening = [opening[len(opening) // 2]]  # the middle one
     halved = True
     for _ in range(128):
         if opening:
