@@ -1,7 +1,7 @@
 """Long-context tasks, registered by the name the config uses.
 
-``get_task(name)`` imports every task module first, so all nine tasks are registered
-whichever one is asked for.
+``get_task(name)`` imports every task module first, so every task (the paper's nine and
+the extensions) is registered whichever one is asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .base import FittedTask, Instance, Sample, Task
 TASKS: dict[str, type[Task]] = {}
 
 # One module per task family; importing a module registers its tasks.
-_TASK_MODULES = ("qa", "ruler_niah", "ruler_vt", "ruler_cwe", "story")
+_TASK_MODULES = ("qa", "ruler_niah", "ruler_niah_single", "ruler_vt", "ruler_cwe", "story")
 
 
 def register(cls: type[Task]) -> type[Task]:

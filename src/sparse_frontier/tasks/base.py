@@ -74,6 +74,8 @@ class Instance:
     max_units: the most filler units the instance can supply (None: unbounded)
     meta:      flat, Parquet-friendly facts about the sample (str, int, float, lists of str),
                or a function of the unit count returning them
+    answer_prefix: the start of the answer, appended after the chat template so that the model's
+               output continues it (RULER's primed answers); part of the prompt and its count
     fallback:  used only when no count of these units lands in the window: a function of
                the largest count below the window returning the same sample with finer
                filler units (QA: cut at words instead of sentences; Story: that many
@@ -85,6 +87,7 @@ class Instance:
     max_units: int | None = None
     meta: dict | Callable[[int], dict] = field(default_factory=dict)
     fallback: Callable[[int], Instance] | None = None
+    answer_prefix: str = ""
 
     def resolve(self, n_units: int) -> tuple[tuple[str, ...], dict]:
         """The gold answers and meta of the prompt rendered with ``n_units`` filler units."""
@@ -124,13 +127,13 @@ class FittedTask(Task):
         for sample_id in range(n):
             instance = self.make_instance(sample_rng(self.name, seed, length, sample_id), length, sample_id)
             try:
-                fitted = fitter.fit(instance.render, instance.max_units)
+                fitted = fitter.fit(instance.render, instance.max_units, instance.answer_prefix)
                 calls = fitted.n_calls
             except UnitsTooCoarse as err:
                 if instance.fallback is None:
                     raise
                 instance = instance.fallback(err.below_units)
-                fitted = fine_fitter.fit(instance.render, instance.max_units)
+                fitted = fine_fitter.fit(instance.render, instance.max_units, instance.answer_prefix)
                 calls = err.n_calls + fitted.n_calls
             gold, meta = instance.resolve(fitted.n_units)
             meta.update(n_units=fitted.n_units, fit_calls=calls)

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .prompt import TokenCounter, to_model_input
+from .prompt import TokenCounter, to_model_input, with_answer_prefix
 
 LOW_FRACTION = 0.95
 _AIM_FRACTION = 0.977  # aim just under the middle of the window: both sides have slack
@@ -68,18 +68,22 @@ class LengthFitter:
         self.aim = _AIM_FRACTION * length
         self.rate: float | None = None  # tokens per filler unit, learnt from earlier samples
 
-    def _measure(self, render: Callable[[int], str], n_units: int) -> tuple[str, int]:
-        prompt = to_model_input(self.tokenizer, render(n_units))
-        return prompt, self.count(prompt)
-
-    def fit(self, render: Callable[[int], str], max_units: int | None = None) -> FittedPrompt:
+    def fit(
+        self, render: Callable[[int], str], max_units: int | None = None, answer_prefix: str = ""
+    ) -> FittedPrompt:
         """The prompt ``render(n)`` for some ``n`` in [0, max_units] inside the window.
 
-        render:    unit count -> task text (before the chat template); must be deterministic
-        max_units: the most filler the task can supply (None: unbounded)
+        render:        unit count -> task text (before the chat template); must be deterministic
+        max_units:     the most filler the task can supply (None: unbounded)
+        answer_prefix: the start of the answer, after the model input (``with_answer_prefix``)
         """
+
+        def measure(n_units: int) -> tuple[str, int]:
+            prompt = with_answer_prefix(self.tokenizer, to_model_input(self.tokenizer, render(n_units)), answer_prefix)
+            return prompt, self.count(prompt)
+
         calls = 1
-        prompt, tokens = self._measure(render, 0)
+        prompt, tokens = measure(0)
         if tokens > self.length:
             raise ValueError(
                 f"The prompt without any filler is already {tokens} tokens, over the target length "
@@ -121,7 +125,7 @@ class LengthFitter:
                     )
                 n = max_units
             calls += 1
-            prompt, tokens = self._measure(render, n)
+            prompt, tokens = measure(n)
             rate = max((tokens - base) / n, 1e-6)
             if self.low <= tokens <= self.length:
                 self.rate = rate

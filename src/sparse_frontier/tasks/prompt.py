@@ -185,6 +185,14 @@ def to_model_input(tokenizer, text: str) -> str:
     return with_bos(tokenizer, rendered)
 
 
+def with_answer_prefix(tokenizer, model_input: str, answer_prefix: str) -> str:
+    """The model input followed by the start of the answer it should continue: right after the
+    assistant's generation prompt with a chat template, on a line of its own after plain text."""
+    if not answer_prefix:
+        return model_input
+    return model_input + ("" if has_chat_template(tokenizer) else "\n") + answer_prefix
+
+
 def wants_bos(tokenizer) -> bool:
     """Whether the tokenizer starts every input with its BOS token (its config's ``add_bos_token``),
     as a model such as Gemma needs: without BOS it writes degenerate text."""
