@@ -38,19 +38,26 @@ def main() -> None:
         prompt = engine.tokenizer(sample.prompt, add_special_tokens=False).input_ids
         dense = engine.generate([prompt], get_method("dense"), args.new_tokens)[0]
         dense_scores.append(task.score(dense.text, sample.gold))
-        print(f"sample {sample.sample_id} ({len(prompt)} tokens) dense: {len(dense.output_ids)} tokens, "
-              f"score {task.score(dense.text, sample.gold):.2f}", flush=True)
+        print(
+            f"sample {sample.sample_id} ({len(prompt)} tokens) dense: {len(dense.output_ids)} tokens, "
+            f"score {task.score(dense.text, sample.gold):.2f}",
+            flush=True,
+        )
         for spec in args.methods:
             name, ratio = spec.split(":")
             method = get_method(name, float(ratio))
             hits = engine.forced_agreement(prompt, method, dense.output_ids)
             free = engine.generate([prompt], method, args.new_tokens)[0]
             first = hits.index(False) if False in hits else len(hits)
-            print(f"  {spec:>10}: agreement {sum(hits) / len(hits):.2f}, first miss at step {first}, "
-                  f"free run {len(free.output_ids)} tokens, score {task.score(free.text, sample.gold):.2f}",
-                  flush=True)
-    print(f"{args.task} at {args.length}: dense mean score {sum(dense_scores) / len(dense_scores):.2f} "
-          f"over {len(dense_scores)} samples")
+            print(
+                f"  {spec:>10}: agreement {sum(hits) / len(hits):.2f}, first miss at step {first}, "
+                f"free run {len(free.output_ids)} tokens, score {task.score(free.text, sample.gold):.2f}",
+                flush=True,
+            )
+    print(
+        f"{args.task} at {args.length}: dense mean score {sum(dense_scores) / len(dense_scores):.2f} "
+        f"over {len(dense_scores)} samples"
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,15 @@ def test_niah_single_prompt_is_the_templated_text_plus_the_prefix(tiny_tokenizer
 
 @pytest.mark.parametrize(
     ("output", "expected"),
-    [(" 8114566.", 1.0), (" 8114566", 1.0), (": 8114566. The grass", 1.0), (" 811.", 0.0),
-     (" 81145660000.", 1.0), (" 1234567.", 0.0), ("", 0.0)],
+    [
+        (" 8114566.", 1.0),
+        (" 8114566", 1.0),
+        (": 8114566. The grass", 1.0),
+        (" 811.", 0.0),
+        (" 81145660000.", 1.0),
+        (" 1234567.", 0.0),
+        ("", 0.0),
+    ],
 )
 def test_niah_single_scores_as_ruler_string_match(output, expected):
     assert get_task("ruler_niah_single").score(output, ("8114566",)) == expected

@@ -79,7 +79,8 @@ class LengthFitter:
         """
 
         def measure(n_units: int) -> tuple[str, int]:
-            prompt = with_answer_prefix(self.tokenizer, to_model_input(self.tokenizer, render(n_units)), answer_prefix)
+            model_input = to_model_input(self.tokenizer, render(n_units))
+            prompt = with_answer_prefix(self.tokenizer, model_input, answer_prefix)
             return prompt, self.count(prompt)
 
         calls = 1
