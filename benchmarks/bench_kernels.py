@@ -15,7 +15,7 @@ method's own count, the kernel-cell count for Vertical-Slash and FlexPrefill by 
               and FlexPrefill: last-window scores, ranking, budget search).
 decode (Quest, shared pages per KV group):
   step        selection + attention replayed from one CUDA graph (the fused path: page scores from the
-              kept summaries, exact radix top-n, attention over the page list); L2 flushed between
+              kept summaries, exact threshold top-n, attention over the page list); L2 flushed between
               replays, like dense;
   attention   the attention over the selected pages alone;   select  scores + top-n alone
   eager       ``Quest.decode`` with its kept summaries, launched from Python (the hf engine's path)
@@ -363,10 +363,9 @@ def quest_row(q1, k, v, cr, dense_ms, ceil_gbps, reps) -> dict:
     _, low, high, n, current = _selection_inputs(method, k, summaries)
     n_pages = low.shape[1]
 
-    def select():
-        return quest_select_top_pages_triton(
-            quest_selection_scores_triton(q1, low, high, n_pages, current, True), n
-        )
+    def select():  # scores with their histogram, then the top n (the step's first three launches)
+        scores, hist = quest_selection_scores_triton(q1, low, high, n_pages, current, True)
+        return quest_select_top_pages_triton(scores, n, histogram=hist)
 
     pages = select()
     low32, high32 = low.float(), high.float()  # the unfused path kept float32 summaries
