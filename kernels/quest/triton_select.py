@@ -350,13 +350,16 @@ def quest_select_top_pages_triton(
     histogram: torch.Tensor | None = None,
     chunk: int | None = None,
     block: int | None = None,
+    paired: bool | None = None,
 ) -> torch.Tensor:
     """scores float32 [R, P] -> the ``n_select`` best pages of each row: int32 [R, n_select] ascending
     (``as_list``) or a bool mask [R, P]. Ties at the n-th score go to the lowest pages.
 
     histogram: the scores' top-bits histogram from ``quest_selection_scores_triton`` (else counted
     here, one more launch); out: optional buffer to fill (tests poison it); chunk: pages per program;
-    block: scores held in registers (a power of two; tests force several blocks on short rows)."""
+    block: scores held in registers (a power of two; tests force several blocks on short rows);
+    paired: one reduction per pass for the three counts (default off only under the interpreter,
+    where it is slow; a test forces it there)."""
     rows, n_pages = scores.shape
     if not 1 <= n_select <= n_pages:
         raise ValueError(f"quest_select_top_pages: n_select must be in [1, {n_pages}], got {n_select}.")
@@ -383,7 +386,7 @@ def quest_select_top_pages_triton(
     quest_select_pages_kernel[(rows, triton.cdiv(n_pages, chunk))](
         scores, histogram.contiguous(), target, target, n_pages, n_select,
         WRITE_LIST=as_list, WRITE_MASK=not as_list, CHUNK=chunk, BLOCK=block, SINGLE=block >= n_pages,
-        PAIRED=os.environ.get("TRITON_INTERPRET") != "1", num_warps=8,
+        PAIRED=paired if paired is not None else os.environ.get("TRITON_INTERPRET") != "1", num_warps=8,
     )  # fmt: skip
     return out
 

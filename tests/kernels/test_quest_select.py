@@ -135,6 +135,16 @@ def test_top_pages_are_the_stable_top_n(n_pages, as_list, chunk, block):
 
 
 @needs_kernel
+def test_top_pages_with_one_reduction_per_pass():
+    """The GPU's reduction of the three counts as one tuple, also run (slowly) by the interpreter."""
+    scores = _hard_rows(37, seed=5)[[1, 2, 5]]  # ties, +-0.0, keys equal in their top 24 bits
+    for n in (1, 9):
+        out = quest_select_top_pages_triton(scores, n, chunk=16, block=16, paired=True)
+        got = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, out.long(), True)
+        assert torch.equal(got, _stable_top(scores, n)), f"n={n}"
+
+
+@needs_kernel
 def test_top_pages_of_a_long_row_in_many_programs():
     """8192 pages (a 128K cache): the size the decode step selects from, cut into 16 programs per row."""
     scores = _hard_rows(8192, seed=3)[[0, 1, 3, 5]]
