@@ -351,6 +351,7 @@ def quest_select_top_pages_triton(
     chunk: int | None = None,
     block: int | None = None,
     paired: bool | None = None,
+    num_warps: int = 8,
 ) -> torch.Tensor:
     """scores float32 [R, P] -> the ``n_select`` best pages of each row: int32 [R, n_select] ascending
     (``as_list``) or a bool mask [R, P]. Ties at the n-th score go to the lowest pages.
@@ -359,7 +360,7 @@ def quest_select_top_pages_triton(
     here, one more launch); out: optional buffer to fill (tests poison it); chunk: pages per program;
     block: scores held in registers (a power of two; tests force several blocks on short rows);
     paired: one reduction per pass for the three counts (default off only under the interpreter,
-    where it is slow; a test forces it there)."""
+    where it is slow; a test forces it there); num_warps: of each program (benchmarks sweep it)."""
     rows, n_pages = scores.shape
     if not 1 <= n_select <= n_pages:
         raise ValueError(f"quest_select_top_pages: n_select must be in [1, {n_pages}], got {n_select}.")
@@ -386,7 +387,8 @@ def quest_select_top_pages_triton(
     quest_select_pages_kernel[(rows, triton.cdiv(n_pages, chunk))](
         scores, histogram.contiguous(), target, target, n_pages, n_select,
         WRITE_LIST=as_list, WRITE_MASK=not as_list, CHUNK=chunk, BLOCK=block, SINGLE=block >= n_pages,
-        PAIRED=paired if paired is not None else os.environ.get("TRITON_INTERPRET") != "1", num_warps=8,
+        PAIRED=paired if paired is not None else os.environ.get("TRITON_INTERPRET") != "1",
+        num_warps=num_warps,
     )  # fmt: skip
     return out
 
