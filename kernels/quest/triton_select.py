@@ -21,7 +21,7 @@ captured in a CUDA graph:
 4. the merge of the partial softmaxes (``triton_quest.quest_decode_merge_kernel``).
 
 The previous selection (one program per row, 11 radix passes over int64-packed digit counters)
-used 4 SMs and cost 69 us at 128K on an H200, flat in the ratio; docs/benchmarks.md.
+used 4 SMs; with the scores it cost 69 us at 128K on an H200, flat in the ratio (docs/benchmarks.md).
 
 Traffic at 128K tokens (Qwen2.5-7B shapes, bf16 summaries): 16.8 MB of summaries + the selected
 pages' keys and values (13.4 MB at CR 20) + ~1 MB of partials, against 268 MB for dense decode.
