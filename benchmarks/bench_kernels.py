@@ -15,9 +15,10 @@ method's own count, the kernel-cell count for Vertical-Slash and FlexPrefill by 
               and FlexPrefill: last-window scores, ranking, budget search).
 decode (Quest, shared pages per KV group):
   step        selection + attention replayed from one CUDA graph (the fused path: page scores from the
-              kept summaries, exact radix top-n, attention over the page list); L2 flushed between
+              kept summaries, exact threshold top-n, attention over the page list); L2 flushed between
               replays, like dense;
-  attention   the attention over the selected pages alone;   select  scores + top-n alone
+  attention   the attention over the selected pages alone;   select  scores + top-n alone (the
+              top-n kernel alone in brackets)
   eager       ``Quest.decode`` with its kept summaries, launched from Python (the hf engine's path)
   previous    Triton page scores + torch.topk + page-mask attention (the unfused path), graph-replayed
   bound       summaries + selected pages read once at this run's copy bandwidth; dense bound: the cache.
@@ -363,12 +364,12 @@ def quest_row(q1, k, v, cr, dense_ms, ceil_gbps, reps) -> dict:
     _, low, high, n, current = _selection_inputs(method, k, summaries)
     n_pages = low.shape[1]
 
-    def select():
-        return quest_select_top_pages_triton(
-            quest_selection_scores_triton(q1, low, high, n_pages, current, True), n
-        )
+    def select():  # scores with their histogram, then the top n (the step's first three launches)
+        scores, hist = quest_selection_scores_triton(q1, low, high, n_pages, current, True)
+        return quest_select_top_pages_triton(scores, n, histogram=hist)
 
     pages = select()
+    scores, hist = quest_selection_scores_triton(q1, low, high, n_pages, current, True)
     low32, high32 = low.float(), high.float()  # the unfused path kept float32 summaries
     group = HQ // HKV
 
@@ -395,6 +396,9 @@ def quest_row(q1, k, v, cr, dense_ms, ceil_gbps, reps) -> dict:
             lambda: graph_ms(lambda: quest_page_list_attention_triton(q1, k, v, pages), reps)
         ),
         "select_ms": secondary(lambda: graph_ms(select, reps)),
+        "topn_ms": secondary(
+            lambda: graph_ms(lambda: quest_select_top_pages_triton(scores, n, histogram=hist), reps)
+        ),
         "eager_ms": secondary(lambda: time_ms(lambda: method.decode(q1, k, v, memo=memo), reps)),
         "previous_ms": secondary(lambda: graph_ms(previous, reps)),
         "dense_ms": dense_ms,
@@ -409,24 +413,23 @@ def quest_row(q1, k, v, cr, dense_ms, ceil_gbps, reps) -> dict:
 def _fmt_decode(r: dict) -> str:
     if "error" in r:
         return f"| {r['length'] // 1024}K | {r['compression']:g} | failed: {r['error'][:90]} |" + " |" * 9
-    us = {
-        k: 1e3 * r[k]
-        for k in ("step_ms", "attn_ms", "select_ms", "eager_ms", "previous_ms", "dense_ms", "bound_ms")
-    }
+    us = {k: 1e3 * r[k + "_ms"] for k in "step attn select topn eager previous dense bound".split()}
     cells = [
         f"{r['length'] // 1024}K", f"{r['compression']:g}", f"{r['achieved_compression']:.1f}",
-        str(r["pages_per_head"]), f"{us['step_ms']:.1f}", f"**{r['speedup']:.2f}x**",
-        f"{us['attn_ms']:.1f} ({r['dense_ms'] / r['attn_ms']:.1f}x)", f"{us['select_ms']:.1f}",
-        f"{us['eager_ms']:.0f}", f"{us['previous_ms']:.1f} ({r['dense_ms'] / r['previous_ms']:.2f}x)",
-        f"{us['dense_ms']:.1f} ({r['dense_kernel']})",
-        f"{us['bound_ms']:.1f} ({r['dense_ms'] / r['bound_ms']:.1f}x)", f"{1e3 * r['dense_bound_ms']:.1f}",
+        str(r["pages_per_head"]), f"{us['step']:.1f}", f"**{r['speedup']:.2f}x**",
+        f"{us['attn']:.1f} ({r['dense_ms'] / r['attn_ms']:.1f}x)",
+        f"{us['select']:.1f} ({us['topn']:.1f})",
+        f"{us['eager']:.0f}", f"{us['previous']:.1f} ({r['dense_ms'] / r['previous_ms']:.2f}x)",
+        f"{us['dense']:.1f} ({r['dense_kernel']})",
+        f"{us['bound']:.1f} ({r['dense_ms'] / r['bound_ms']:.1f}x)", f"{1e3 * r['dense_bound_ms']:.1f}",
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
 
 DECODE_HEADER = (
     "| length | target CR | achieved CR | pages per kv head | step µs (graph) | **speedup, step** "
-    "| attention µs (speedup) | select µs | eager step µs | previous path µs (speedup) | dense µs (kernel) "
+    "| attention µs (speedup) | select µs (top-n alone) | eager step µs | previous path µs (speedup) "
+    "| dense µs (kernel) "
     "| bound µs (speedup) | dense bound µs |\n" + "|---" * 13 + "|"
 )
 

@@ -1,19 +1,27 @@
 """Quest's whole decode step on the GPU without a host synchronisation: page scores, top-n, attention.
 
-Four launches, all sizes known on the host (the page budget n is host arithmetic), so the step can be
+Five launches, all sizes known on the host (the page budget n is host arithmetic), so the step can be
 captured in a CUDA graph:
 
+0. a memset of the selection histogram (int32 [rows, 4096]).
 1. ``quest_selection_scores_kernel``: per-page upper bounds from the page summaries, read once per kv
    head (every query head of the group uses the same tile); with shared pages the group's scores are
-   summed in registers, so one row per kv head is written. The current page gets +inf: it is always read.
-2. ``quest_select_top_pages_kernel``: one program per row finds the n-th largest score exactly by a
-   radix select over order-preserving integer keys (11 passes of 3 bits, one block-wide reduction
-   each, over a row held in registers up to 8192 pages), then writes either the n selected pages as
-   an ascending list or a page mask. Ties at the n-th score go to the lowest pages. No sort.
+   summed in registers, so one row per kv head is written. The current page gets +inf: it is always
+   read. Each page also adds one to its row's histogram bin of the top 12 bits of its order key
+   (relaxed global atomics), spread over all the tiles.
+2. ``quest_select_pages_kernel``: many programs per row (about one per SM in all). Each finds the
+   row's n-th largest key exactly and redundantly: its top 12 bits from the histogram (one scan of
+   4096 bins), the low 20 bits by ten 2-bit passes over the row held in registers (three int32
+   counts per pass, one block reduction). Then it writes its own chunk of pages: those above the n-th
+   key and the lowest-page ties at it, as slots of the ascending list (the slots before the chunk
+   are counted in one more pass over the row) or as a page mask. No sort, no atomics, no host sync.
 3. ``quest_page_list_attention_kernel``: split-K attention over the list: a program owns one kv head
    and PAGES_PER_PROGRAM consecutive list entries, gathers their keys and values once for the whole
    query group, and writes a partial softmax.
 4. the merge of the partial softmaxes (``triton_quest.quest_decode_merge_kernel``).
+
+The previous selection (one program per row, 11 radix passes over int64-packed digit counters)
+used 4 SMs; with the scores it cost 69 us at 128K on an H200, flat in the ratio (docs/benchmarks.md).
 
 Traffic at 128K tokens (Qwen2.5-7B shapes, bf16 summaries): 16.8 MB of summaries + the selected
 pages' keys and values (13.4 MB at CR 20) + ~1 MB of partials, against 268 MB for dense decode.
@@ -31,10 +39,33 @@ import triton.language as tl
 from ..common.triton_helpers import LOG2E, online_softmax_update
 from .triton_quest import _multiprocessors, quest_decode_merge_kernel
 
-#: Scores the selection holds in registers at once: a whole row up to 128K tokens (16 per thread).
-SELECT_CHUNK = 8192
-#: The selection packs four 16-bit counters in an int64: rows of at most this many pages.
-MAX_SELECT_PAGES = 2**16 - 1
+#: Bins of the selection histogram: the top 12 bits of a score's order key.
+SELECT_BINS = 4096
+#: Scores each selection program holds in registers at once: a whole row up to 128K tokens.
+SELECT_BLOCK = 8192
+
+
+@triton.jit
+def _order_key(x):
+    """float32 -> int32 with the same (signed) order; -0.0 and 0.0 get one key, as they compare equal."""
+    b = tl.where(x == 0.0, 0.0, x).to(tl.int32, bitcast=True)
+    return b ^ ((b >> 31) & 0x7FFFFFFF)  # negative floats: magnitude bits flipped
+
+
+@triton.jit
+def _row_keys(base, pages, n_pages):
+    """Order keys of a row's pages; pages past the row get the lowest int32, below every score's key
+    (-inf's included), so no count ever includes them."""
+    ok = pages < n_pages
+    return tl.where(ok, _order_key(tl.load(base + pages, mask=ok, other=0.0)), -2147483648)
+
+
+@triton.jit
+def _count_top_bits(HIST, row, scores, ok):
+    """Adds each score (where ``ok``) to its row's bin of the top 12 key bits; row: the scores' row
+    index (broadcast against them)."""
+    bins = (_order_key(scores) >> 20) + 2048  # arithmetic shift: [-2048, 2047] -> [0, 4096)
+    tl.atomic_add(HIST + row * 4096 + bins, 1, mask=ok, sem="relaxed")
 
 
 @triton.jit
@@ -43,6 +74,7 @@ def quest_selection_scores_kernel(
     LOW,  # [Hkv, >= P, D] per-page channel minimum of the keys (any float dtype)
     HIGH,  # [Hkv, >= P, D] per-page channel maximum
     SCORES,  # out float32 [Hkv, P] (SHARED) or [Hq, P]
+    HIST,  # int32 [rows of SCORES, 4096], zeroed: each page is counted in its top-bits bin
     stride_qh,
     stride_bh,
     stride_bp,
@@ -80,121 +112,145 @@ def quest_selection_scores_kernel(
         row = tl.sum(q_pos[None, :] * high + q_neg[None, :] * low, 1)  # [BLOCK_P]
         row = tl.where(pages == current, float("inf"), row)
         tl.store(SCORES + kv_h * n_pages + pages, row, mask=page_ok)
+        _count_top_bits(HIST, kv_h, row, page_ok)
     else:
         scores = tl.dot(tl.maximum(q, 0.0), tl.trans(high), input_precision="ieee")
         scores += tl.dot(tl.minimum(q, 0.0), tl.trans(low), input_precision="ieee")  # [GROUP_PAD, BLOCK_P]
         scores = tl.where(pages[None, :] == current, float("inf"), scores)
-        tl.store(
-            SCORES + (kv_h * GROUP + heads)[:, None] * n_pages + pages[None, :],
-            scores,
-            mask=head_ok[:, None] & page_ok[None, :],
-        )
+        rows = (kv_h * GROUP + heads)[:, None]
+        ok = head_ok[:, None] & page_ok[None, :]
+        tl.store(SCORES + rows * n_pages + pages[None, :], scores, mask=ok)
+        _count_top_bits(HIST, rows, scores, ok)
 
 
 @triton.jit
-def _order_key(x):
-    """float32 [N] -> int64 in [0, 2^32) with the same order (radix digits are then plain shifts);
-    -0.0 and 0.0 get one key, as they compare equal."""
-    b = tl.where(x == 0.0, 0.0, x).to(tl.int32, bitcast=True)
-    signed = b ^ ((b >> 31) & 0x7FFFFFFF)  # negative floats: magnitude bits flipped
-    return signed.to(tl.int64) - (-2147483648)  # an int32 constant: no unsigned promotion
+def quest_top_bits_histogram_kernel(SCORES, HIST, n_pages, BLOCK: tl.constexpr):
+    """The scores kernel's histogram for scores from elsewhere: float32 [R, P] -> HIST [R, 4096]."""
+    row = tl.program_id(0)
+    pages = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = pages < n_pages
+    _count_top_bits(HIST, row, tl.load(SCORES + row * n_pages + pages, mask=ok, other=0.0), ok)
 
 
 @triton.jit
-def _digit_counts(key, match, prefix, SHIFT: tl.constexpr, WIDTH: tl.constexpr):
-    """Packed per-element counts of the WIDTH-bit (<= 3) digit at SHIFT of the keys that match
-    ``prefix`` above it: digit d adds 1 << (16 (d % 4)) to operand d // 4, so ONE two-operand
-    reduction of the result counts all eight digits (16 bits each: rows of fewer than 2^16 pages)."""
-    if SHIFT + WIDTH < 32:
-        match = match & ((key >> (SHIFT + WIDTH)) == (prefix >> (SHIFT + WIDTH)))
-    digit = (key >> SHIFT) & ((1 << WIDTH) - 1)
-    one = tl.where(match, tl.full(key.shape, 1, tl.int64) << ((digit & 3) * 16), 0)
-    return tl.where(digit < 4, one, 0), tl.where(digit >= 4, one, 0)
+def _add3(a0, a1, a2, b0, b1, b2):
+    return a0 + b0, a1 + b1, a2 + b2
 
 
 @triton.jit
-def _add2(a0, a1, b0, b1):
-    return a0 + b0, a1 + b1
+def _sum3(x0, x1, x2, PAIRED: tl.constexpr):
+    if PAIRED:
+        return tl.reduce((x0, x1, x2), 0, _add3)
+    else:  # the same sums; Triton's interpreter runs a custom reduce element by element in Python
+        return tl.sum(x0, 0), tl.sum(x1, 0), tl.sum(x2, 0)
 
 
 @triton.jit
-def quest_select_top_pages_kernel(
+def _counts_at_or_above(
+    base, offs, n_pages, key0, t1, t2, t3, BLOCK: tl.constexpr, SINGLE: tl.constexpr, PAIRED: tl.constexpr
+):
+    """How many keys of the row are >= t1, >= t2, >= t3 (one block reduction for the three)."""
+    c1, c2, c3 = _sum3(
+        (key0 >= t1).to(tl.int32), (key0 >= t2).to(tl.int32), (key0 >= t3).to(tl.int32), PAIRED
+    )
+    if not SINGLE:
+        for b0 in range(BLOCK, n_pages, BLOCK):
+            key = _row_keys(base, b0 + offs, n_pages)
+            a1, a2, a3 = _sum3(
+                (key >= t1).to(tl.int32),
+                (key >= t2).to(tl.int32),
+                (key >= t3).to(tl.int32),
+                PAIRED,
+            )
+            c1, c2, c3 = c1 + a1, c2 + a2, c3 + a3
+    return c1, c2, c3
+
+
+@triton.jit
+def quest_select_pages_kernel(
     SCORES,  # float32 [R, P]
+    HIST,  # int32 [R, 4096]: the rows' counts per top-12-bit bin of the order key
     LIST,  # out int32 [R, n]: the selected pages, ascending (WRITE_LIST)
     MASK,  # out uint8 [R, P]: 1 = selected (WRITE_MASK)
-    n_pages,  # < 2^16 (the packed counters)
+    n_pages,
     n_select,  # 1 <= n_select <= n_pages
     WRITE_LIST: tl.constexpr,
     WRITE_MASK: tl.constexpr,
-    CHUNK: tl.constexpr,  # scores per step, a power of two
-    SINGLE: tl.constexpr,  # CHUNK >= n_pages: the row is read once and stays in registers
-    PAIRED_REDUCE: tl.constexpr,  # both digit-count operands in one reduction (False: two tl.sum)
+    CHUNK: tl.constexpr,  # pages this program writes
+    BLOCK: tl.constexpr,  # scores held in registers at once, a power of two
+    SINGLE: tl.constexpr,  # BLOCK >= n_pages: the row is read once and stays in registers
+    PAIRED: tl.constexpr,  # the three counts of a pass in one reduction (False: three tl.sum)
 ):
-    """The n_select largest scores of one row, ties at the n-th going to the lowest pages.
+    """The n_select largest scores of row program_id(0), ties at the n-th going to the lowest pages,
+    written for the pages of chunk program_id(1).
 
-    Radix select from the top digit down, 11 passes of 3 bits (2 for the first): `prefix` holds the
-    bits of the n-th largest key found so far, `need` how many keys matching it are still to take.
-    Each pass costs one block-wide reduction (eight digit counts packed in two int64; four-bit
-    digits made ptxas spill the row held in registers), which is what bounds
-    this latency-bound kernel; the row is read once when it fits one chunk (8192 pages = 128K tokens).
+    Every program of a row finds the same threshold t, the n-th largest key: the largest key with
+    at least n keys >= it. Its top 12 bits are the highest histogram bin holding the n-th key; the
+    low 20 bits follow from the top down, two per pass, by counting the keys >= each of the three
+    candidates.
     """
     row = tl.program_id(0).to(tl.int64)
+    c0 = tl.program_id(1) * CHUNK
     base = SCORES + row * n_pages
-    offs = tl.arange(0, CHUNK)
-    ok0 = offs < n_pages
-    key0 = _order_key(tl.load(base + offs, mask=ok0, other=0.0))
-    prefix = tl.zeros([], dtype=tl.int64)
-    need = tl.zeros([], dtype=tl.int64) + n_select  # (an argument equal to 1 arrives as a constant)
-    # Digits: bits 31-30, then ten of 3 bits (29-27 ... 2-0).
-    for p in tl.static_range(11):
-        width = 2 if p == 0 else 3
-        shift = 30 - 3 * p
-        lo_counts, hi_counts = _digit_counts(key0, ok0, prefix, shift, width)
-        if not SINGLE:
-            for c0 in range(CHUNK, n_pages, CHUNK):
-                ok = c0 + offs < n_pages
-                key = _order_key(tl.load(base + c0 + offs, mask=ok, other=0.0))
-                a_lo, a_hi = _digit_counts(key, ok, prefix, shift, width)
-                lo_counts, hi_counts = lo_counts + a_lo, hi_counts + a_hi
-        if PAIRED_REDUCE:
-            t_lo, t_hi = tl.reduce((lo_counts, hi_counts), 0, _add2)
-        else:  # the same sums; Triton's interpreter runs a custom reduce element by element in Python
-            t_lo, t_hi = tl.sum(lo_counts, 0), tl.sum(hi_counts, 0)
-        # The need-th largest matching key has the highest digit whose count from the top reaches need.
-        best = tl.full([], -1, tl.int32)
-        above = tl.zeros([], dtype=tl.int64)
-        cum = tl.zeros([], dtype=tl.int64)
-        for i in tl.static_range(8):
-            d = 7 - i
-            if d >= 4:
-                count = (t_hi >> (16 * (d % 4))) & 0xFFFF
-            else:
-                count = (t_lo >> (16 * (d % 4))) & 0xFFFF
-            hit = (best < 0) & (cum + count >= need)
-            above = tl.where(hit, cum, above)
-            best = tl.where(hit, d, best)
-            cum += count
-        need -= above
-        prefix += best.to(tl.int64) << shift
-    # prefix is now the n-th largest key; take every key above it and the first `need` equal to it.
-    taken = tl.zeros([], dtype=tl.int64)
-    ties = tl.zeros([], dtype=tl.int64)
-    for c0 in range(0, n_pages, CHUNK):
-        ok = c0 + offs < n_pages
-        if SINGLE:
-            key = key0
-        else:
-            key = _order_key(tl.load(base + c0 + offs, mask=ok, other=0.0))
-        equal = ok & (key == prefix)
-        tie_rank = ties + tl.cumsum(equal.to(tl.int64), 0) - equal.to(tl.int64)
-        chosen = ok & ((key > prefix) | (equal & (tie_rank < need)))
-        if WRITE_MASK:
-            tl.store(MASK + row * n_pages + c0 + offs, chosen.to(tl.uint8), mask=ok)
-        if WRITE_LIST:
-            slot = taken + tl.cumsum(chosen.to(tl.int64), 0) - chosen.to(tl.int64)
-            tl.store(LIST + row * n_select + slot, (c0 + offs).to(tl.int32), mask=chosen)
-        taken += tl.sum(chosen.to(tl.int64), 0)
-        ties += tl.sum(equal.to(tl.int64), 0)
+    bins = tl.arange(0, 4096)
+    counts = tl.load(HIST + row * 4096 + bins)
+    from_top = tl.sum(counts, 0) - tl.cumsum(counts, 0) + counts  # keys in bins >= b
+    top_bin = tl.max(tl.where(from_top >= n_select, bins, -1), 0)
+    t = (top_bin - 2048) << 20  # at least n keys >= t; fewer than n >= t + 2^20
+    offs = tl.arange(0, BLOCK)
+    key0 = _row_keys(base, offs, n_pages)
+    for p in tl.static_range(10):
+        shift = 18 - 2 * p
+        n1, n2, n3 = _counts_at_or_above(
+            base,
+            offs,
+            n_pages,
+            key0,
+            t + (1 << shift),
+            t + (2 << shift),
+            t + (3 << shift),
+            BLOCK,
+            SINGLE,
+            PAIRED,
+        )
+        t += tl.where(n3 >= n_select, 3, tl.where(n2 >= n_select, 2, tl.where(n1 >= n_select, 1, 0))) << shift
+    # t is the n-th largest key: take the keys above it and the first `need` equal to it. One more
+    # pass counts those above it, and those above it and equal to it in the pages before the chunk.
+    before0 = offs < c0
+    above, above_before, ties_before = _sum3(
+        (key0 > t).to(tl.int32),
+        (before0 & (key0 > t)).to(tl.int32),
+        (before0 & (key0 == t)).to(tl.int32),
+        PAIRED,
+    )
+    if not SINGLE:
+        for b0 in range(BLOCK, n_pages, BLOCK):
+            key = _row_keys(base, b0 + offs, n_pages)
+            before = b0 + offs < c0
+            a0, a1, a2 = _sum3(
+                (key > t).to(tl.int32),
+                (before & (key > t)).to(tl.int32),
+                (before & (key == t)).to(tl.int32),
+                PAIRED,
+            )
+            above, above_before, ties_before = above + a0, above_before + a1, ties_before + a2
+    need = n_select - above  # >= 1 ties at t are taken, the lowest pages first
+    pages = c0 + tl.arange(0, CHUNK)
+    ok = pages < n_pages
+    key = _row_keys(base, pages, n_pages)
+    equal = ok & (key == t)
+    tie_rank = ties_before + tl.cumsum(equal.to(tl.int32), 0) - equal.to(tl.int32)
+    chosen = ok & ((key > t) | (equal & (tie_rank < need)))
+    if WRITE_MASK:
+        tl.store(MASK + row * n_pages + pages, chosen.to(tl.uint8), mask=ok)
+    if WRITE_LIST:
+        slot = (
+            above_before
+            + tl.minimum(ties_before, need)
+            + tl.cumsum(chosen.to(tl.int32), 0)
+            - chosen.to(tl.int32)
+        )
+        tl.store(LIST + row * n_select + slot, pages, mask=chosen)
 
 
 @triton.jit
@@ -260,21 +316,30 @@ def _group_pad(group: int) -> int:
 
 def quest_selection_scores_triton(
     q: torch.Tensor, low: torch.Tensor, high: torch.Tensor, n_pages: int, current: int, shared: bool
-) -> torch.Tensor:
-    """q [Hq, 1, D], low/high [Hkv, >= n_pages, D] -> float32 [Hkv (shared) or Hq, n_pages] selection
-    scores: Quest's bounds (summed over each kv group when ``shared``), +inf at page ``current``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [Hq, 1, D], low/high [Hkv, >= n_pages, D] -> (float32 [R, n_pages] selection scores, int32
+    [R, 4096] their top-bits histogram for ``quest_select_top_pages_triton``), R = Hkv (shared) or Hq.
+
+    Scores: Quest's bounds (summed over each kv group when ``shared``), +inf at page ``current``."""
     hq, _, d = q.shape
     hkv = low.shape[0]
     if low.stride() != high.stride() or low.stride(-1) != 1:
         low, high = low.contiguous(), high.contiguous()
-    scores = torch.empty(hkv if shared else hq, n_pages, dtype=torch.float32, device=q.device)
+    rows = hkv if shared else hq
+    scores = torch.empty(rows, n_pages, dtype=torch.float32, device=q.device)
+    histogram = torch.zeros(rows, SELECT_BINS, dtype=torch.int32, device=q.device)
     block_p = 64
     quest_selection_scores_kernel[(hkv, triton.cdiv(n_pages, block_p))](
-        q, low, high, scores, q.stride(0), low.stride(0), low.stride(1), n_pages, current,
+        q, low, high, scores, histogram, q.stride(0), low.stride(0), low.stride(1), n_pages, current,
         GROUP=hq // hkv, GROUP_PAD=_group_pad(hq // hkv), SHARED=shared, BLOCK_P=block_p, HEAD_DIM=d,
         num_warps=4,
     )  # fmt: skip
-    return scores
+    return scores, histogram
+
+
+def select_chunk(rows: int, n_pages: int, device: torch.device) -> int:
+    """Pages each selection program writes: about one program per SM over all rows, 64 at least."""
+    return max(64, triton.next_power_of_2(math.ceil(rows * n_pages / _multiprocessors(device))))
 
 
 def quest_select_top_pages_triton(
@@ -282,22 +347,34 @@ def quest_select_top_pages_triton(
     n_select: int,
     as_list: bool = True,
     out: torch.Tensor | None = None,
+    histogram: torch.Tensor | None = None,
     chunk: int | None = None,
+    block: int | None = None,
+    paired: bool | None = None,
+    num_warps: int = 8,
 ) -> torch.Tensor:
     """scores float32 [R, P] -> the ``n_select`` best pages of each row: int32 [R, n_select] ascending
     (``as_list``) or a bool mask [R, P]. Ties at the n-th score go to the lowest pages.
 
-    out: optional buffer to fill (tests poison it); chunk: scores per step (a power of two; tests
-    force several chunks on short rows)."""
+    histogram: the scores' top-bits histogram from ``quest_selection_scores_triton`` (else counted
+    here, one more launch); out: optional buffer to fill (tests poison it); chunk: pages per program;
+    block: scores held in registers (a power of two; tests force several blocks on short rows);
+    paired: one reduction per pass for the three counts (default off only under the interpreter,
+    where it is slow; a test forces it there); num_warps: of each program (benchmarks sweep it)."""
     rows, n_pages = scores.shape
     if not 1 <= n_select <= n_pages:
         raise ValueError(f"quest_select_top_pages: n_select must be in [1, {n_pages}], got {n_select}.")
-    if n_pages > MAX_SELECT_PAGES:
-        raise ValueError(
-            f"quest_select_top_pages: at most {MAX_SELECT_PAGES} pages per row, got {n_pages}; use a "
-            "larger page_size."
-        )
     scores = scores.contiguous()
+    if histogram is None:
+        histogram = torch.zeros(rows, SELECT_BINS, dtype=torch.int32, device=scores.device)
+        quest_top_bits_histogram_kernel[(rows, triton.cdiv(n_pages, 1024))](
+            scores, histogram, n_pages, BLOCK=1024, num_warps=4
+        )
+    elif histogram.shape != (rows, SELECT_BINS) or histogram.dtype != torch.int32:
+        raise ValueError(
+            f"quest_select_top_pages: histogram must be int32 [{rows}, {SELECT_BINS}] (from "
+            f"quest_selection_scores_triton), got {histogram.dtype} {list(histogram.shape)}."
+        )
     if out is None:
         out = (
             torch.empty(rows, n_select, dtype=torch.int32, device=scores.device)
@@ -305,11 +382,13 @@ def quest_select_top_pages_triton(
             else torch.empty(rows, n_pages, dtype=torch.bool, device=scores.device)
         )
     target = out if as_list else out.view(torch.uint8)
-    chunk = chunk or min(SELECT_CHUNK, triton.next_power_of_2(n_pages))
-    quest_select_top_pages_kernel[(rows,)](
-        scores, target, target, n_pages, n_select,
-        WRITE_LIST=as_list, WRITE_MASK=not as_list, CHUNK=chunk, SINGLE=chunk >= n_pages,
-        PAIRED_REDUCE=os.environ.get("TRITON_INTERPRET") != "1", num_warps=16,
+    chunk = chunk or select_chunk(rows, n_pages, scores.device)
+    block = block or min(SELECT_BLOCK, triton.next_power_of_2(n_pages))
+    quest_select_pages_kernel[(rows, triton.cdiv(n_pages, chunk))](
+        scores, histogram.contiguous(), target, target, n_pages, n_select,
+        WRITE_LIST=as_list, WRITE_MASK=not as_list, CHUNK=chunk, BLOCK=block, SINGLE=block >= n_pages,
+        PAIRED=paired if paired is not None else os.environ.get("TRITON_INTERPRET") != "1",
+        num_warps=num_warps,
     )  # fmt: skip
     return out
 

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import triton
 
 from sparse_frontier.attention.quest import Quest, page_bounds, select_pages
 from sparse_frontier.kernels.quest.reference import (
@@ -61,7 +62,7 @@ def test_selection_scores_are_quests_bounds(hq, hkv, s, d, shared):
     )
     buf_low[:, :n_pages], buf_high[:, :n_pages] = low.to(k.dtype), high.to(k.dtype)
     buf_low[:, current], buf_high[:, current] = float("nan"), float("nan")
-    out = quest_selection_scores_triton(q, buf_low, buf_high, n_pages, current, shared)
+    out, hist = quest_selection_scores_triton(q, buf_low, buf_high, n_pages, current, shared)
     ref = quest_page_scores_reference(q.float(), low, high)
     if shared:
         ref = ref.view(hkv, hq // hkv, -1).sum(1)
@@ -69,33 +70,90 @@ def test_selection_scores_are_quests_bounds(hq, hkv, s, d, shared):
     assert torch.all(out[:, current] == float("inf"))
     keep = torch.arange(n_pages, device=DEVICE) != current
     torch.testing.assert_close(out[:, keep], ref[:, keep], rtol=1e-4, atol=1e-3)
+    assert torch.equal(hist, _top_bits_histogram(out))
+
+
+def _order_keys(scores: torch.Tensor) -> torch.Tensor:
+    """int64 keys with the float order (-0.0 = 0.0), the definition the kernels' int32 keys follow."""
+    bits = torch.where(scores == 0, 0.0, scores).view(torch.int32).long()
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def _top_bits_histogram(scores: torch.Tensor) -> torch.Tensor:
+    """Per row, how many scores have each value of the key's top 12 bits (the selection's first level)."""
+    bins = (_order_keys(scores) >> 20) + 2048
+    return torch.zeros(scores.shape[0], 4096, dtype=torch.int32, device=scores.device).scatter_add_(
+        1, bins, torch.ones_like(bins, dtype=torch.int32)
+    )
+
+
+def _hard_rows(n_pages: int, seed: int) -> torch.Tensor:
+    """Rows that stress the exact top-n: spread values, many ties, all negative with -0.0 and 0.0,
+    the current page at +inf, one value everywhere, and near-equal values that share the top 24 key
+    bits (the last passes decide them)."""
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    scores = torch.randn(7, n_pages, generator=g, device=DEVICE) * 30
+    scores[1] = torch.round(scores[1] / 10)  # many ties: the lower pages must win them
+    scores[2] = -scores[2].abs()  # all negative
+    scores[2, ::5] = -0.0
+    scores[2, 1::7] = 0.0
+    scores[3, n_pages // 2] = float("inf")  # the current page
+    scores[4] = 7.0  # one value everywhere
+    near = torch.randint(0, 300, (n_pages,), generator=g, device=DEVICE, dtype=torch.int32)
+    scores[5] = (torch.tensor(1.0e3, device=DEVICE).view(torch.int32) + near).view(torch.float32)
+    scores[6] = -scores[5]
+    return scores
 
 
 @needs_kernel
-@pytest.mark.parametrize("chunk", [None, 128])
+@pytest.mark.parametrize(
+    "chunk,block",
+    [(None, None), (64, None), (128, "3 blocks")],
+    ids=["defaults", "many-programs", "many-programs-blocked"],
+)
 @pytest.mark.parametrize("as_list", [True, False])
 @pytest.mark.parametrize("n_pages", [1, 37, 300] + ([700, 8192, 8193, 20_000] if ON_GPU else []))
-def test_top_pages_are_the_stable_top_n(n_pages, as_list, chunk):
-    """Exact top-n with the row in registers (default) and in several chunks (chunk=128)."""
-    g = torch.Generator(device=DEVICE).manual_seed(n_pages + as_list)
-    scores = torch.randn(5, n_pages, generator=g, device=DEVICE) * 30
-    scores[1] = torch.round(scores[1] / 10)  # many ties: the lower pages must win them
-    scores[2] = -scores[2].abs()  # all negative
-    scores[3, n_pages // 2] = float("inf")  # the current page
-    scores[4] = 7.0  # one value everywhere
-    for n in sorted({1, max(1, n_pages // 20), max(1, n_pages // 2), n_pages}):
+def test_top_pages_are_the_stable_top_n(n_pages, as_list, chunk, block):
+    """Exact top-n against a stable sort, with the row in registers or in several blocks, one
+    program per row or many; both outputs poisoned so an unwritten entry fails."""
+    scores = _hard_rows(n_pages, seed=n_pages + as_list)
+    if block == "3 blocks":  # (few: the interpreter runs each block of each pass in Python)
+        block = max(16, triton.next_power_of_2(n_pages) // 4)
+    for n in sorted({1, 2, n_pages // 20, n_pages // 2, n_pages - 1, n_pages} & set(range(1, n_pages + 1))):
         want = _stable_top(scores, n)
         if as_list:
-            out = torch.full((5, n), -7, dtype=torch.int32, device=DEVICE)
-            quest_select_top_pages_triton(scores, n, as_list=True, out=out, chunk=chunk)
+            out = torch.full((7, n), -7, dtype=torch.int32, device=DEVICE)
+            quest_select_top_pages_triton(scores, n, as_list=True, out=out, chunk=chunk, block=block)
             assert torch.all(out[:, 1:] > out[:, :-1]), "the list must be ascending and distinct"
             got = torch.zeros_like(want).scatter_(1, out.long(), True)
         else:
-            got = torch.ones(5, n_pages, dtype=torch.bool, device=DEVICE)
+            got = torch.ones(7, n_pages, dtype=torch.bool, device=DEVICE)
             got.view(torch.uint8).fill_(3)  # neither 0 nor 1: an unwritten entry fails
-            quest_select_top_pages_triton(scores, n, as_list=False, out=got, chunk=chunk)
+            quest_select_top_pages_triton(scores, n, as_list=False, out=got, chunk=chunk, block=block)
             assert set(got.view(torch.uint8).unique().tolist()) <= {0, 1}
         assert torch.equal(got, want), f"n={n}"
+
+
+@needs_kernel
+def test_top_pages_with_one_reduction_per_pass():
+    """The GPU's reduction of the three counts as one tuple, also run (slowly) by the interpreter."""
+    scores = _hard_rows(37, seed=5)[[1, 2, 5]]  # ties, +-0.0, keys equal in their top 24 bits
+    for n in (1, 9):
+        out = quest_select_top_pages_triton(scores, n, chunk=16, block=16, paired=True)
+        got = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, out.long(), True)
+        assert torch.equal(got, _stable_top(scores, n)), f"n={n}"
+
+
+@needs_kernel
+def test_top_pages_of_a_long_row_in_many_programs():
+    """8192 pages (a 128K cache): the size the decode step selects from, cut into 16 programs per row."""
+    scores = _hard_rows(8192, seed=3)[[0, 1, 3, 5]]
+    for n in (1, 410, 4096):
+        out = torch.full((4, n), -7, dtype=torch.int32, device=DEVICE)
+        quest_select_top_pages_triton(scores, n, out=out, chunk=512)
+        got = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, out.long(), True)
+        assert torch.all(out[:, 1:] > out[:, :-1])
+        assert torch.equal(got, _stable_top(scores, n)), f"n={n}"
 
 
 @needs_kernel
@@ -106,7 +164,7 @@ def test_top_pages_match_the_methods_selection():
     scores = torch.randn(3, p, generator=g, device=DEVICE)
     fused = scores.clone()
     fused[:, current] = float("inf")
-    mask = quest_select_top_pages_triton(fused, n, as_list=False)
+    mask = quest_select_top_pages_triton(fused, n, as_list=False, chunk=64)
     assert torch.equal(mask, select_pages(scores, n, current))
 
 
@@ -114,8 +172,8 @@ def test_top_pages_match_the_methods_selection():
 def test_top_pages_reject_an_impossible_budget():
     with pytest.raises(ValueError, match="n_select must be in"):
         quest_select_top_pages_triton(torch.zeros(1, 4, device=DEVICE), 5)
-    with pytest.raises(ValueError, match="larger page_size"):
-        quest_select_top_pages_triton(torch.zeros(1, 2**16, device=DEVICE), 5)
+    with pytest.raises(ValueError, match="histogram must be int32"):
+        quest_select_top_pages_triton(torch.zeros(2, 4, device=DEVICE), 1, histogram=torch.zeros(1, 4096))
 
 
 @needs_kernel
@@ -165,17 +223,32 @@ def test_fused_decode_step_is_quests_definition(hq, hkv, s, d, share_pages, rati
         ("scores", {"SHARED": False}, {}),
         (
             "select",
-            {"WRITE_LIST": True, "WRITE_MASK": False, "CHUNK": 8192, "SINGLE": True, "PAIRED_REDUCE": True},
+            {
+                "WRITE_LIST": True,
+                "WRITE_MASK": False,
+                "CHUNK": 256,
+                "BLOCK": 8192,
+                "SINGLE": True,
+                "PAIRED": True,
+            },
             {},
         ),
         (
             "select",
-            {"WRITE_LIST": False, "WRITE_MASK": True, "CHUNK": 1024, "SINGLE": False, "PAIRED_REDUCE": True},
+            {
+                "WRITE_LIST": False,
+                "WRITE_MASK": True,
+                "CHUNK": 2048,
+                "BLOCK": 1024,
+                "SINGLE": False,
+                "PAIRED": True,
+            },
             {},
         ),
+        ("histogram", {}, {}),
         ("attention", {}, {}),
     ],
-    ids=["scores-shared", "scores-per-head", "select-list", "select-mask-chunked", "attention"],
+    ids=["scores-shared", "scores-per-head", "select-list", "select-mask-blocked", "histogram", "attention"],
 )
 def test_compiles_for_hopper_without_a_gpu(kernel, consts, pointers):
     """The fused step's kernels lower to sm_90 machine code offline: the interpreter runs Python, so
@@ -189,10 +262,14 @@ def test_compiles_for_hopper_without_a_gpu(kernel, consts, pointers):
     if kernel == "scores":
         fn = m.quest_selection_scores_kernel
         consts = {**consts, "GROUP": 7, "GROUP_PAD": 16, "BLOCK_P": 64, "HEAD_DIM": 128}
-        pointers = {"Q": "*bf16", "LOW": "*bf16", "HIGH": "*bf16", "SCORES": "*fp32"}
+        pointers = {"Q": "*bf16", "LOW": "*bf16", "HIGH": "*bf16", "SCORES": "*fp32", "HIST": "*i32"}
     elif kernel == "select":
-        fn = m.quest_select_top_pages_kernel
-        pointers = {"SCORES": "*fp32", "LIST": "*i32", "MASK": "*u8"}
+        fn = m.quest_select_pages_kernel
+        pointers = {"SCORES": "*fp32", "HIST": "*i32", "LIST": "*i32", "MASK": "*u8"}
+    elif kernel == "histogram":
+        fn = m.quest_top_bits_histogram_kernel
+        consts = {"BLOCK": 1024}
+        pointers = {"SCORES": "*fp32", "HIST": "*i32"}
     else:
         fn = m.quest_page_list_attention_kernel
         consts = {
@@ -207,7 +284,7 @@ def test_compiles_for_hopper_without_a_gpu(kernel, consts, pointers):
                     "L_PART": "*fp32", "O_PART": "*fp32", "qk_scale": "fp32"}  # fmt: skip
     signature = {a: "constexpr" if a in consts else pointers.get(a, "i32") for a in fn.arg_names}
     source = ASTSource(fn, signature, constexprs=consts)
-    warps = 16 if kernel == "select" else 4
+    warps = 8 if kernel == "select" else 4
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     assert compiled.asm["cubin"]
 

@@ -20,7 +20,6 @@ from ..kernels.common.checks import check_triton_head_dim
 from ..kernels.ops import quest_decode_attention, quest_page_scores
 from ..kernels.quest.triton_quest import quest_decode_attention_triton
 from ..kernels.quest.triton_select import (
-    MAX_SELECT_PAGES,
     quest_page_list_attention_triton,
     quest_select_top_pages_triton,
     quest_selection_scores_triton,
@@ -213,8 +212,10 @@ class Quest(AttentionMethod):
             # The fused selection's mask: the same pages as the decode step takes.
             check_triton_head_dim("quest", q.shape[-1])
             _, low, high, n, current = _selection_inputs(self, k, summaries)
-            scores = quest_selection_scores_triton(q, low, high, low.shape[1], current, self.share_pages)
-            mask = quest_select_top_pages_triton(scores, n, as_list=False)
+            scores, hist = quest_selection_scores_triton(
+                q, low, high, low.shape[1], current, self.share_pages
+            )
+            mask = quest_select_top_pages_triton(scores, n, as_list=False, histogram=hist)
             return mask.repeat_interleave(group, 0) if self.share_pages else mask
         if key_mask is None and summaries is not None:
             low, high = summaries.bounds(k)
@@ -272,9 +273,9 @@ class Quest(AttentionMethod):
 
 
 def _fused(page_size: int, s: int) -> bool:
-    """The fused kernels step through 64 keys at a time, whole pages each, and select among at most
-    MAX_SELECT_PAGES pages (1M tokens at 16 per page); other caches take the unfused path."""
-    return 64 % page_size == 0 and math.ceil(s / page_size) <= MAX_SELECT_PAGES
+    """The fused kernels step through 64 keys at a time, whole pages each; other page sizes take the
+    unfused path."""
+    return 64 % page_size == 0
 
 
 def _selection_inputs(
@@ -296,16 +297,17 @@ def quest_decode_fused(
     """Quest's decode step in Triton without a host synchronisation (kernels/quest/triton_select.py):
     q [Hq, 1, D], k/v [Hkv, S, D] (no hidden slots) -> (out [Hq, 1, D], pages each head reads).
 
-    Page scores from the kept summaries, the exact top-n by a radix select, attention over the
-    selected pages: with shared pages over one ascending page list per kv head, otherwise over a
-    per-head page mask. Same pages as the PyTorch definition (``Quest.plan`` on CPU tensors) up to ties
-    of the bounds at the n-th place (ties go to lower pages).
+    Page scores from the kept summaries, the exact top-n by a threshold search (a histogram of the
+    top key bits, then 2-bit passes), attention over the selected pages: with shared pages over one
+    ascending page list per kv head, otherwise over a per-head page mask. Same pages as the PyTorch
+    definition (``Quest.plan`` on CPU tensors) up to ties of the bounds at the n-th place (ties go
+    to lower pages).
     """
     check_triton_head_dim("quest", q.shape[-1])
     _, low, high, n, current = _selection_inputs(method, k, summaries)
-    scores = quest_selection_scores_triton(q, low, high, low.shape[1], current, method.share_pages)
+    scores, hist = quest_selection_scores_triton(q, low, high, low.shape[1], current, method.share_pages)
     if method.share_pages:
-        pages = quest_select_top_pages_triton(scores, n, as_list=True)  # [Hkv, n]
+        pages = quest_select_top_pages_triton(scores, n, as_list=True, histogram=hist)  # [Hkv, n]
         return quest_page_list_attention_triton(q, k, v, pages, method.page_size), n
-    mask = quest_select_top_pages_triton(scores, n, as_list=False)  # [Hq, P]
+    mask = quest_select_top_pages_triton(scores, n, as_list=False, histogram=hist)  # [Hq, P]
     return quest_decode_attention_triton(q, k, v, mask, method.page_size), n
