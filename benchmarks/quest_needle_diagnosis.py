@@ -11,7 +11,7 @@ answer greedily and is scored:
 ``--ranks ID ...`` then teacher-forces those samples on dense's answer and prints, per decode step,
 the (layer, KV group) pairs whose needle page Quest leaves out although dense puts at least 10% of
 the group's attention on it, with the needle page's rank under the bound and under the exact score.
-The record is in docs/methods.md ("Quest on one-needle retrieval"):
+Runs on the CPU. The record is in docs/methods.md ("Quest on one-needle retrieval"):
 
     python benchmarks/quest_needle_diagnosis.py MODEL --length 1024 --samples 8 --ratio 2 --ranks 1 6
 """
@@ -132,7 +132,8 @@ def main() -> None:
     parser.add_argument("--ranks", nargs="*", type=int, default=[], help="sample ids to probe step by step")
     args = parser.parse_args()
 
-    engine = HfEngine(args.model)
+    # The CPU path: on CUDA, Quest's fused step selects inside its kernel and never calls ``plan``.
+    engine = HfEngine(args.model, device="cpu")
     tokenizer, n_layers = engine.tokenizer, engine.model.config.num_hidden_layers
     task = get_task("ruler_niah_single")
     samples = task.generate(tokenizer, args.length, args.samples, seed=0)
