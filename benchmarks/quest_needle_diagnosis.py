@@ -83,9 +83,14 @@ class NeedleProbe(Quest):
             needle_mass = sum(float(weights[h, :, p * size : (p + 1) * size].sum()) for p in pages)
             needle_mass /= group
             read = all(bool(mask[h * group, p]) for p in self.needle_pages)
+            others = [p for p in range(bound.shape[1]) if p not in pages and p != current]
+            best = max(pages, key=lambda p: float(exact[h, p]))
+            # The group-summed bound and exact score: the needle's page against the median other page.
+            scores = (float(bound[h, best]), float(exact[h, best]),
+                      float(bound[h, others].median()), float(exact[h, others].median()))
             self.rows.append(
-                (step, layer, h, _rank(bound[h], self.needle_pages, current),
-                 _rank(exact[h], self.needle_pages, current), read, needle_mass, int(mask[h * group].sum()))
+                (step, layer, h, _rank(bound[h], pages, current), _rank(exact[h], pages, current),
+                 read, needle_mass, int(mask[h * group].sum()), scores)
             )
         return mask
 
@@ -161,7 +166,8 @@ def main() -> None:
               f"{[tokenizer.decode([t]) for t in dense]}")
         for step in range(len(dense) - 1):
             rows = [r for r in probe.rows if r[0] == step]
-            lost = [f"L{r[1]}/kv{r[2]} rank {r[3]} (exact {r[4]}, mass {r[6]:.2f})"
+            lost = [f"L{r[1]}/kv{r[2]} rank {r[3]} (exact {r[4]}, mass {r[6]:.2f}; bound/exact needle "
+                    f"{r[8][0]:.0f}/{r[8][1]:.0f}, median other page {r[8][2]:.0f}/{r[8][3]:.0f})"
                     for r in rows if not r[5] and r[6] >= 0.1]
             n_pages = (len(prompt) + step) // 16 + 1
             print(f"  step {step}: next {tokenizer.decode([dense[step + 1]])!r} "
