@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--ratio", type=float, default=2.0)
     parser.add_argument(
-        "--variants", nargs="+", default=["dense", "quest", "quest-per-head", "quest-dense=0,1", "oracle"]
+        "--variants", nargs="*", default=["dense", "quest", "quest-per-head", "quest-dense=0,1", "oracle"]
     )
     parser.add_argument("--ranks", nargs="*", type=int, default=[], help="sample ids to probe step by step")
     args = parser.parse_args()
