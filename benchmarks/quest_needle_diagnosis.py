@@ -75,7 +75,8 @@ class NeedleProbe(Quest):
         mask = super().plan(q, k, key_mask, summaries)
         hkv, s, d = k.shape
         group, current = q.shape[0] // hkv, (s - 1) // self.page_size
-        bound = page_scores(q, *page_bounds(k, self.page_size)).view(hkv, group, -1).sum(1)
+        head_bound = page_scores(q, *page_bounds(k, self.page_size)).view(hkv, group, -1)
+        bound = head_bound.sum(1)
         exact = exact_page_scores(q, k, self.page_size).view(hkv, group, -1).sum(1)
         weights = torch.softmax((q.float().view(hkv, group, d) @ k.float().transpose(1, 2)) / d**0.5, -1)
         for h in range(hkv):
@@ -88,9 +89,10 @@ class NeedleProbe(Quest):
             # The group-summed bound and exact score: the needle's page against the median other page.
             scores = (float(bound[h, best]), float(exact[h, best]),
                       float(bound[h, others].median()), float(exact[h, others].median()))
+            head_ranks = [_rank(head_bound[h, g], pages, current) for g in range(group)]
             self.rows.append(
                 (step, layer, h, _rank(bound[h], pages, current), _rank(exact[h], pages, current),
-                 read, needle_mass, int(mask[h * group].sum()), scores)
+                 read, needle_mass, int(mask[h * group].sum()), scores, head_ranks)
             )
         return mask
 
@@ -167,7 +169,8 @@ def main() -> None:
         for step in range(len(dense) - 1):
             rows = [r for r in probe.rows if r[0] == step]
             lost = [f"L{r[1]}/kv{r[2]} rank {r[3]} (exact {r[4]}, mass {r[6]:.2f}; bound/exact needle "
-                    f"{r[8][0]:.0f}/{r[8][1]:.0f}, median other page {r[8][2]:.0f}/{r[8][3]:.0f})"
+                    f"{r[8][0]:.0f}/{r[8][1]:.0f}, median other page {r[8][2]:.0f}/{r[8][3]:.0f}; "
+                    f"per-head bound ranks {'/'.join(map(str, r[9]))})"
                     for r in rows if not r[5] and r[6] >= 0.1]
             n_pages = (len(prompt) + step) // 16 + 1
             print(f"  step {step}: next {tokenizer.decode([dense[step + 1]])!r} "
