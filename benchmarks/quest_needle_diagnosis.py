@@ -98,7 +98,8 @@ class NeedleProbe(Quest):
 
 
 def _rank(scores: torch.Tensor, pages: tuple[int, ...], current: int) -> int:
-    """0-based rank of the best of ``pages`` (the current page, always read, ranks first)."""
+    """Place of the best of ``pages`` among the pages other than the current one (1 = best); a
+    selection of n pages reads the current page and places 1 to n - 1."""
     scores = scores.clone()
     scores[current] = float("inf")
     return min(int((scores > scores[p]).sum()) for p in pages)
