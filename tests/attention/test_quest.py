@@ -9,7 +9,7 @@ import torch
 from attention_inputs import gqa_permutation, query_perm, random_qkv
 
 from sparse_frontier.attention import dense_attention, get_method
-from sparse_frontier.attention.quest import page_bounds, page_scores
+from sparse_frontier.attention.quest import exact_page_scores, page_bounds, page_scores
 from sparse_frontier.kernels.quest.reference import quest_decode_attention_reference
 
 
@@ -39,6 +39,19 @@ def test_page_scores_are_the_min_max_upper_bound():
         dots = (k[h // 2] @ q[h, 0]).tolist()
         for p in range(scores.shape[1]):
             assert max(dots[p * 16 : (p + 1) * 16]) <= scores[h, p] + 1e-5
+
+
+def test_exact_page_scores_are_each_pages_best_key_under_its_kv_head():
+    q, k, _ = decode_inputs(6, 2, 37, d=8, seed=3)  # 3 query heads per kv head, ragged last page
+    exact = exact_page_scores(q, k, 16)
+    assert exact.shape == (6, 3)
+    for h in range(6):
+        dots = k[h // 3] @ q[h, 0]
+        for p in range(3):
+            assert exact[h, p] == pytest.approx(float(dots[p * 16 : (p + 1) * 16].max()), rel=1e-5)
+    # The Quest bound is above it, and equal on a page of one key.
+    assert bool((page_scores(q, *page_bounds(k, 16)) >= exact - 1e-5).all())
+    torch.testing.assert_close(page_scores(q, *page_bounds(k, 1)), exact_page_scores(q, k, 1))
 
 
 def test_selects_pages_by_bound_not_by_mean_key():

@@ -65,6 +65,20 @@ def page_scores(q: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch
     return quest_page_scores(q, low, high)
 
 
+def exact_page_scores(q: torch.Tensor, k: torch.Tensor, page_size: int) -> torch.Tensor:
+    """q [Hq, 1, D], k [Hkv, S, D] -> [Hq, P] float32: the largest q.k in each page (-inf past S).
+
+    What ``page_scores`` bounds from above; ranking pages by it is the oracle Quest approximates
+    (a diagnostic on the CPU: it reads every key, as dense attention does).
+    """
+    hkv, s, _ = k.shape
+    hq = q.shape[0]
+    n_pages = math.ceil(s / page_size)
+    dots = torch.bmm(q.float().view(hkv, hq // hkv, -1), k.float().transpose(1, 2)).view(hq, s)
+    dots = torch.nn.functional.pad(dots, (0, n_pages * page_size - s), value=float("-inf"))
+    return dots.view(hq, n_pages, page_size).amax(-1)
+
+
 @dataclass
 class PageSummaries:
     """One layer's page bounds, kept between the decode steps of one sequence.
