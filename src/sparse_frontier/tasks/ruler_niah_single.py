@@ -6,10 +6,10 @@ past a few hundred tokens (docs/default-study.md). RULER's easiest variant, ``ni
 (Hsieh et al., 2024), keeps the retrieval and drops the distractors: a single needle
 ``One of the special magic numbers for <key> is: <value>.`` sits at a random depth in RULER's noise
 passage repeated, and the answer is primed with RULER's answer prefix, so the model only has to copy
-seven digits from wherever they are. Small trained models score near 1.0 on it at 1-4K tokens
-(SmolLM2-135M-Instruct 1.0 at 1K and 4K, Gemma 3 270M 0.83 at 4K), so it is the task on which a
-small-model study can watch accuracy fall as attention gets sparser: a method that loses the one
-needle's tokens (in its prefill selection or its cache) loses the answer.
+seven digits from wherever they are. Small trained models score near 1.0 on it at 1-8K tokens
+(SmolLM2-135M-Instruct 1.0 at 1K and 4K, 0.96 at 8K; Gemma 3 270M 0.83 at 4K, 0.75 at 8K), so it is
+the task on which a small-model study can watch accuracy fall as attention gets sparser: a method
+that loses the one needle's tokens (in its prefill selection or its cache) loses the answer.
 
 Construction, as in RULER: the key is an adjective-noun pair (RULER draws them with ``wonderwords``;
 here from fixed lists, to need no dependency), the value a random 7-digit number, the depth a uniform
