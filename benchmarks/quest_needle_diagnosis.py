@@ -24,24 +24,16 @@ from dataclasses import dataclass, field
 import torch
 
 from sparse_frontier.attention import get_method
-from sparse_frontier.attention.quest import Quest, exact_page_scores, page_bounds, page_scores, select_pages
+from sparse_frontier.attention.quest import Quest, exact_page_scores, page_bounds, page_scores
 from sparse_frontier.engines.hf import HfEngine
 from sparse_frontier.tasks import get_task
 
 
-@dataclass
 class OracleQuest(Quest):
-    """Quest's budget and current page, pages ranked by their best q.k instead of its upper bound."""
+    """Quest's budget, current page and plumbing; pages ranked by their best q.k, not its upper bound."""
 
-    def plan(self, q, k, key_mask=None, summaries=None):
-        hkv, s, _ = k.shape
-        group = q.shape[0] // hkv
-        scores = exact_page_scores(q, k, self.page_size)
-        if self.share_pages:
-            scores = scores.view(hkv, group, -1).sum(1)
-        current = (s - 1) // self.page_size
-        mask = select_pages(scores, self.pages_for(s, s - current * self.page_size, scores.shape[1]), current)
-        return mask.repeat_interleave(group, 0) if self.share_pages else mask
+    def page_ranking(self, q, k, low, high):
+        return exact_page_scores(q, k, self.page_size)
 
 
 class DenseLayers:
