@@ -135,6 +135,34 @@ def test_cache_buffers_grow_past_their_capacity(engine, prompts):
     assert short.cache.layers[0]._keys.shape[2] >= len(prompt) + 8
 
 
+@pytest.mark.parametrize("name", [*BUILTIN_METHODS, "_evict_test"])
+def test_decoding_together_equals_one_at_a_time(engine, prompts, name, monkeypatch):
+    """A batch decodes in one forward pass per step; each prompt must get what it gets alone, with
+    prompts of different lengths, per-sequence method state, and one prompt leaving the batch early."""
+    method = _EvictOddHeads() if name == "_evict_test" else get_method(name, 1.0 if name == "dense" else 2.0)
+    batch = [*prompts, prompts[0][:117]]
+    first = engine.generate([batch[0]], method, 12)[0].output_ids
+    monkeypatch.setattr(engine, "eos_ids", {first[3]})  # the first prompt stops after at most 4 tokens
+    alone = [engine.generate([p], method, 12)[0] for p in batch]
+    together = engine.generate(batch, method, 12)
+    assert [g.output_ids for g in together] == [g.output_ids for g in alone]
+    assert [g.density for g in together] == pytest.approx([g.density for g in alone])
+    assert [g.n_prompt_tokens for g in together] == [len(p) for p in batch]
+    assert len(together[0].output_ids) <= 4 < max(len(g.output_ids) for g in together)
+
+
+def test_a_batch_step_matches_each_sequence_alone(engine, prompts):
+    """The logits of one forward pass over several sequences equal each sequence's own step."""
+    dense = get_method("dense")
+    pairs = [engine.prefill(p, dense, 4) for p in (prompts[0], prompts[1][:300])]
+    alone = torch.stack([engine.step(int(logits.argmax()), seq) for logits, seq in pairs])
+    pairs = [engine.prefill(p, dense, 4) for p in (prompts[0], prompts[1][:300])]
+    tokens = [[int(logits.argmax())] for logits, _ in pairs]
+    with torch.inference_mode():
+        together = engine._forward(tokens, [seq for _, seq in pairs])
+    assert torch.allclose(together, alone, atol=1e-5, rtol=1e-5)
+
+
 def test_missing_model_path_is_one_clear_sentence(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_engine("hf", str(tmp_path / "no-such-model"))

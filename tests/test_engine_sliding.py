@@ -87,15 +87,25 @@ def test_a_method_acts_on_the_global_layers_only(gemma, name):
     assert 1 / sequence.state.density() == pytest.approx(2.0, rel=0.1)
 
 
+@pytest.mark.parametrize("name", ["dense", "snapkv"])
+def test_decoding_together_keeps_each_window(gemma, name):
+    """Sequences shorter and longer than the window decoded in one batch: each gets what it gets alone."""
+    engine = HfEngine.from_model(gemma)
+    method = get_method(name, 1.0 if name == "dense" else 2.0)
+    batch = [prompt(20, seed=2), prompt(150, seed=3), prompt(400, seed=4)]
+    alone = [engine.generate([p], method, 10)[0].output_ids for p in batch]
+    assert [g.output_ids for g in engine.generate(batch, method, 10)] == alone
+
+
 def test_attention_soft_capping_is_refused_with_a_sentence():
     from types import SimpleNamespace
 
-    from sparse_frontier.engines.hf import _SequenceState, _sparse_attention
+    from sparse_frontier.engines.hf import _Batch, _Sequence, _SequenceState, _sparse_attention
 
     q = torch.zeros(1, 2, 3, 8)
+    batch = _Batch([_Sequence(None, _SequenceState(get_method("dense")), 0)])
     with pytest.raises(NotImplementedError, match="soft-caps its attention logits"):
-        _sparse_attention(SimpleNamespace(layer_idx=0), q, q, q, None, softcap=50.0,
-                          sparse_state=_SequenceState(get_method("dense")))
+        _sparse_attention(SimpleNamespace(layer_idx=0), q, [q], [q], None, softcap=50.0, sparse_batch=batch)
 
 
 GEMMA3 = os.environ.get("SPARSE_FRONTIER_GEMMA3", "")

@@ -1,8 +1,9 @@
 """The reference engine: Hugging Face ``transformers`` with the methods plugged in.
 
 Every attention call of the model goes through ``_sparse_attention``, registered as
-an attention implementation, which hands one sequence's q/k/v to the configured
-method. Generation is a greedy loop of our own (not ``generate``) because the
+an attention implementation, which hands each sequence's q/k/v to the configured
+method. Several sequences decode in one forward pass (``_Batch``): the linear layers see the
+batch, attention sees one sequence at a time. Generation is a greedy loop of our own (not ``generate``) because the
 eviction methods shrink the cache: positions are passed explicitly, so RoPE stays
 right however many tokens the cache holds. The cache lives in preallocated buffers
 (``_BufferLayer``): a decode step writes its token in place instead of copying the whole cache.
@@ -62,35 +63,41 @@ class _SequenceState:
 
 
 def _sparse_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """transformers attention interface: query [1, Hq, T, D], key/value [1, Hkv, S, D]."""
-    state: _SequenceState | None = kwargs.get("sparse_state")
-    if state is None:
+    """transformers attention interface for a ``_Batch``: query [B, Hq, T, D]; key and value one
+    [1, Hkv, S_b, D] tensor per sequence (lists from ``_Batch.update``: sequences hold different
+    numbers of tokens) -> [B, T, Hq, D], each sequence through its own method state."""
+    batch: _Batch | None = kwargs.get("sparse_batch")
+    if batch is None:
         raise RuntimeError(
-            "The sparse_frontier attention needs `sparse_state`; run the model through HfEngine."
+            "The sparse_frontier attention needs `sparse_batch`; run the model through HfEngine."
         )
-    if query.shape[0] != 1:
-        raise ValueError("HfEngine runs one sequence at a time (batch size 1).")
-    q, k, v = query[0], key[0], value[0]
-    head_dim = q.shape[-1]
+    head_dim = query.shape[-1]
     if scaling is not None and not math.isclose(scaling, head_dim**-0.5):
         # Methods scale by 1/sqrt(D); fold a model's own scale (e.g. Gemma's) into q.
-        q = q * (scaling * math.sqrt(head_dim))
+        query = query * (scaling * math.sqrt(head_dim))
     if kwargs.get("softcap"):
         raise NotImplementedError(
             "This model soft-caps its attention logits (e.g. Gemma 2), which the sparse_frontier attention "
             "does not implement; run a model without attention soft-capping."
         )
     window = kwargs.get("sliding_window")
-    attend = _attend if window is None else _attend_window
-    args = (state, module.layer_idx, q, k, v) if window is None else (q, k, v, window)
-    if state.attention_events is None:
-        return attend(*args), None
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    out = attend(*args)
-    end.record()
-    state.attention_events.append((start, end))
-    return out, None
+    rows = zip(batch.sequences, query, key, value, strict=True)
+    out = [_attend_sequence(seq.state, module.layer_idx, q, k[0], v[0], window) for seq, q, k, v in rows]
+    return torch.cat(out), None
+
+
+def _attend_sequence(state: _SequenceState, layer: int, q, k, v, window: int | None) -> torch.Tensor:
+    """One sequence's attention in one layer -> [1, T, Hq, D]: through its method, or the layer's own
+    sliding window; between CUDA events when the sequence is timed."""
+    timed = state.attention_events is not None
+    if timed:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+    out = _attend(state, layer, q, k, v) if window is None else _attend_window(q, k, v, window)
+    if timed:
+        end.record()
+        state.attention_events.append((start, end))
+    return out
 
 
 def _attend(state: _SequenceState, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
@@ -224,8 +231,29 @@ class _Sequence:
     position: int
 
 
+class _Batch:
+    """Sequences that go through one forward pass together, as its ``past_key_values``.
+
+    The linear layers run on all rows at once (in decode they read the weights once for the batch);
+    each row writes its new keys and values to its own sequence's cache, and attention receives
+    each row's keys and values separately, so sequences of different lengths, evicted caches and
+    per-sequence method state (page summaries, key masks) stay as they are for one sequence.
+    """
+
+    def __init__(self, sequences: list[_Sequence]):
+        self.sequences = sequences
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        rows = [
+            seq.cache.update(key_states[i : i + 1], value_states[i : i + 1], layer_idx)
+            for i, seq in enumerate(self.sequences)
+        ]
+        return [k for k, _ in rows], [v for _, v in rows]
+
+
 class HfEngine:
-    """Greedy generation with ``transformers``, one prompt at a time, on CPU or one GPU."""
+    """Greedy generation with ``transformers`` on CPU or one GPU: prompts prefilled one at a time,
+    decoded together."""
 
     name = "hf"
 
@@ -275,7 +303,51 @@ class HfEngine:
         self, prompts: list[list[int]], method: AttentionMethod, max_new_tokens: int,
         stop: tuple[str, ...] = (),
     ) -> list[Generation]:
-        return [self._generate_one(prompt, method, max_new_tokens, stop) for prompt in prompts]
+        """Greedy generation: each prompt is prefilled on its own (lengths differ, and a prefill is a
+        large matrix product already), then all are decoded together, one forward pass per step for
+        the prompts still going, so the weights are read once per step for the whole batch. Every
+        prompt's cache is held until the batch ends (``inference.batch_size`` bounds the memory).
+
+        ``decode_ms`` is a prompt's share of the decode steps it took part in: a step's time split
+        evenly between the prompts in it.
+        """
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        first_logits, sequences, prefill_ms = [], [], []
+        for prompt in prompts:
+            start = time.perf_counter()
+            logits, sequence = self.prefill(prompt, method, max_new_tokens)
+            sync()
+            prefill_ms.append((time.perf_counter() - start) * 1e3)
+            first_logits.append(logits)
+            sequences.append(sequence)
+
+        outputs: list[list[int]] = [[] for _ in prompts]
+        decode_ms = [0.0] * len(prompts)
+        active, logits = list(range(len(prompts))), torch.stack(first_logits)
+        clock = time.perf_counter()
+        while active:
+            tokens = logits.argmax(-1).tolist()
+            going = []
+            for i, token in zip(active, tokens, strict=True):
+                outputs[i].append(token)
+                if token in self.eos_ids or len(outputs[i]) >= max_new_tokens or self._stopped(outputs[i], stop):
+                    sequences[i].cache = None  # finished: its memory goes back before the batch ends
+                else:
+                    going.append(i)
+            if going:
+                logits = self._forward([[outputs[i][-1]] for i in going], [sequences[i] for i in going])
+            sync()
+            now = time.perf_counter()
+            for i in active:
+                decode_ms[i] += (now - clock) * 1e3 / len(active)
+            active, clock = going, now
+
+        return [
+            self._generation(output, prompt, sequence.state, prefill, decode)
+            for output, prompt, sequence, prefill, decode in zip(
+                outputs, prompts, sequences, prefill_ms, decode_ms, strict=True
+            )
+        ]
 
     @torch.inference_mode()
     def prefill(
@@ -290,7 +362,7 @@ class HfEngine:
             raise ValueError("Cannot generate from an empty prompt.")
         state = _SequenceState(method, attention_events=[] if timed else None)
         sequence = _Sequence(_new_cache(self.model.config, len(prompt) + max_new_tokens), state, 0)
-        logits = self._forward(prompt, sequence)
+        logits = self._forward([prompt], [sequence])[0]
         if state.keeps:
             _compact_cache(sequence.cache, state)
         return logits, sequence
@@ -298,7 +370,7 @@ class HfEngine:
     @torch.inference_mode()
     def step(self, token: int, sequence: _Sequence) -> torch.Tensor:
         """One decode step: feed ``token``, return the next-token logits [V]."""
-        return self._forward([token], sequence)
+        return self._forward([[token]], [sequence])[0]
 
     @torch.inference_mode()
     def forced_agreement(
@@ -315,19 +387,22 @@ class HfEngine:
                 logits = self.step(token, sequence)
         return hits
 
-    def _forward(self, ids: list[int], sequence: _Sequence) -> torch.Tensor:
-        input_ids = torch.tensor([ids], device=self.device)
-        positions = torch.arange(sequence.position, sequence.position + len(ids), device=self.device)[None]
+    def _forward(self, ids: list[list[int]], sequences: list[_Sequence]) -> torch.Tensor:
+        """One forward pass of as many new tokens for each sequence -> next-token logits [B, V]."""
+        input_ids = torch.tensor(ids, device=self.device)
+        starts = torch.tensor([[seq.position] for seq in sequences], device=self.device)
+        batch = _Batch(sequences)
         out = self.model(
             input_ids=input_ids,
-            position_ids=positions,
-            past_key_values=sequence.cache,
+            position_ids=starts + torch.arange(input_ids.shape[1], device=self.device),
+            past_key_values=batch,
             use_cache=True,
-            sparse_state=sequence.state,
+            sparse_batch=batch,
             logits_to_keep=1,
         )
-        sequence.position += len(ids)
-        return out.logits[0, -1]
+        for seq in sequences:
+            seq.position += input_ids.shape[1]
+        return out.logits[:, -1]
 
     def _stopped(self, output: list[int], stop: tuple[str, ...]) -> bool:
         """Whether the output's tail holds a stop string (a string of n characters spans at most n
@@ -337,27 +412,9 @@ class HfEngine:
         tail = self.tokenizer.decode(output[-max(map(len, stop)) :], skip_special_tokens=True)
         return any(s in tail for s in stop)
 
-    def _generate_one(
-        self, prompt: list[int], method: AttentionMethod, max_new_tokens: int, stop: tuple[str, ...] = ()
+    def _generation(
+        self, output: list[int], prompt: list[int], state: _SequenceState, prefill_ms: float, decode_ms: float
     ) -> Generation:
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        start = time.perf_counter()
-        logits, sequence = self.prefill(prompt, method, max_new_tokens)
-        sync()
-        prefill_ms = (time.perf_counter() - start) * 1e3
-
-        output: list[int] = []
-        start = time.perf_counter()
-        while True:
-            token = int(logits.argmax())
-            output.append(token)
-            if token in self.eos_ids or len(output) >= max_new_tokens or self._stopped(output, stop):
-                break
-            logits = self.step(token, sequence)
-        sync()
-        decode_ms = (time.perf_counter() - start) * 1e3
-
         text = self.tokenizer.decode(output, skip_special_tokens=True) if self.tokenizer is not None else ""
-        state = sequence.state
         densities = {c: work / state.prefill_total for c, work in state.prefill_counts.items()}
         return Generation(output, text, state.density(), len(prompt), prefill_ms, decode_ms, densities)
