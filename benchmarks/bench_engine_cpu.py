@@ -27,7 +27,7 @@ from sparse_frontier.engines.hf import HfEngine
 from sparse_frontier.tasks import get_task
 
 
-def run(engine: HfEngine, prompts: list[list[int]], method, new_tokens: int, batch_size: int) -> dict[str, float]:
+def run(engine: HfEngine, prompts: list[list[int]], method, new_tokens: int, batch_size: int) -> dict:
     """The prompts through ``engine.generate`` in batches of ``batch_size``, exactly ``new_tokens`` tokens
     each -> median prefill s per prompt, decode ms per token and prompt, CPU s per prompt."""
     generations, cpu = [], time.process_time()
@@ -66,7 +66,8 @@ def main() -> None:
     rows = []
     print(f"threads {torch.get_num_threads()}  model {args.model}  task {args.task}  "
           f"{args.dtype}  {args.samples} prompts, {args.new_tokens} new tokens each", flush=True)
-    print(f"{'length':>7} {'method':>14} {'batch':>6} {'prefill s':>10} {'decode ms/token':>16} {'cpu s/prompt':>13}")
+    print(f"{'length':>7} {'method':>14} {'batch':>6} {'prefill s':>10} {'decode ms/token':>16} "
+          f"{'cpu s/prompt':>13}")
     for length in args.lengths:
         samples = task.generate(engine.tokenizer, length, args.samples, seed=0)
         prompts = [engine.tokenizer(s.prompt, add_special_tokens=False).input_ids for s in samples]

@@ -3,9 +3,9 @@
 Every attention call of the model goes through ``_sparse_attention``, registered as
 an attention implementation, which hands each sequence's q/k/v to the configured
 method. Several sequences decode in one forward pass (``_Batch``): the linear layers see the
-batch, attention sees one sequence at a time. Generation is a greedy loop of our own (not ``generate``) because the
-eviction methods shrink the cache: positions are passed explicitly, so RoPE stays
-right however many tokens the cache holds. The cache lives in preallocated buffers
+batch, attention sees one sequence at a time. Generation is a greedy loop of our own (not
+``generate``) because the eviction methods shrink the cache: positions are passed explicitly,
+so RoPE stays right however many tokens the cache holds. The cache lives in preallocated buffers
 (``_BufferLayer``): a decode step writes its token in place instead of copying the whole cache.
 """
 
@@ -230,6 +230,13 @@ class _Sequence:
     state: _SequenceState
     position: int
 
+    def release(self) -> None:
+        """Free what only decoding needs (the cache, the methods' memos and key masks); the state's
+        counts stay for the result."""
+        self.cache = None
+        self.state.memos.clear()
+        self.state.key_masks.clear()
+
 
 class _Batch:
     """Sequences that go through one forward pass together, as its ``past_key_values``.
@@ -311,6 +318,8 @@ class HfEngine:
         ``decode_ms`` is a prompt's share of the decode steps it took part in: a step's time split
         evenly between the prompts in it.
         """
+        if not prompts:
+            return []
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         first_logits, sequences, prefill_ms = [], [], []
         for prompt in prompts:
@@ -330,8 +339,9 @@ class HfEngine:
             going = []
             for i, token in zip(active, tokens, strict=True):
                 outputs[i].append(token)
-                if token in self.eos_ids or len(outputs[i]) >= max_new_tokens or self._stopped(outputs[i], stop):
-                    sequences[i].cache = None  # finished: its memory goes back before the batch ends
+                done = token in self.eos_ids or len(outputs[i]) >= max_new_tokens
+                if done or self._stopped(outputs[i], stop):
+                    sequences[i].release()  # finished: its memory goes back before the batch ends
                 else:
                     going.append(i)
             if going:
