@@ -22,13 +22,22 @@ decode (Quest, shared pages per KV group):
   eager       ``Quest.decode`` with its kept summaries, launched from Python (the hf engine's path)
   previous    Triton page scores + torch.topk + page-mask attention (the unfused path), graph-replayed
   bound       summaries + selected pages read once at this run's copy bandwidth; dense bound: the cache.
+eviction (SnapKV, Ada-SnapKV; on the prefill inputs):
+  prefill     ``method.prefill(q, k, v)``: dense attention + the window's scores + the keep mask, against
+              dense prefill (below 1x: eviction pays at prefill);   select  the keep mask alone
+  compaction  the kept keys and values gathered to the front (once per sequence, as the engines do)
+  step        one decode step over the compacted cache (``method.decode``, with the key mask that
+              hides the padding of heads keeping fewer tokens), graph-replayed like dense decode
+  bound       the kept keys and values read once at the copy bandwidth
+  break-even  decode steps after which the step's saving has paid for the prefill's extra work
 
 Timing: one warm-up call (compilation), then ``--reps`` calls timed one by one with CUDA events
 (median). A failing row is printed as such and the others still run; the JSON is rewritten after
 every row. ``--minutes`` stops starting new rows past a wall-clock budget.
 
 Run:  python benchmarks/bench_kernels.py --json $OUT/kernels.json
-      [--lengths 16384 32768] [--methods block_sparse vertical_slash flexprefill quest] [--reps 5]
+      [--lengths 16384 32768] [--methods block_sparse vertical_slash flexprefill snapkv ada_snapkv quest]
+      [--reps 5] [--skip-eviction]
       [--block-sizes 16 64] [--inputs structured iid] [--anchor-file minference_block_sparse.py]
 """
 
@@ -51,6 +60,7 @@ import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from sparse_frontier.attention import get_method
 from sparse_frontier.attention.block_sparse import BlockSparse, _pool
 from sparse_frontier.attention.flexprefill import FlexPrefill
 from sparse_frontier.attention.quest import (
@@ -60,6 +70,7 @@ from sparse_frontier.attention.quest import (
     quest_decode_fused,
     select_pages,
 )
+from sparse_frontier.attention.snapkv import SnapKV, compaction
 from sparse_frontier.attention.vertical_slash import VerticalSlash, VerticalSlashIndex, vertical_slash_scores
 from sparse_frontier.kernels import ops
 from sparse_frontier.kernels.block_sparse.reference import block_sparse_pairs
@@ -82,6 +93,7 @@ from sparse_frontier.kernels.vertical_slash.triton_vertical_slash import (
 HQ, HKV, D = 28, 4, 128
 PAGE = 16
 PREFILL_METHODS = ("block_sparse", "vertical_slash", "flexprefill")
+EVICTION_METHODS = ("snapkv", "ada_snapkv")
 
 
 def bench(fn: Callable[[], object], rep_ms: int = 400) -> float:
@@ -434,6 +446,66 @@ DECODE_HEADER = (
 )
 
 
+def eviction_row(name, q, k, v, cr, dense_prefill_ms, dense_decode_ms, ceil_gbps, reps, decode_reps) -> dict:
+    """SnapKV or Ada-SnapKV: what eviction adds to the prefill and saves per decode step.
+
+    prefill: ``method.prefill`` (dense attention, the window's scores, the keep mask) against dense;
+    compaction: the kept keys and values gathered to the front, once per sequence, as the engines do;
+    step: one decode step over the compacted cache (``method.decode``, with the key mask that hides
+    the padding of heads keeping fewer tokens), replayed from a CUDA graph like dense decode.
+    """
+    method: SnapKV = get_method(name, cr)
+    keep = method.prefill(q, k, v).keep
+    order, counts = compaction(keep)
+    width = order.shape[1]
+    index = order[:, :, None].expand(-1, -1, k.shape[-1])
+    kc, vc = k.gather(1, index), v.gather(1, index)
+    uniform = bool((counts == width).all())
+    key_mask = None if uniform else torch.arange(width, device=k.device)[None] < counts[:, None]
+    q1, memo = q[:, -1:].contiguous(), {}
+    r = {
+        "method": name,
+        "achieved_compression": keep.numel() / int(counts.sum()),
+        "cache_width": width,
+        "prefill_ms": time_ms(lambda: method.prefill(q, k, v), reps),
+        "select_ms": secondary(lambda: time_ms(lambda: method.keep_mask(q, k), reps)),
+        "compact_ms": secondary(lambda: time_ms(lambda: (k.gather(1, index), v.gather(1, index)), reps)),
+        "step_ms": graph_ms(lambda: method.decode(q1, kc, vc, key_mask, memo).out, decode_reps),
+        "dense_prefill_ms": dense_prefill_ms,
+        "dense_ms": dense_decode_ms,
+        "bound_ms": 2 * int(counts.sum()) * k.shape[-1] * k.element_size() / (ceil_gbps * 1e6),
+    }
+    r["prefill_speedup"] = dense_prefill_ms / r["prefill_ms"]
+    r["speedup"] = dense_decode_ms / r["step_ms"]
+    # Decode steps after which the step's saving has paid for the prefill's extra work.
+    extra = r["prefill_ms"] + (0.0 if math.isnan(r["compact_ms"]) else r["compact_ms"]) - dense_prefill_ms
+    saving = dense_decode_ms - r["step_ms"]
+    r["breakeven_steps"] = max(0.0, extra) / saving if saving > 0 else float("inf")
+    return r
+
+
+def _fmt_eviction(r: dict) -> str:
+    if "error" in r:
+        failed = f"failed: {r['error'][:90]}"
+        return f"| {r['method']} | {r['length'] // 1024}K | {r['compression']:g} | {failed} |" + " |" * 8
+    cells = [
+        r["method"], f"{r['length'] // 1024}K", f"{r['compression']:g}", f"{r['achieved_compression']:.1f}",
+        f"{r['prefill_ms']:.2f} ({r['prefill_speedup']:.2f}x)", f"{r['select_ms']:.2f}",
+        f"{r['compact_ms']:.2f}",
+        f"{1e3 * r['step_ms']:.1f}", f"**{r['speedup']:.2f}x**",
+        f"{1e3 * r['bound_ms']:.1f} ({r['dense_ms'] / r['bound_ms']:.1f}x)",
+        f"{1e3 * r['dense_ms']:.1f} ({r['dense_kernel']})", f"{r['breakeven_steps']:.0f}",
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+EVICTION_HEADER = (
+    "| method | length | target CR | achieved CR | prefill ms (speedup) | select ms | compaction ms "
+    "| decode step µs (graph) | **speedup, step** | step bound µs (speedup) | dense step µs (kernel) "
+    "| break-even decode steps |\n" + "|---" * 12 + "|"
+)
+
+
 def anchor_rows(anchor_file, q, k, v, length, compressions, dense_ms) -> list[dict]:
     """MInference's block-sparse kernel on its own 64 x 64 top-k selection, and ours on the same mask.
 
@@ -554,9 +626,8 @@ def main() -> None:
         help="longest first by default",
     )
     parser.add_argument("--compressions", type=float, nargs="+", default=[2, 5, 10, 20])
-    parser.add_argument(
-        "--methods", nargs="+", default=[*PREFILL_METHODS, "quest"], choices=[*PREFILL_METHODS, "quest"]
-    )
+    every = [*PREFILL_METHODS, *EVICTION_METHODS, "quest"]
+    parser.add_argument("--methods", nargs="+", default=every, choices=every)
     parser.add_argument(
         "--block-sizes", type=int, nargs="+", default=[16], help="Block-Sparse blocks (16, 32, 64)"
     )
@@ -575,14 +646,16 @@ def main() -> None:
         "--anchor-file", help="MInference's block_sparse_flash_attention.py, timed beside ours"
     )
     parser.add_argument("--skip-prefill", action="store_true", help="Quest decode only")
+    parser.add_argument("--skip-eviction", action="store_true", help="no SnapKV / Ada-SnapKV rows")
     parser.add_argument("--skip-decode", action="store_true", help="prefill methods only")
     parser.add_argument("--json", help="write every measured row here (rewritten after each row)")
     args = parser.parse_args()
-    args.methods = [
-        m
-        for m in args.methods
-        if not (args.skip_prefill and m in PREFILL_METHODS or args.skip_decode and m == "quest")
-    ]
+    skipped = (
+        (PREFILL_METHODS if args.skip_prefill else ())
+        + (("quest",) if args.skip_decode else ())
+        + (EVICTION_METHODS if args.skip_eviction else ())
+    )
+    args.methods = [m for m in args.methods if m not in skipped]
     if not torch.cuda.is_available():
         sys.exit(
             "bench_kernels.py needs a CUDA GPU; run it on one (the CPU has only the PyTorch references)."
@@ -608,6 +681,7 @@ def main() -> None:
         "dense": {},
         "prefill": [],
         "decode": [],
+        "eviction": [],
         "anchor": [],
         "skipped": [],
     }
@@ -636,9 +710,10 @@ def main() -> None:
 
     def measure() -> None:
         prefill_methods = [m for m in args.methods if m in PREFILL_METHODS]
+        eviction_methods = [m for m in args.methods if m in EVICTION_METHODS]
         for length in args.lengths:
             for kind in args.inputs:
-                if prefill_methods and not out_of_time():
+                if (prefill_methods or eviction_methods) and not out_of_time():
                     q, k, v = make_inputs(kind, length, seed=length)
                     dense_ms, dense_name, dense_all = dense_prefill(q, k, v, max(args.reps, 3))
                     dense_tflops = 4 * HQ * length * (length + 1) / 2 * D / dense_ms / 1e9
@@ -661,6 +736,20 @@ def main() -> None:
                                     prefill_row, name, size, q, k, v, cr, dense_ms, ceil_tflops, args
                                 )
                                 guarded(result["prefill"], key, _fmt_prefill, run)
+                    if eviction_methods and not out_of_time():
+                        q1 = q[:, -1:].contiguous()
+                        decode_ms, decode_name, decode_all = dense_decode(q1, k, v, args.decode_reps)
+                        print(f"dense decode {length} ({kind}): {decode_all} -> {decode_name}", flush=True)
+                        for cr in args.compressions:
+                            for name in eviction_methods:
+                                key = {"method": name, "inputs": kind, "length": length, "compression": cr,
+                                       "dense_kernel": decode_name}  # fmt: skip
+                                run = functools.partial(
+                                    eviction_row, name, q, k, v, cr, dense_ms, decode_ms, ceil_gbps,
+                                    args.reps, args.decode_reps,
+                                )
+                                guarded(result["eviction"], key, _fmt_eviction, run)
+                        del q1
                     if args.anchor_file and kind == "structured" and not out_of_time():
                         try:
                             result["anchor"] += anchor_rows(
@@ -710,13 +799,16 @@ def main() -> None:
     if result["decode"]:
         print("\n" + DECODE_HEADER)
         print("\n".join(_fmt_decode(r) for r in result["decode"]))
+    if result["eviction"]:
+        print("\n" + EVICTION_HEADER)
+        print("\n".join(_fmt_eviction(r) for r in result["eviction"]))
     result["targets"] = check_targets(result["prefill"], result["decode"])
     print("\n" + "\n".join(f"- {line}" for line in result["targets"]))
     if result["skipped"]:
         print(
             f"\nnot run (out of the {args.minutes:g}-minute budget): {len(result['skipped'])} rows, "
             + ", ".join(
-                f"{r.get('label', 'quest')} {r['length'] // 1024}K CR {r['compression']:g}"
+                f"{r.get('label', r.get('method'))} {r['length'] // 1024}K CR {r['compression']:g}"
                 for r in result["skipped"]
             )
         )

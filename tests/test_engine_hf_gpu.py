@@ -58,3 +58,20 @@ def test_long_prompt_holds_nothing_quadratic(engine, name):
         assert sequence.state.density() == pytest.approx(1 / 5, rel=0.05)
     if name == "snapkv":  # the cache really shrank to the budget (then grew by the decoded tokens)
         assert sequence.cache.layers[0].keys.shape[2] == round(LENGTH / 5) + 3
+
+
+@pytest.mark.parametrize("name", BUILTIN_METHODS)
+def test_decoding_together_matches_one_at_a_time_on_the_gpu(engine, name):
+    """A batch decoded in one forward pass per step (each row through its method's GPU path: Quest's
+    fused step, an evicted cache's key mask) gives each prompt the logits it gets alone."""
+    method = get_method(name, 1.0 if name == "dense" else 5.0)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 4096, (n,), generator=g).tolist() for n in (4096, 3000, 5000)]
+    tokens = [7, 11, 13]
+    with torch.inference_mode():
+        alone = torch.stack([engine.step(token, engine.prefill(p, method, 2)[1]) for p, token in
+                             zip(prompts, tokens, strict=True)])
+        sequences = [engine.prefill(p, method, 2)[1] for p in prompts]
+        together = engine._forward([[t] for t in tokens], sequences)
+    for row, (a, b) in enumerate(zip(together.float(), alone.float(), strict=True)):  # bf16 rounding apart
+        assert (a - b).norm() / b.norm() < 2e-2, f"{name}: row {row}"

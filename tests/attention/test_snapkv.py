@@ -136,3 +136,24 @@ def test_bad_parameters_are_named():
         get_method("ada_snapkv", 2, min_fraction=1.5)
     with pytest.raises(ValueError, match="pool_kernel"):
         get_method("snapkv", 2, pool_kernel=0)
+
+
+def test_compaction_reads_exactly_the_kept_tokens():
+    """The engines' compaction (kept slots first, in order; heads that keep fewer padded and hidden by
+    a key mask) gives the attention of the full cache restricted to the kept tokens."""
+    from sparse_frontier.attention.snapkv import compaction
+    from sparse_frontier.kernels.dense.reference import dense_attention_reference
+
+    g = torch.Generator().manual_seed(7)
+    hq, hkv, s, d = 6, 3, 300, 16
+    q = torch.randn(hq, 1, d, generator=g)
+    k, v = torch.randn(hkv, s, d, generator=g), torch.randn(hkv, s, d, generator=g)
+    keep = torch.rand(hkv, s, generator=g) < torch.tensor([[0.2], [0.5], [0.8]])  # unequal budgets
+    order, counts = compaction(keep)
+    assert order.shape == (hkv, int(counts.max())) and counts.tolist() == keep.sum(1).tolist()
+    for h in range(hkv):  # each head's kept slots first, ascending
+        assert order[h, : counts[h]].tolist() == keep[h].nonzero().flatten().tolist()
+    index = order[:, :, None].expand(-1, -1, d)
+    mask = torch.arange(order.shape[1])[None] < counts[:, None]
+    out = dense_attention_reference(q, k.gather(1, index), v.gather(1, index), mask)
+    assert torch.allclose(out, dense_attention_reference(q, k, v, keep), atol=1e-6)

@@ -44,6 +44,18 @@ def forced_tokens(s: int, sinks: int, recent: int, device: torch.device | str = 
     return (pos < sinks) | (pos >= s - recent)
 
 
+def compaction(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How an engine compacts an evicted cache: keep [Hkv, S] bool -> (order [Hkv, W], counts [Hkv]).
+
+    ``order`` lists each head's kept slots first, in their original order (a stable sort), W being
+    the largest head's count; a head that keeps fewer (Ada-SnapKV) is padded with evicted slots,
+    which its key mask hides from slot ``counts[h]`` on.
+    """
+    counts = keep.sum(dim=1)
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, : int(counts.max())]
+    return order, counts
+
+
 def top_per_row(scores: torch.Tensor, n: int, keep: torch.Tensor) -> torch.Tensor:
     """Add to ``keep`` [H, S] the ``n`` highest-scoring not-yet-kept tokens of each row."""
     if n <= 0:

@@ -21,6 +21,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ..attention import AttentionMethod
+from ..attention.snapkv import compaction
 from ..kernels.ops import sliding_window_attention
 from .base import Generation
 
@@ -210,12 +211,10 @@ def _compact_cache(cache, state: _SequenceState) -> None:
         cache_layer = cache.layers[layer]
         keys = cache_layer.keys  # [1, Hkv, S, D]
         keep = keep.to(keys.device)
-        counts = keep.sum(dim=1)  # [Hkv]
+        order, counts = compaction(keep)
         state.kept += float(counts.sum())
         state.cached += float(keep.numel())
-        width = int(counts.max())
-        # Stable sort puts kept slots first, in their original order.
-        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
+        width = order.shape[1]
         cache_layer.keep(order[None, :, :, None].expand(1, -1, -1, keys.shape[-1]))
         if bool((counts != width).any()):
             state.key_masks[layer] = torch.arange(width, device=keep.device)[None, :] < counts[:, None]

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ...attention import AttentionMethod
+from ...attention.snapkv import compaction
 from .adapters import adapter
 from .cache_io import BlockLayout, probe_block_layout, read_kv, slots_for
 from .runtime import LayerCompaction, RequestState, SparseRuntime, get_runtime
@@ -355,13 +356,11 @@ class SparseImplMixin:
         Heads may keep different numbers of tokens (Ada-SnapKV): the compacted width is the
         largest head's count and a per-head mask hides the padding, as in HfEngine.
         """
-        counts = keep.sum(dim=1)  # [Hkv]
-        width = int(counts.max())
+        order, counts = compaction(keep)  # kept positions first, in prompt order; [Hkv, W], [Hkv]
+        width = order.shape[1]
         state.kept += float(counts.sum())
         state.cached += float(keep.numel())
         if not bool(keep.all()):  # keeping everything leaves the cache as it is
-            # Stable sort: kept positions first, in prompt order.
-            order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]  # [Hkv, W]
             index = order.T[:, :, None].expand(-1, -1, key.shape[-1])  # [W, Hkv, D]
             slots = slots_for(plan.common.block_table_tensor[i], torch.arange(width),
                               self._layout(layer, kv_cache).block_size)
