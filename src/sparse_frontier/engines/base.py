@@ -22,6 +22,8 @@ class Generation:
              causal total for prefill/decode methods, kept over total cached tokens for
              kv-compression methods, 1.0 for dense; the work counted as the method's budget
              was calibrated (``density: kernel`` or ``exact`` for Vertical-Slash and FlexPrefill).
+    prefill_ms, decode_ms: wall time of this prompt's prefill and decoding; where prompts decode
+             together (hf: a batch in one forward pass per step) decode_ms is this prompt's share.
     densities: the same density under each counting of ``attention.COUNTINGS`` ("exact" query-key
              pairs, "kernel" cells of the paper's kernel) for methods that have both; empty otherwise.
     """
