@@ -645,9 +645,11 @@ def main() -> None:
     parser.add_argument(
         "--anchor-file", help="MInference's block_sparse_flash_attention.py, timed beside ours"
     )
-    parser.add_argument("--skip-prefill", action="store_true", help="Quest decode only")
+    parser.add_argument(
+        "--skip-prefill", action="store_true", help="no Block-Sparse / Vertical-Slash / FlexPrefill rows"
+    )
     parser.add_argument("--skip-eviction", action="store_true", help="no SnapKV / Ada-SnapKV rows")
-    parser.add_argument("--skip-decode", action="store_true", help="prefill methods only")
+    parser.add_argument("--skip-decode", action="store_true", help="no Quest rows")
     parser.add_argument("--json", help="write every measured row here (rewritten after each row)")
     args = parser.parse_args()
     skipped = (
