@@ -70,7 +70,7 @@ from sparse_frontier.attention.quest import (
     quest_decode_fused,
     select_pages,
 )
-from sparse_frontier.attention.snapkv import SnapKV, compaction
+from sparse_frontier.attention.snapkv import SnapKV, compaction, padding_mask
 from sparse_frontier.attention.vertical_slash import VerticalSlash, VerticalSlashIndex, vertical_slash_scores
 from sparse_frontier.kernels import ops
 from sparse_frontier.kernels.block_sparse.reference import block_sparse_pairs
@@ -457,16 +457,14 @@ def eviction_row(name, q, k, v, cr, dense_prefill_ms, dense_decode_ms, ceil_gbps
     method: SnapKV = get_method(name, cr)
     keep = method.prefill(q, k, v).keep
     order, counts = compaction(keep)
-    width = order.shape[1]
     index = order[:, :, None].expand(-1, -1, k.shape[-1])
     kc, vc = k.gather(1, index), v.gather(1, index)
-    uniform = bool((counts == width).all())
-    key_mask = None if uniform else torch.arange(width, device=k.device)[None] < counts[:, None]
+    key_mask = padding_mask(counts)
     q1, memo = q[:, -1:].contiguous(), {}
     r = {
         "method": name,
         "achieved_compression": keep.numel() / int(counts.sum()),
-        "cache_width": width,
+        "cache_width": order.shape[1],
         "prefill_ms": time_ms(lambda: method.prefill(q, k, v), reps),
         "select_ms": secondary(lambda: time_ms(lambda: method.keep_mask(q, k), reps)),
         "compact_ms": secondary(lambda: time_ms(lambda: (k.gather(1, index), v.gather(1, index)), reps)),

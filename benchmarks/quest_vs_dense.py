@@ -40,7 +40,7 @@ def main() -> None:
         dense_scores.append(task.score(dense.text, sample.gold))
         print(
             f"sample {sample.sample_id} ({len(prompt)} tokens) dense: {len(dense.output_ids)} tokens, "
-            f"score {task.score(dense.text, sample.gold):.2f}",
+            f"score {dense_scores[-1]:.2f}",
             flush=True,
         )
         for spec in args.methods:

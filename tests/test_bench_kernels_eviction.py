@@ -41,5 +41,6 @@ def test_eviction_row_reports_what_eviction_costs_and_saves(name, monkeypatch):
     saving = 1.0 - row["step_ms"]
     expected = max(0.0, extra) / saving if saving > 0 else math.inf
     assert row["breakeven_steps"] == pytest.approx(expected)
-    line = bench._fmt_eviction({**row, "method": name, "length": 2048, "compression": 5.0, "dense_kernel": "x"})
+    key = {"method": name, "length": 2048, "compression": 5.0, "dense_kernel": "x"}
+    line = bench._fmt_eviction({**row, **key})
     assert line.count("|") == bench.EVICTION_HEADER.splitlines()[0].count("|")

@@ -56,6 +56,15 @@ def compaction(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order, counts
 
 
+def padding_mask(counts: torch.Tensor) -> torch.Tensor | None:
+    """The key mask of a compacted cache: [Hkv, max(counts)] True on each head's first counts[h] slots
+    (its kept tokens); None when every head keeps as many (nothing to hide)."""
+    width = int(counts.max())
+    if bool((counts == width).all()):
+        return None
+    return torch.arange(width, device=counts.device)[None, :] < counts[:, None]
+
+
 def top_per_row(scores: torch.Tensor, n: int, keep: torch.Tensor) -> torch.Tensor:
     """Add to ``keep`` [H, S] the ``n`` highest-scoring not-yet-kept tokens of each row."""
     if n <= 0:

@@ -21,7 +21,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ..attention import AttentionMethod
-from ..attention.snapkv import compaction
+from ..attention.snapkv import compaction, padding_mask
 from ..kernels.ops import sliding_window_attention
 from .base import Generation
 
@@ -214,10 +214,9 @@ def _compact_cache(cache, state: _SequenceState) -> None:
         order, counts = compaction(keep)
         state.kept += float(counts.sum())
         state.cached += float(keep.numel())
-        width = order.shape[1]
         cache_layer.keep(order[None, :, :, None].expand(1, -1, -1, keys.shape[-1]))
-        if bool((counts != width).any()):
-            state.key_masks[layer] = torch.arange(width, device=keep.device)[None, :] < counts[:, None]
+        if (key_mask := padding_mask(counts)) is not None:
+            state.key_masks[layer] = key_mask
     state.keeps.clear()
 
 
