@@ -73,6 +73,22 @@ def test_selection_scores_are_quests_bounds(hq, hkv, s, d, shared):
     assert torch.equal(hist, _top_bits_histogram(out))
 
 
+@needs_kernel
+@pytest.mark.parametrize("shared", [True, False])
+def test_histogram_counts_pages_crowded_into_few_bins(shared):
+    """Real rows crowd into a few bins (the shared path merges a tile's pages per bin): keys constant
+    over long stretches put whole tiles, and the ragged tail, into one bin; others into two or three."""
+    hq, hkv, s, d = 4, 2, 16 * 150 + 5, 32
+    q, k, _, g = _inputs(hq, hkv, s, d, seed=11)
+    k[0] = 1.0  # every page of kv head 0 has the same bounds: one bin for the whole row
+    k[1, : s // 2] = torch.randint(1, 4, (s // 2, 1), generator=g, device=DEVICE).to(k.dtype)
+    low, high = page_bounds(k, 16)
+    n_pages = low.shape[1]
+    out, hist = quest_selection_scores_triton(q, low.to(k.dtype), high.to(k.dtype), n_pages, n_pages - 1, shared)
+    assert torch.equal(hist, _top_bits_histogram(out))
+    assert int(hist.sum()) == out.numel()
+
+
 def _order_keys(scores: torch.Tensor) -> torch.Tensor:
     """int64 keys with the float order (-0.0 = 0.0), the definition the kernels' int32 keys follow."""
     bits = torch.where(scores == 0, 0.0, scores).view(torch.int32).long()
