@@ -84,7 +84,8 @@ def test_histogram_counts_pages_crowded_into_few_bins(shared):
     k[1, : s // 2] = torch.randint(1, 4, (s // 2, 1), generator=g, device=DEVICE).to(k.dtype)
     low, high = page_bounds(k, 16)
     n_pages = low.shape[1]
-    out, hist = quest_selection_scores_triton(q, low.to(k.dtype), high.to(k.dtype), n_pages, n_pages - 1, shared)
+    low, high = low.to(k.dtype), high.to(k.dtype)
+    out, hist = quest_selection_scores_triton(q, low, high, n_pages, n_pages - 1, shared)
     assert torch.equal(hist, _top_bits_histogram(out))
     assert int(hist.sum()) == out.numel()
 
