@@ -7,9 +7,8 @@ captured in a CUDA graph:
 1. ``quest_selection_scores_kernel``: per-page upper bounds from the page summaries, read once per kv
    head (every query head of the group uses the same tile); with shared pages the group's scores are
    summed in registers, so one row per kv head is written. The current page gets +inf: it is always
-   read. Each page is also counted in its row's histogram bin of the top 12 bits of its order key
-   (relaxed global atomics, spread over all the tiles; with shared pages one atomic per distinct bin
-   of a tile, since a row's pages crowd into a few bins).
+   read. Each page also adds one to its row's histogram bin of the top 12 bits of its order key
+   (relaxed global atomics), spread over all the tiles.
 2. ``quest_select_pages_kernel``: many programs per row (about one per SM in all). Each finds the
    row's n-th largest key exactly and redundantly: its top 12 bits from the histogram (one scan of
    4096 bins), the low 20 bits by ten 2-bit passes over the row held in registers (three int32
@@ -70,21 +69,6 @@ def _count_top_bits(HIST, row, scores, ok):
 
 
 @triton.jit
-def _count_top_bits_merged(HIST, row, scores, ok, BLOCK: tl.constexpr):
-    """``_count_top_bits`` for one row's tile of BLOCK scores, one atomic per distinct bin.
-
-    A row's scores span a binade or two, so they fall in ~20 of the 4096 bins: one atomic per page
-    would queue thousands on the same few addresses. Each bin's first page of the tile adds the
-    tile's count instead (a [BLOCK, BLOCK] comparison in registers)."""
-    bins = tl.where(ok, (_order_key(scores) >> 20) + 2048, -1)
-    same = bins[:, None] == bins[None, :]  # [BLOCK, BLOCK]
-    idx = tl.arange(0, BLOCK)
-    count = tl.sum(same.to(tl.int32), 1)
-    earlier = tl.sum((same & (idx[None, :] < idx[:, None])).to(tl.int32), 1)
-    tl.atomic_add(HIST + row * 4096 + bins, count, mask=ok & (earlier == 0), sem="relaxed")
-
-
-@triton.jit
 def quest_selection_scores_kernel(
     Q,  # [Hq, 1, D]
     LOW,  # [Hkv, >= P, D] per-page channel minimum of the keys (any float dtype)
@@ -128,7 +112,7 @@ def quest_selection_scores_kernel(
         row = tl.sum(q_pos[None, :] * high + q_neg[None, :] * low, 1)  # [BLOCK_P]
         row = tl.where(pages == current, float("inf"), row)
         tl.store(SCORES + kv_h * n_pages + pages, row, mask=page_ok)
-        _count_top_bits_merged(HIST, kv_h, row, page_ok, BLOCK_P)
+        _count_top_bits(HIST, kv_h, row, page_ok)
     else:
         scores = tl.dot(tl.maximum(q, 0.0), tl.trans(high), input_precision="ieee")
         scores += tl.dot(tl.minimum(q, 0.0), tl.trans(low), input_precision="ieee")  # [GROUP_PAD, BLOCK_P]

@@ -76,8 +76,8 @@ def test_selection_scores_are_quests_bounds(hq, hkv, s, d, shared):
 @needs_kernel
 @pytest.mark.parametrize("shared", [True, False])
 def test_histogram_counts_pages_crowded_into_few_bins(shared):
-    """Real rows crowd into a few bins (the shared path merges a tile's pages per bin): keys constant
-    over long stretches put whole tiles, and the ragged tail, into one bin; others into two or three."""
+    """Real rows crowd into a few bins (~20 of 4096 at 128K): keys constant over long stretches put
+    whole tiles, and the ragged tail, into one bin; others into two or three."""
     hq, hkv, s, d = 4, 2, 16 * 150 + 5, 32
     q, k, _, g = _inputs(hq, hkv, s, d, seed=11)
     k[0] = 1.0  # every page of kv head 0 has the same bounds: one bin for the whole row
