@@ -41,9 +41,10 @@ def prompt(n: int, seed: int) -> list[int]:
 def stock(model, ids: list[int], new: int, implementation: str) -> tuple[torch.Tensor, list[int]]:
     """transformers' own attention: prefill logits of the last prompt token and greedy tokens."""
     model.set_attn_implementation(implementation)
+    inputs = torch.tensor([ids], device=model.device)
     with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0, -1]
-        out = model.generate(torch.tensor([ids]), max_new_tokens=new, min_new_tokens=new, do_sample=False)
+        logits = model(inputs).logits[0, -1]
+        out = model.generate(inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False)
     return logits, out[0, len(ids):].tolist()
 
 
@@ -63,6 +64,22 @@ def test_dense_equals_stock_transformers_on_a_gemma3_shaped_model(gemma, length)
         finally:
             gemma.config.layer_types = list(LAYER_TYPES)
         assert not torch.allclose(full_logits, expected_logits, atol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dense_equals_stock_transformers_on_the_gpu(gemma):
+    """The engine's CUDA path (fused dense, the sliding window through SDPA on CUDA, its cache) against
+    stock transformers on the same GPU, float32, 40 windows deep."""
+    import copy
+
+    model = copy.deepcopy(gemma).cuda()
+    ids = prompt(1000, seed=7)
+    expected_logits, expected = stock(model, ids, 12, "sdpa")
+    engine = HfEngine.from_model(model)
+    logits, _ = engine.prefill(ids, get_method("dense"), 12)
+    assert torch.allclose(logits, expected_logits, atol=1e-3, rtol=1e-3)
+    assert engine.generate([ids], get_method("dense"), 12)[0].output_ids == expected
 
 
 @pytest.mark.parametrize("name", ["snapkv", "quest", "block_sparse"])

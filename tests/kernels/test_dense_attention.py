@@ -124,6 +124,21 @@ def test_sliding_window_on_cuda_matches_reference(dtype):
     assert torch.isfinite(out).all() and rel_error(out.cpu(), ref) < 1e-2
 
 
+@on_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("t", [16384, 1])
+def test_gemma3_270m_shapes_at_16k_on_cuda(t):
+    """Gemma 3 270M's attention (4 query heads on 1 kv head, head dim 256) over 16K keys, bf16: its
+    global layers through the fused path (cuDNN or FlashAttention at head dim 256), its local layers
+    through the sliding window. References in float32 on the GPU (4 GB of scores at 16K)."""
+    s = 16384
+    q, k, v = qkv(4, 1, t, s, 256, torch.bfloat16, seed=t, strided=True)
+    ref = dense_attention_reference(q.float(), k.float(), v.float())
+    assert rel_error(dense_attention(q, k, v), ref) < 1e-2
+    window = sliding_window_attention_reference(q.float(), k.float(), v.float(), 512)
+    assert rel_error(sliding_window_attention(q, k, v, 512), window) < 1e-2
+
+
 def test_sliding_window_names_a_bad_window():
     q, k, v = qkv(2, 1, 4, 4, 8, torch.float32, seed=0, device="cpu")
     with pytest.raises(ValueError, match="window must be a positive integer"):
