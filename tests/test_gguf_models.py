@@ -123,3 +123,28 @@ def test_the_converted_folder_computes_what_the_gguf_computes():
     # Only the cast of the dequantised weights to the saved dtype separates the two.
     assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.9
     assert torch.nn.functional.cosine_similarity(got, want, dim=-1).min() > 0.99
+
+
+def _tokenizer(words: bool):
+    """A word-level tokenizer, or a character-level Unigram one without scores (what transformers 5.17
+    makes of Gemma 3's GGUF tokenizer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from sparse_frontier.gguf_models import _PROBE
+
+    if words:
+        vocab = {w: i for i, w in enumerate(sorted(set(_PROBE.split())) + ["<unk>"])}
+        backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    else:
+        backend = Tokenizer(models.Unigram([(c, 0.0) for c in sorted(set(_PROBE))], unk_id=0))
+    return PreTrainedTokenizerFast(tokenizer_object=backend)
+
+
+def test_a_character_level_tokenizer_is_refused_with_a_sentence():
+    from sparse_frontier.gguf_models import check_subword_tokenizer
+
+    check_subword_tokenizer(_tokenizer(words=True), "model.gguf")
+    with pytest.raises(ValueError, match=r"model.gguf into one that splits plain text into 82 tokens"):
+        check_subword_tokenizer(_tokenizer(words=False), "model.gguf")

@@ -145,8 +145,9 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "bf
     if not gguf_path.is_file():
         raise FileNotFoundError(f"No GGUF file at {gguf_path}; fetch it first (rule fetch_gguf).")
     folder, name = str(gguf_path.parent), gguf_path.name
-    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    check_subword_tokenizer(tokenizer, name)
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = quantised.config
     quantization = getattr(config, "quantization_config", None)
     if hasattr(config, "quantization_config"):
@@ -167,6 +168,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "bf
     with atomic_dir(out_dir) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        check_subword_tokenizer(AutoTokenizer.from_pretrained(tmp), f"{name} (as saved)")
         record = {
             "source": dict(source or {}),
             "gguf_file": name,
@@ -186,6 +188,31 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "bf
         (tmp / CONVERSION_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
     log.info("converted %s to %s (%s, %d parameters)", name, out_dir, dtype, plain.num_parameters())
     return out_dir
+
+
+#: Plain English: subword tokenizers encode it in about a quarter as many tokens as it has characters
+#: (22 of 82 for SmolLM2's, Gemma 3's and Qwen 2.5's).
+_PROBE = "The quick brown fox jumps over the lazy dog, and the special magic number is 7261."
+
+
+def check_subword_tokenizer(tokenizer, source: str) -> None:
+    """Refuses a converted tokenizer that splits plain text into pieces far shorter than its subwords.
+
+    transformers 5.17 converts Gemma 3's GGUF tokenizer with merges that miss most words (41 tokens
+    for the probe), and saves it as a Unigram model without scores, which reloads as one token per
+    character (82): the model then reads text it was never trained on and still answers, badly (a
+    16K study on the H200 ran that way: docs/results/gpu-gemma3-16k)."""
+    import transformers
+
+    n_tokens = len(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
+    if n_tokens > len(_PROBE) / 3:
+        raise ValueError(
+            f"transformers {transformers.__version__} converted the tokenizer of {source} into one that "
+            f"splits plain text into {n_tokens} tokens for {len(_PROBE)} characters (a subword "
+            "tokenizer takes about a quarter as many), so the model would read text it was never "
+            "trained on; convert with a transformers release whose GGUF conversion keeps the subwords "
+            "(5.19 does; 5.17 does not for Gemma 3)."
+        )
 
 
 def _tied_keys(model) -> set[str]:
